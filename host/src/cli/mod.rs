@@ -1,0 +1,88 @@
+//! The `wasmscaler` command line.
+
+mod eval;
+mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// wasmscaler: autoscaling with your own logic, compiled to sandboxed WebAssembly.
+///
+/// Policies are WebAssembly components implementing the `wasmscaler:policy` WIT contract
+/// (see wit/policy.wit). Start with `wasmscaler eval` to try a policy on a context file.
+#[derive(Debug, Parser)]
+#[command(name = "wasmscaler", version, propagate_version = true)]
+pub struct Cli {
+    /// Log as JSON lines instead of text (logs go to stderr; filter with RUST_LOG).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a policy once on a context file and print its samples and decision as JSON.
+    ///
+    /// Example: wasmscaler eval --policy cpu_target.wasm --context ctx.json
+    Eval(eval::EvalArgs),
+    /// Show which contract world a component implements, what it imports, its size and sha256.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Where compiled components are cached.
+#[derive(Debug, Args)]
+struct CacheArgs {
+    /// Directory of the compiled-component cache [default: $XDG_CACHE_HOME/wasmscaler or
+    /// ~/.cache/wasmscaler].
+    #[arg(long, env = "WASMSCALER_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write the on-disk cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+}
+
+impl CacheArgs {
+    fn sandbox(&self) -> anyhow::Result<Sandbox> {
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        };
+        let config = SandboxConfig {
+            cache_dir,
+            ..SandboxConfig::default()
+        };
+        Ok(Sandbox::new(config)?)
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .map(|base| base.join("wasmscaler"))
+}
+
+/// Runs a parsed command line; errors are printed on one line and give exit code 1.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Eval(args) => eval::run(args).await,
+        Command::Inspect(args) => inspect::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let message = match error.downcast_ref::<crate::sandbox::SandboxError>() {
+                Some(sandbox) => sandbox.summary(),
+                None => format!("{error:#}"),
+            };
+            eprintln!("error: {}", message.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The public contract (`wit/`) as Rust: generated bindings and the host's own data model.
+//!
+//! The bindings are generated from the WIT package at build time, so the host can never drift
+//! from the contract it publishes. The [`model`] types are what the rest of the host (engine,
+//! API, CLI) works with: they are serde-friendly (camelCase JSON, maps instead of pair lists)
+//! and independent of the bindings' generated names.
+
+pub mod model;
+
+/// Generated host bindings for the `wasmscaler:policy` package.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+        imports: {
+            "wasmscaler:policy/http.get": async | trappable,
+            "wasmscaler:policy/kubernetes-metrics.pod-metrics": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+    });
+}
+
+pub use bindings::exports::wasmscaler::policy::{evaluation, metrics};
+pub use bindings::wasmscaler::policy::{http, kubernetes_metrics, log, state, types};
+
+/// The semver of the WIT package this host implements.
+pub const PACKAGE_VERSION: &str = "0.1.0";
+
+/// Fully qualified name of an interface of this package, e.g. `wasmscaler:policy/metrics@0.1.0`.
+pub fn interface_name(interface: &str) -> String {
+    format!("wasmscaler:policy/{interface}@{PACKAGE_VERSION}")
+}

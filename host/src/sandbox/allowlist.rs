@@ -1,0 +1,150 @@
+//! The URL allow-list of the `http` capability.
+
+use url::Url;
+
+/// Placeholder in a pattern that stands for any current replica's address.
+const REPLICA: &str = "{replica}";
+
+/// Compiled allow-list for one call: patterns with `{replica}` expanded to the call's replicas.
+#[derive(Debug, Clone)]
+pub(crate) struct UrlAllowList {
+    patterns: Vec<String>,
+}
+
+impl UrlAllowList {
+    pub(crate) fn new(
+        patterns: &[String],
+        replica_addresses: impl Iterator<Item = String>,
+    ) -> Self {
+        let addresses: Vec<String> = replica_addresses.collect();
+        let mut expanded = Vec::new();
+        for pattern in patterns {
+            if pattern.contains(REPLICA) {
+                expanded.extend(addresses.iter().map(|a| pattern.replace(REPLICA, a)));
+            } else {
+                expanded.push(pattern.clone());
+            }
+        }
+        UrlAllowList { patterns: expanded }
+    }
+
+    /// Parses `url` and checks it against the patterns; the error says why it was refused.
+    pub(crate) fn check(&self, url: &str) -> Result<Url, String> {
+        let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("{url:?}: only http and https are allowed"));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(format!("{url:?}: credentials in URLs are not allowed"));
+        }
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| format!("{url:?} has no host"))?;
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| format!("{url:?} has no port"))?;
+        let path = parsed.path();
+        let with_port = format!("{}://{host}:{port}{path}", parsed.scheme());
+        let candidates = if parsed.port().is_none() {
+            vec![with_port, format!("{}://{host}{path}", parsed.scheme())]
+        } else {
+            vec![with_port]
+        };
+        let allowed = self.patterns.iter().any(|p| {
+            candidates
+                .iter()
+                .any(|c| glob_match(p.as_bytes(), c.as_bytes()))
+        });
+        if allowed {
+            Ok(parsed)
+        } else {
+            Err(format!(
+                "{url:?} is not on the autoscaler's HTTP allow-list"
+            ))
+        }
+    }
+}
+
+/// `*` matches any run of bytes other than `/`; everything else matches itself.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => {
+            let mut i = 0;
+            loop {
+                if glob_match(rest, &text[i..]) {
+                    return true;
+                }
+                if i == text.len() || text[i] == b'/' {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(patterns: &[&str], replicas: &[&str]) -> UrlAllowList {
+        let patterns: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        UrlAllowList::new(&patterns, replicas.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn exact_and_wildcard_patterns() {
+        let l = list(
+            &["http://127.0.0.1:*/load", "https://metrics.example.com/q"],
+            &[],
+        );
+        assert!(l.check("http://127.0.0.1:8081/load").is_ok());
+        assert!(l.check("http://127.0.0.1:8081/load?x=1").is_ok());
+        assert!(l.check("https://metrics.example.com/q").is_ok());
+        assert!(l.check("https://metrics.example.com:443/q").is_ok());
+        assert!(l.check("http://127.0.0.1:8081/other").is_err());
+        assert!(l.check("http://127.0.0.1:8081/load/deeper").is_err());
+        assert!(l.check("http://10.0.0.1:8081/load").is_err());
+        assert!(l.check("https://metrics.example.com:8443/q").is_err());
+    }
+
+    #[test]
+    fn star_does_not_cross_path_segments() {
+        let l = list(&["http://h/*/x"], &[]);
+        assert!(l.check("http://h/a/x").is_ok());
+        assert!(l.check("http://h/a/b/x").is_err());
+    }
+
+    #[test]
+    fn replica_placeholder_expands_to_current_replicas_only() {
+        let l = list(
+            &["http://{replica}/status"],
+            &["127.0.0.1:9001", "127.0.0.1:9002"],
+        );
+        assert!(l.check("http://127.0.0.1:9001/status").is_ok());
+        assert!(l.check("http://127.0.0.1:9002/status").is_ok());
+        assert!(l.check("http://127.0.0.1:9003/status").is_err());
+    }
+
+    #[test]
+    fn refuses_other_schemes_credentials_and_garbage() {
+        let l = list(&["*"], &[]);
+        assert!(
+            l.check("file:///etc/passwd")
+                .unwrap_err()
+                .contains("only http")
+        );
+        assert!(
+            l.check("http://u:p@h/")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            l.check("not a url")
+                .unwrap_err()
+                .contains("not a valid URL")
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! One guest call: a fresh store, its budgets, the call itself, and the classification of
+//! whatever went wrong into a [`SandboxError`].
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::component::ResourceTableError;
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, WasmBacktrace};
+
+use crate::contract::model::{Context, Decision, GuestError, OutputSize, Sample};
+use crate::contract::types;
+
+use super::component::GuestComponent;
+use super::error::HostAbort;
+use super::host::HostState;
+use super::limiter::LimitHit;
+use super::{CallEnv, SandboxError};
+
+/// A successful call's value and what it cost.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallOutcome<T> {
+    /// What the guest returned.
+    pub value: T,
+    /// Fuel units consumed (instantiation included).
+    pub fuel_consumed: u64,
+    /// Wall-clock time of the call, instantiation included.
+    #[serde(serialize_with = "serialize_micros", rename = "durationMicros")]
+    pub duration: Duration,
+    /// Log records dropped over the per-call budget.
+    pub logs_dropped: u32,
+}
+
+fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Extra wall-clock time granted beyond the deadline before the host abandons a call stuck in
+/// a host function, where the epoch interrupt cannot reach.
+const ABANDON_GRACE: Duration = Duration::from_millis(50);
+
+impl GuestComponent {
+    /// Calls the component's `gather` in a fresh sandbox.
+    pub async fn gather(
+        &self,
+        ctx: &Context,
+        env: &CallEnv,
+    ) -> Result<CallOutcome<Vec<Sample>>, SandboxError> {
+        let indices = self.require_metrics()?;
+        let wit_ctx = types::Context::from(ctx);
+        let (mut store, started) = self.new_store(ctx, env)?;
+        let result = with_deadline(env, async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let guest = indices.load(&mut store, &instance)?;
+            guest.call_gather(&mut store, &wit_ctx).await
+        })
+        .await;
+        let result = result
+            .map(|r| r.map(|samples| samples.into_iter().map(Sample::from).collect::<Vec<_>>()));
+        finish(store, self.shared.pool_slots, started, env, result)
+    }
+
+    /// Calls the component's `evaluate` in a fresh sandbox.
+    pub async fn evaluate(
+        &self,
+        ctx: &Context,
+        samples: &[Sample],
+        env: &CallEnv,
+    ) -> Result<CallOutcome<Decision>, SandboxError> {
+        let indices = self.require_evaluation()?;
+        let wit_ctx = types::Context::from(ctx);
+        let wit_samples: Vec<types::Sample> = samples.iter().map(types::Sample::from).collect();
+        let (mut store, started) = self.new_store(ctx, env)?;
+        let result = with_deadline(env, async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let guest = indices.load(&mut store, &instance)?;
+            guest
+                .call_evaluate(&mut store, &wit_ctx, &wit_samples)
+                .await
+        })
+        .await;
+        finish(
+            store,
+            self.shared.pool_slots,
+            started,
+            env,
+            result.map(|r| r.map(Decision::from)),
+        )
+    }
+
+    fn new_store(
+        &self,
+        ctx: &Context,
+        env: &CallEnv,
+    ) -> Result<(Store<HostState>, Instant), SandboxError> {
+        self.check_grants(&env.capabilities)?;
+        if let Some(max) = self.shared.max_memory_bytes
+            && env.limits.memory_bytes > max
+        {
+            return Err(SandboxError::InvalidLimits(format!(
+                "memoryBytes {} exceeds the engine's pool slot of {max} bytes",
+                env.limits.memory_bytes
+            )));
+        }
+        let started = Instant::now();
+        let data = HostState::new(ctx, env.clone(), self.shared.http.clone())
+            .map_err(SandboxError::State)?;
+        let mut store = Store::new(self.pre.engine(), data);
+        store.limiter(|state| &mut state.limiter);
+        let internal = |e: wasmtime::Error| SandboxError::Internal(format!("{e:#}"));
+        store.set_fuel(env.limits.fuel).map_err(internal)?;
+        store
+            .fuel_async_yield_interval(Some(self.shared.fuel_yield_interval))
+            .map_err(internal)?;
+        store.set_epoch_deadline(self.shared.deadline_ticks(env.limits.timeout()));
+        store.epoch_deadline_trap();
+        Ok((store, started))
+    }
+}
+
+async fn with_deadline<T>(
+    env: &CallEnv,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout(env.limits.timeout() + ABANDON_GRACE, call).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(HostAbort::Deadline.into()),
+    }
+}
+
+/// Turns the raw result into the call's outcome: classifies errors, enforces the output cap,
+/// commits state on success and forwards captured stdout/stderr to the log.
+fn finish<T: OutputSize>(
+    mut store: Store<HostState>,
+    pool_slots: u32,
+    started: Instant,
+    env: &CallEnv,
+    result: wasmtime::Result<Result<T, types::Error>>,
+) -> Result<CallOutcome<T>, SandboxError> {
+    let duration = started.elapsed();
+    let fuel_consumed = env.limits.fuel - store.get_fuel().unwrap_or(0);
+    let state = store.data_mut();
+    let stderr = forward_captured_output(state);
+    let max_output = env.limits.max_output_bytes;
+    let too_large = |size: usize| {
+        (size as u64 > max_output).then_some(SandboxError::OutputTooLarge {
+            size: size as u64,
+            limit: max_output,
+        })
+    };
+    let value = match result {
+        Err(e) => {
+            let hit = state.limiter.hit.clone();
+            return Err(classify(e, hit, env, pool_slots, &stderr));
+        }
+        Ok(Err(guest_error)) => {
+            let guest_error = GuestError::from(guest_error);
+            return Err(too_large(guest_error.output_size()).unwrap_or(guest_error.into()));
+        }
+        Ok(Ok(value)) => value,
+    };
+    if let Some(e) = too_large(value.output_size()) {
+        return Err(e);
+    }
+    if let Some(new_state) = state.take_dirty_state()
+        && let Some(store) = &state.env().state
+    {
+        store.commit(new_state).map_err(SandboxError::State)?;
+    }
+    Ok(CallOutcome {
+        value,
+        fuel_consumed,
+        duration,
+        logs_dropped: state.logs_dropped,
+    })
+}
+
+/// Logs what the guest wrote to stdout/stderr; returns stderr's last lines for trap reports.
+fn forward_captured_output(state: &HostState) -> String {
+    let _entered = state.span.enter();
+    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+        let bytes = pipe.contents();
+        for line in String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            tracing::info!(target: "wasmscaler::guest", stream, "{line}");
+        }
+    }
+    let stderr = state.stderr.contents();
+    let text = String::from_utf8_lossy(&stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+fn classify(
+    err: wasmtime::Error,
+    hit: Option<LimitHit>,
+    env: &CallEnv,
+    pool_slots: u32,
+    stderr: &str,
+) -> SandboxError {
+    if let Some(abort) = err.downcast_ref::<HostAbort>() {
+        return match abort {
+            HostAbort::HostCallLimit(limit) => SandboxError::HostCallLimit { limit: *limit },
+            HostAbort::NotGranted { capability } => SandboxError::CapabilityNotGranted {
+                capability: *capability,
+                import: crate::contract::interface_name(capability.interface()),
+            },
+            HostAbort::Deadline => SandboxError::DeadlineExceeded {
+                timeout: env.limits.timeout(),
+            },
+        };
+    }
+    let trap = err.downcast_ref::<Trap>().copied();
+    match trap {
+        Some(Trap::OutOfFuel) => {
+            return SandboxError::FuelExhausted {
+                budget: env.limits.fuel,
+            };
+        }
+        Some(Trap::Interrupt) => {
+            return SandboxError::DeadlineExceeded {
+                timeout: env.limits.timeout(),
+            };
+        }
+        _ => {}
+    }
+    match hit {
+        Some(LimitHit::Memory { requested, limit }) => {
+            return SandboxError::MemoryLimit { requested, limit };
+        }
+        Some(LimitHit::Table { requested, limit }) => {
+            return SandboxError::ResourceLimit {
+                what: format!("a table asked for {requested} elements, over the cap of {limit}"),
+            };
+        }
+        None => {}
+    }
+    if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        return SandboxError::Busy(pool_slots);
+    }
+    if err.downcast_ref::<ResourceTableError>().is_some() {
+        return SandboxError::ResourceLimit {
+            what: format!("{err:#}"),
+        };
+    }
+    let message = match trap {
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    if trap.is_none() && message.contains("resource limit exceeded") {
+        return SandboxError::ResourceLimit { what: message };
+    }
+    let message = if stderr.is_empty() {
+        message
+    } else {
+        format!("{message} (stderr: {stderr})")
+    };
+    SandboxError::GuestTrap {
+        message,
+        backtrace: err.downcast_ref::<WasmBacktrace>().map(|b| b.to_string()),
+    }
+}

@@ -1,0 +1,338 @@
+//! The data of one call's store and the host side of the capability imports.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use crate::contract::model::{Context, GuestError};
+use crate::contract::{http, kubernetes_metrics, log, state, types};
+
+use super::allowlist::UrlAllowList;
+use super::error::HostAbort;
+use super::limiter::CallLimiter;
+use super::{CallEnv, Capability};
+
+/// Store data of one guest call. Built fresh for every call, dropped after it.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: CallLimiter,
+    env: CallEnv,
+    http_client: reqwest::Client,
+    allow_list: Option<UrlAllowList>,
+    state: Option<StateOverlay>,
+    host_calls: u32,
+    pub(crate) logs_dropped: u32,
+    logs_kept: u32,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) span: tracing::Span,
+}
+
+/// The call's private copy of the autoscaler's state; committed only if the call succeeds.
+pub(crate) struct StateOverlay {
+    pub(crate) data: BTreeMap<String, Vec<u8>>,
+    max_bytes: u64,
+    pub(crate) dirty: bool,
+}
+
+impl StateOverlay {
+    fn size(&self) -> u64 {
+        self.data
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
+    }
+}
+
+/// A wall clock frozen at the run's `now-ms`: the guest sees the same instant the context
+/// names, which makes a call reproducible from its inputs.
+struct FrozenWallClock(Duration);
+
+impl HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// A monotonic clock that never advances: guests measure nothing they were not given.
+struct FrozenMonotonicClock;
+
+impl HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+impl HostState {
+    pub(crate) fn new(
+        ctx: &Context,
+        env: CallEnv,
+        http_client: reqwest::Client,
+    ) -> Result<Self, GuestError> {
+        let capture = usize::try_from(env.limits.max_captured_output_bytes).unwrap_or(usize::MAX);
+        let stdout = MemoryOutputPipe::new(capture);
+        let stderr = MemoryOutputPipe::new(capture);
+        let now = Duration::from_millis(u64::try_from(ctx.now_ms).unwrap_or(0));
+        // No preopened directories, no environment, no arguments, no sockets, no name lookups.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(FrozenWallClock(now))
+            .monotonic_clock(FrozenMonotonicClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = match &env.capabilities.state {
+            Some(grant) => Some(StateOverlay {
+                data: match &env.state {
+                    Some(store) => store.load()?,
+                    None => BTreeMap::new(),
+                },
+                max_bytes: grant.max_bytes,
+                dirty: false,
+            }),
+            None => None,
+        };
+        let allow_list = env.capabilities.http.as_ref().map(|grant| {
+            UrlAllowList::new(
+                &grant.allow,
+                ctx.replicas.iter().filter_map(|r| r.address.clone()),
+            )
+        });
+        Ok(HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: CallLimiter::new(&env.limits),
+            span: tracing::info_span!(
+                "guest",
+                autoscaler = %ctx.autoscaler_name,
+                namespace = %ctx.autoscaler_namespace,
+            ),
+            env,
+            http_client,
+            allow_list,
+            state,
+            host_calls: 0,
+            logs_dropped: 0,
+            logs_kept: 0,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Counts one capability call and checks its grant; aborts the guest past the limit.
+    fn enter(&mut self, capability: Capability) -> wasmtime::Result<()> {
+        if !self.env.capabilities.grants(capability) {
+            return Err(HostAbort::NotGranted { capability }.into());
+        }
+        self.host_calls += 1;
+        if self.host_calls > self.env.limits.max_host_calls {
+            return Err(HostAbort::HostCallLimit(self.env.limits.max_host_calls).into());
+        }
+        Ok(())
+    }
+
+    /// The state to commit, if the call changed any.
+    pub(crate) fn take_dirty_state(&mut self) -> Option<BTreeMap<String, Vec<u8>>> {
+        match self.state.take() {
+            Some(overlay) if overlay.dirty => Some(overlay.data),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn env(&self) -> &CallEnv {
+        &self.env
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.enter(Capability::Log)?;
+        if self.logs_kept >= self.env.limits.max_log_records {
+            self.logs_dropped += 1;
+            return Ok(());
+        }
+        self.logs_kept += 1;
+        let _entered = self.span.enter();
+        match level {
+            log::Level::Trace => tracing::trace!(target: "wasmscaler::guest", "{message}"),
+            log::Level::Debug => tracing::debug!(target: "wasmscaler::guest", "{message}"),
+            log::Level::Info => tracing::info!(target: "wasmscaler::guest", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "wasmscaler::guest", "{message}"),
+            log::Level::Error => tracing::error!(target: "wasmscaler::guest", "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl state::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.enter(Capability::State)?;
+        Ok(self.state.as_ref().and_then(|s| s.data.get(&key).cloned()))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), types::Error>> {
+        self.enter(Capability::State)?;
+        let Some(overlay) = self.state.as_mut() else {
+            return Err(HostAbort::NotGranted {
+                capability: Capability::State,
+            }
+            .into());
+        };
+        let old = overlay
+            .data
+            .get(&key)
+            .map_or(0, |v| (key.len() + v.len()) as u64);
+        let new_size = overlay.size() - old + (key.len() + value.len()) as u64;
+        if new_size > overlay.max_bytes {
+            return Ok(Err(types::Error::Denied(format!(
+                "state quota of {} bytes exceeded ({new_size} bytes needed)",
+                overlay.max_bytes
+            ))));
+        }
+        overlay.data.insert(key, value);
+        overlay.dirty = true;
+        Ok(Ok(()))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.enter(Capability::State)?;
+        if let Some(overlay) = self.state.as_mut() {
+            overlay.dirty |= overlay.data.remove(&key).is_some();
+        }
+        Ok(())
+    }
+
+    fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
+        self.enter(Capability::State)?;
+        Ok(self
+            .state
+            .as_ref()
+            .map(|s| s.data.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+impl http::Host for HostState {
+    async fn get(
+        &mut self,
+        url: String,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<http::Response, types::Error>> {
+        self.enter(Capability::Http)?;
+        let (Some(grant), Some(allow_list)) = (&self.env.capabilities.http, &self.allow_list)
+        else {
+            return Err(HostAbort::NotGranted {
+                capability: Capability::Http,
+            }
+            .into());
+        };
+        let parsed = match allow_list.check(&url) {
+            Ok(parsed) => parsed,
+            Err(reason) => return Ok(Err(types::Error::Denied(reason))),
+        };
+        Ok(fetch(
+            &self.http_client,
+            parsed,
+            headers,
+            Duration::from_millis(grant.timeout_ms),
+            grant.max_body_bytes,
+        )
+        .await
+        .map_err(types::Error::from))
+    }
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    url: url::Url,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    max_body: u64,
+) -> Result<http::Response, GuestError> {
+    let mut request = client.get(url.clone()).timeout(timeout);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let unavailable = |e: reqwest::Error| GuestError::Unavailable(format!("GET {url}: {e}"));
+    let mut response = request.send().await.map_err(unavailable)?;
+    if response.content_length().is_some_and(|len| len > max_body) {
+        return Err(GuestError::Denied(format!(
+            "GET {url}: body larger than the cap of {max_body} bytes"
+        )));
+    }
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+        if (body.len() + chunk.len()) as u64 > max_body {
+            return Err(GuestError::Denied(format!(
+                "GET {url}: body larger than the cap of {max_body} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(http::Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+impl kubernetes_metrics::Host for HostState {
+    async fn pod_metrics(
+        &mut self,
+    ) -> wasmtime::Result<Result<Vec<kubernetes_metrics::PodUsage>, types::Error>> {
+        self.enter(Capability::KubernetesMetrics)?;
+        let Some(provider) = self.env.pod_metrics.clone() else {
+            return Ok(Err(types::Error::Unavailable(
+                "no Kubernetes metrics provider is configured for this autoscaler".into(),
+            )));
+        };
+        Ok(provider
+            .pod_metrics()
+            .await
+            .map(|pods| pods.into_iter().map(Into::into).collect())
+            .map_err(Into::into))
+    }
+}
+
+/// The client behind the `http` capability. Redirects are not followed: a redirect could lead
+/// off the allow-list, so the guest sees the 3xx response and may ask again.
+pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("wasmscaler/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

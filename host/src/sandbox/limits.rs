@@ -1,0 +1,110 @@
+//! Typed configuration of every limit: per call ([`Limits`]) and per engine ([`SandboxConfig`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Budgets enforced on every guest call (instantiation plus one export call).
+///
+/// The defaults suit every supported guest language: a Rust or C guest spends tens to
+/// thousands of fuel units per call, an interpreted one (Python, JavaScript) around 10^5–10^6,
+/// so the default fuel budget leaves an interpreter ten times its need while an infinite loop
+/// in any language still ends in about 10–50 ms of CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Limits {
+    /// Fuel units per call: the deterministic CPU budget (roughly one unit per wasm operator).
+    pub fuel: u64,
+    /// Wall-clock deadline per call, including host calls such as HTTP, in milliseconds.
+    pub timeout_ms: u64,
+    /// Maximum size of each linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Maximum number of tables a call may create.
+    pub max_tables: u32,
+    /// Maximum elements of any one table.
+    pub max_table_elements: u32,
+    /// Maximum core instances a call may create (a component is several).
+    pub max_instances: u32,
+    /// Maximum size of what a call returns (samples, decision or error), in bytes.
+    pub max_output_bytes: u64,
+    /// Maximum calls into the host's capability imports per call.
+    pub max_host_calls: u32,
+    /// Maximum log records kept per call; further records are dropped and counted.
+    pub max_log_records: u32,
+    /// Maximum bytes of stdout plus stderr captured per call.
+    pub max_captured_output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 10_000_000,
+            timeout_ms: 5_000,
+            memory_bytes: 128 << 20,
+            max_tables: 64,
+            max_table_elements: 100_000,
+            max_instances: 64,
+            max_output_bytes: 1 << 20,
+            max_host_calls: 1_000,
+            max_log_records: 100,
+            max_captured_output_bytes: 64 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// The wall-clock deadline as a [`Duration`].
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Configuration of the shared engine: compilation cache and instance allocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Where precompiled components are kept across restarts; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest component accepted, in bytes.
+    pub max_component_bytes: u64,
+    /// Pre-reserved instance slots (fast instantiation); `None` allocates on demand.
+    pub pooling: Option<PoolingConfig>,
+    /// Period of the epoch ticker that enforces deadlines, in milliseconds.
+    pub epoch_tick_ms: u64,
+    /// A running guest yields to the async runtime after this much fuel, so one busy guest
+    /// never starves other tasks on the same thread.
+    pub fuel_yield_interval: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            cache_dir: None,
+            max_component_bytes: 64 << 20,
+            pooling: Some(PoolingConfig::default()),
+            epoch_tick_ms: 10,
+            fuel_yield_interval: 1_000_000,
+        }
+    }
+}
+
+/// Sizing of the pooling instance allocator. Calls beyond `max_concurrent_calls` fail with
+/// [`SandboxError::Busy`](super::SandboxError::Busy) instead of allocating without bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PoolingConfig {
+    /// Guest calls that may run at the same time.
+    pub max_concurrent_calls: u32,
+    /// The largest linear memory any call may have; per-call `memoryBytes` must not exceed it.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for PoolingConfig {
+    fn default() -> Self {
+        PoolingConfig {
+            max_concurrent_calls: 128,
+            max_memory_bytes: 512 << 20,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! A guest that attacks the host in the way `config["attack"]` names, in `gather`:
+//!
+//! - `none`: behaves (one sample, decision of 3 replicas);
+//! - `loop`: spins forever (fuel, or the deadline when fuel is plentiful);
+//! - `memory`: allocates until the memory cap stops it;
+//! - `recursion`: recurses without bound (stack overflow);
+//! - `panic`: panics;
+//! - `output`: returns megabytes of samples;
+//! - `import-loop`: calls the `log` import forever;
+//! - `state-then-panic`: writes state, then panics (the write must not persist);
+//! - `state-write`: writes state and succeeds.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "policy" });
+
+use exports::wasmscaler::policy::{evaluation, metrics};
+use wasmscaler::policy::types::{Context, Decision, Error, Sample};
+use wasmscaler::policy::{log, state};
+
+struct Hostile;
+
+fn attack(ctx: &Context) -> &str {
+    ctx.config.iter().find(|(k, _)| k == "attack").map_or("none", |(_, v)| v.as_str())
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)] // the point of the `recursion` attack
+fn recurse(depth: u64, trail: &mut [u64; 16]) -> u64 {
+    trail[(depth % 16) as usize] = depth;
+    recurse(std::hint::black_box(depth + 1), trail) + trail[0]
+}
+
+impl metrics::Guest for Hostile {
+    fn gather(ctx: Context) -> Result<Vec<Sample>, Error> {
+        match attack(&ctx) {
+            "loop" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![7u8; 1 << 20]));
+                }
+            }
+            "recursion" => {
+                let mut trail = [0u64; 16];
+                let depth = recurse(0, &mut trail);
+                Ok(vec![sample("depth", depth as f64)])
+            }
+            "panic" => panic!("hostile guest panics on purpose"),
+            "output" => Ok((0..50_000)
+                .map(|i| sample(&format!("{i:0>60}"), i as f64))
+                .collect()),
+            "import-loop" => loop {
+                log::log(log::Level::Debug, "flooding the host");
+            },
+            "state-then-panic" => {
+                state::set("poisoned", b"yes")?;
+                panic!("panics after writing state");
+            }
+            "state-write" => {
+                let runs = state::get("runs").map_or(0, |v| v.first().copied().unwrap_or(0));
+                state::set("runs", &[runs + 1])?;
+                Ok(vec![sample("runs", f64::from(runs + 1))])
+            }
+            _ => Ok(vec![sample("ok", 1.0)]),
+        }
+    }
+}
+
+fn sample(name: &str, value: f64) -> Sample {
+    Sample { name: name.into(), value, replica: None, labels: Vec::new() }
+}
+
+impl evaluation::Guest for Hostile {
+    fn evaluate(_ctx: Context, _samples: Vec<Sample>) -> Result<Decision, Error> {
+        Ok(Decision { target_replicas: 3, reason: Some("hostile guest at rest".into()), remove_first: None })
+    }
+}
+
+export!(Hostile);

@@ -1,0 +1,149 @@
+//! Helpers shared by the integration tests: building guests from source, fixtures, and a
+//! small real HTTP server for guests that poll endpoints.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{Context as _, bail};
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Where guest builds go: one shared target directory, so wit-bindgen compiles once.
+pub fn guest_target_dir() -> PathBuf {
+    repo_root().join("target").join("guests")
+}
+
+/// Builds the Rust guest crate at `crate_dir` (relative to the repository root) for
+/// `wasm32-wasip2` in release mode, once per test process, and returns the `.wasm` path.
+pub fn build_rust_guest(crate_dir: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built
+        .lock()
+        .map_err(|_| anyhow::anyhow!("guest build lock poisoned"))?;
+    if let Some(path) = built.get(crate_dir) {
+        return Ok(path.clone());
+    }
+    let dir = repo_root().join(crate_dir);
+    let manifest = dir.join("Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(&dir)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", guest_target_dir())
+        // The host's test build sets these for itself; a guest build must not inherit them.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .with_context(|| format!("running cargo for {crate_dir}"))?;
+    if !output.status.success() {
+        bail!(
+            "building guest {crate_dir} failed (is the wasm32-wasip2 target installed? \
+             `rustup target add wasm32-wasip2`):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let package = std::fs::read_to_string(&manifest)?
+        .lines()
+        .find_map(|l| l.strip_prefix("name = "))
+        .map(|n| n.trim_matches('"').replace('-', "_"))
+        .with_context(|| format!("no package name in {}", manifest.display()))?;
+    let wasm = guest_target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{package}.wasm"));
+    if !wasm.exists() {
+        bail!("guest {crate_dir} built but {} is missing", wasm.display());
+    }
+    built.insert(crate_dir.to_owned(), wasm.clone());
+    Ok(wasm)
+}
+
+/// Reads a fixture file from `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// Reads and parses a hostile WAT guest from `tests/hostile`.
+pub fn hostile_wat(name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = repo_root().join("tests/hostile").join(name);
+    Ok(wat::parse_file(&path)?)
+}
+
+/// A tiny real HTTP/1.1 server on loopback serving fixed JSON bodies by path; every request
+/// is recorded. Closes each connection after one response.
+pub struct JsonServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    routes: Arc<Mutex<HashMap<String, (u16, String)>>>,
+    /// Paths requested so far, in order.
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl JsonServer {
+    /// Starts a server on an ephemeral loopback port.
+    pub fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let routes: Arc<Mutex<HashMap<String, (u16, String)>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (r, q) = (routes.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                // Drain the headers.
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                q.lock().map(|mut q| q.push(path.clone())).ok();
+                let (status, body) = r
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.get(&path).cloned())
+                    .unwrap_or((404, "{}".into()));
+                let mut out = &stream;
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Ok(JsonServer {
+            addr,
+            routes,
+            requests,
+        })
+    }
+
+    /// Serves `body` with `status` at `path`.
+    pub fn route(&self, path: &str, status: u16, body: impl Into<String>) {
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.insert(path.to_owned(), (status, body.into()));
+        }
+    }
+}
