@@ -4,10 +4,15 @@
 //! The data path, module by module:
 //! - [`contract`]: the WIT contract as Rust (generated bindings and the host's data model);
 //! - [`sandbox`]: loads components, limits them and calls them;
-//! - [`cli`]: the `wasmscaler` command line.
+//! - [`engine`]: decides safely (clamps, tolerance, stabilization, rate policies, fallback);
+//! - [`targets`]: acts on what is scaled (Kubernetes `/scale`, local processes);
+//! - [`config`] and [`cli`]: the config file and the `wasmscaler` command line.
 
 pub mod cli;
+pub mod config;
 pub mod contract;
+pub mod engine;
 mod fsutil;
 pub mod sandbox;
+pub mod targets;
 pub mod telemetry;

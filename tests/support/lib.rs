@@ -147,3 +147,24 @@ impl JsonServer {
         }
     }
 }
+
+/// A sandbox configuration for tests: no disk cache, a small pool.
+pub fn test_sandbox() -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
+    Ok(wasmscaler::sandbox::Sandbox::new(
+        wasmscaler::sandbox::SandboxConfig {
+            cache_dir: None,
+            pooling: Some(wasmscaler::sandbox::PoolingConfig {
+                max_concurrent_calls: 16,
+                max_memory_bytes: 256 << 20,
+            }),
+            ..Default::default()
+        },
+    )?)
+}
+
+/// Reads a JSON fixture into `T`.
+pub fn read_fixture<T: serde::de::DeserializeOwned>(name: &str) -> anyhow::Result<T> {
+    let path = fixture(name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}

@@ -2,6 +2,7 @@
 
 mod eval;
 mod inspect;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,9 +30,15 @@ enum Command {
     /// Run a policy once on a context file and print its samples and decision as JSON.
     ///
     /// Example: wasmscaler eval --policy cpu_target.wasm --context ctx.json
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
     /// Show which contract world a component implements, what it imports, its size and sha256.
     Inspect(inspect::InspectArgs),
+    /// Run the autoscalers of a config file until Ctrl-C, SIGTERM or --duration.
+    ///
+    /// Example: wasmscaler run --config guests/demo/wasmscaler.yaml --duration 90s
+    Run(run::RunArgs),
+    /// Check a config file and load every policy it names, without starting anything.
+    Validate(run::ValidateArgs),
 }
 
 /// Where compiled components are cached.
@@ -71,8 +78,10 @@ fn default_cache_dir() -> Option<PathBuf> {
 /// Runs a parsed command line; errors are printed on one line and give exit code 1.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Eval(args) => eval::run(args).await,
+        Command::Eval(args) => eval::run(*args).await,
         Command::Inspect(args) => inspect::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Validate(args) => run::validate(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -182,6 +182,16 @@ impl GuestComponent {
         }
     }
 
+    /// Fails unless the component exports `metrics` (world `policy` or `metric-source`).
+    pub fn require_world_metrics(&self) -> Result<(), SandboxError> {
+        self.require_metrics().map(|_| ())
+    }
+
+    /// Fails unless the component exports `evaluation` (world `policy` or `evaluator`).
+    pub fn require_world_evaluation(&self) -> Result<(), SandboxError> {
+        self.require_evaluation().map(|_| ())
+    }
+
     pub(crate) fn require_metrics(&self) -> Result<&metrics::GuestIndices, SandboxError> {
         self.metrics.as_ref().ok_or_else(|| self.missing("metrics"))
     }

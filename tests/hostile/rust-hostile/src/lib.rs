@@ -38,21 +38,23 @@ impl metrics::Guest for Hostile {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
-            "memory" => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(std::hint::black_box(vec![7u8; 1 << 20]));
+            "memory" => loop {
+                // Grow by 1 MiB at a time, as an allocator would, and abort like one when the
+                // host refuses.
+                if core::arch::wasm32::memory_grow(0, 16) == usize::MAX {
+                    std::process::abort();
                 }
-            }
+            },
             "recursion" => {
                 let mut trail = [0u64; 16];
                 let depth = recurse(0, &mut trail);
                 Ok(vec![sample("depth", depth as f64)])
             }
             "panic" => panic!("hostile guest panics on purpose"),
-            "output" => Ok((0..50_000)
-                .map(|i| sample(&format!("{i:0>60}"), i as f64))
-                .collect()),
+            "output" => {
+                let name = "x".repeat(1_000);
+                Ok((0..2_000).map(|i| sample(&name, f64::from(i))).collect())
+            }
             "import-loop" => loop {
                 log::log(log::Level::Debug, "flooding the host");
             },

@@ -1,0 +1,215 @@
+//! The `wasmscaler run` config file: parsing with positions, validation, and assembly of the
+//! engine from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::store::FileBackend;
+use crate::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, TargetSpec, system_clock};
+use crate::sandbox::{FileState, Sandbox, SandboxConfig, StateStore};
+use crate::targets::Target;
+use crate::targets::kubernetes::{KubernetesTarget, client_from_environment};
+use crate::targets::local::LocalProcesses;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where engine state (stabilization history) and guest state are kept, relative to the
+    /// config file (default `.wasmscaler-state`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Engine-wide sandbox settings (cache directory, pool size).
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    /// The autoscalers.
+    pub autoscalers: Vec<AutoscalerSpec>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".wasmscaler-state")
+}
+
+/// A config file that failed to load, with the file and position in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The line of `name: NAME` in the file, to point semantic errors at their autoscaler.
+fn line_of_name(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start().trim_start_matches("- ");
+            line.strip_prefix("name:")
+                .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == name)
+        })
+        .map(|i| i + 1)
+}
+
+impl ConfigFile {
+    /// Reads, parses and validates `path`. Relative paths inside are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: ConfigFile = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut names = std::collections::HashSet::new();
+        for (i, spec) in config.autoscalers.iter_mut().enumerate() {
+            let at = match line_of_name(text, &spec.name) {
+                Some(line) => format!(
+                    "{}:{line}: autoscalers[{i}] ({})",
+                    path.display(),
+                    spec.name
+                ),
+                None => format!("{}: autoscalers[{i}] ({})", path.display(), spec.name),
+            };
+            spec.validate()
+                .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+            if !names.insert(spec.name.clone()) {
+                return Err(ConfigError(format!(
+                    "{at}: name is used by another autoscaler"
+                )));
+            }
+            for p in [&mut spec.policy, &mut spec.metrics, &mut spec.evaluator]
+                .into_iter()
+                .flatten()
+            {
+                *p = base.join(&*p);
+            }
+            if let TargetSpec::Local(local) = &mut spec.target
+                && let Some(dir) = &mut local.working_dir
+            {
+                *dir = base.join(&*dir);
+            }
+        }
+        config.state_dir = base.join(&config.state_dir);
+        if let Some(dir) = &mut config.sandbox.cache_dir {
+            *dir = base.join(&*dir);
+        }
+        Ok(config)
+    }
+}
+
+/// Loads every autoscaler's guests and checks the grants, without touching any target.
+pub async fn load_guests(config: &ConfigFile, sandbox: &Sandbox) -> anyhow::Result<Vec<Guests>> {
+    let mut all = Vec::new();
+    for (i, spec) in config.autoscalers.iter().enumerate() {
+        let load = |path: &Path| {
+            let path = path.to_path_buf();
+            async move {
+                sandbox
+                    .load_file(&path)
+                    .await
+                    .map(|l| l.component)
+                    .with_context(|| {
+                        format!(
+                            "autoscalers[{i}] ({}): loading {}",
+                            spec.name,
+                            path.display()
+                        )
+                    })
+            }
+        };
+        let guests = match (&spec.policy, &spec.metrics, &spec.evaluator) {
+            (Some(policy), _, _) => {
+                let component = load(policy).await?;
+                Guests {
+                    metrics: component.clone(),
+                    evaluator: component,
+                }
+            }
+            (None, Some(metrics), Some(evaluator)) => Guests {
+                metrics: load(metrics).await?,
+                evaluator: load(evaluator).await?,
+            },
+            _ => anyhow::bail!(
+                "autoscalers[{i}] ({}): give policy, or metrics with evaluator",
+                spec.name
+            ),
+        };
+        for component in [&guests.metrics, &guests.evaluator] {
+            component
+                .check_grants(&spec.capabilities)
+                .with_context(|| format!("autoscalers[{i}] ({}): capabilities", spec.name))?;
+        }
+        guests
+            .metrics
+            .require_world_metrics()
+            .with_context(|| format!("autoscalers[{i}] ({})", spec.name))?;
+        guests
+            .evaluator
+            .require_world_evaluation()
+            .with_context(|| format!("autoscalers[{i}] ({})", spec.name))?;
+        all.push(guests);
+    }
+    Ok(all)
+}
+
+/// Builds the engine: loads guests, connects or starts targets, restores state.
+pub async fn build(config: &ConfigFile, sandbox: &Sandbox) -> anyhow::Result<Engine> {
+    let guests = load_guests(config, sandbox).await?;
+    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+        format!(
+            "creating the state directory {}",
+            config.state_dir.display()
+        )
+    })?;
+    let mut kube_client = None;
+    let mut autoscalers = Vec::new();
+    for (spec, guests) in config.autoscalers.iter().zip(guests) {
+        let target: Arc<dyn Target> = match &spec.target {
+            TargetSpec::Local(local) => {
+                let initial = local.initial_replicas.unwrap_or(spec.min_replicas);
+                LocalProcesses::start(&spec.name, local.clone(), initial)
+                    .with_context(|| format!("{}: starting local replicas", spec.name))?
+            }
+            TargetSpec::Kubernetes(reference) => {
+                if kube_client.is_none() {
+                    kube_client = Some(client_from_environment().await?);
+                }
+                let client = kube_client.clone().context("no Kubernetes client")?;
+                Arc::new(
+                    KubernetesTarget::connect(client, reference.clone())
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "{}: connecting to {} {}",
+                                spec.name, reference.kind, reference.name
+                            )
+                        })?,
+                )
+            }
+        };
+        let guest_state = spec.capabilities.state.as_ref().map(|_| {
+            Arc::new(FileState::new(
+                config
+                    .state_dir
+                    .join(format!("{}.guest-state.json", spec.name)),
+            )) as Arc<dyn StateStore>
+        });
+        let backend = Arc::new(FileBackend::new(
+            config.state_dir.join(format!("{}.json", spec.name)),
+        ));
+        let autoscaler = Autoscaler::new(
+            spec.clone(),
+            target,
+            guests,
+            guest_state,
+            backend,
+            system_clock(),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))?;
+        autoscalers.push(Arc::new(autoscaler));
+    }
+    Ok(Engine::new(autoscalers))
+}

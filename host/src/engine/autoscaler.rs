@@ -1,0 +1,414 @@
+//! One autoscaler: the run pipeline and the loop that repeats it.
+//!
+//! gather → evaluate → clamp to [min, max] → tolerance → stabilization → rate policies →
+//! scale. Any failure holds the current count (fail-static); after `fallback.failureThreshold`
+//! consecutive failures the fallback count applies instead.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::behavior::ResolvedRules;
+use super::record::{Outcome, RunRecord};
+use super::spec::{AutoscalerSpec, RunMode};
+use super::store::{EngineState, StateBackend};
+use crate::contract::model::{Context, Decision, RunType, Sample, Target as ContextTarget};
+use crate::sandbox::{BoxFuture, CallEnv, CallOutcome, GuestComponent, SandboxError, StateStore};
+use crate::targets::{Observation, Target, TargetError};
+
+/// Source of the current time in ms since the Unix epoch (injectable for tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    })
+}
+
+const RECORDS_KEPT: usize = 64;
+
+type GatherResult = Result<CallOutcome<Vec<Sample>>, SandboxError>;
+
+/// Why a run decided nothing.
+struct Failure {
+    kind: String,
+    message: String,
+}
+
+impl Failure {
+    fn sandbox(stage: &str, e: SandboxError) -> Self {
+        Failure {
+            kind: e.kind().to_owned(),
+            message: format!("{stage}: {}", e.summary()),
+        }
+    }
+    fn target(e: TargetError) -> Self {
+        Failure {
+            kind: "target".into(),
+            message: format!("target: {e}"),
+        }
+    }
+}
+
+/// The guests of an autoscaler: one `policy`, or a metric source and an evaluator.
+#[derive(Clone)]
+pub struct Guests {
+    /// Provides `gather`.
+    pub metrics: Arc<GuestComponent>,
+    /// Provides `evaluate`.
+    pub evaluator: Arc<GuestComponent>,
+}
+
+/// A running autoscaler.
+pub struct Autoscaler {
+    spec: AutoscalerSpec,
+    target: Arc<dyn Target>,
+    guests: Guests,
+    env: CallEnv,
+    rules: (ResolvedRules, ResolvedRules),
+    backend: Arc<dyn StateBackend>,
+    /// Also serializes runs: a run never overlaps the previous one.
+    state: tokio::sync::Mutex<EngineState>,
+    records: Mutex<VecDeque<RunRecord>>,
+    clock: Clock,
+}
+
+impl Autoscaler {
+    /// Binds a validated spec to its target and guests; restores persisted engine state.
+    pub fn new(
+        spec: AutoscalerSpec,
+        target: Arc<dyn Target>,
+        guests: Guests,
+        guest_state: Option<Arc<dyn StateStore>>,
+        backend: Arc<dyn StateBackend>,
+        clock: Clock,
+    ) -> Result<Self, String> {
+        spec.validate()?;
+        for guest in [&guests.metrics, &guests.evaluator] {
+            guest
+                .check_grants(&spec.capabilities)
+                .map_err(|e| e.to_string())?;
+        }
+        let env = CallEnv {
+            limits: spec.limits.clone(),
+            capabilities: spec.capabilities.clone(),
+            state: guest_state,
+            pod_metrics: target.pod_metrics(),
+        };
+        let state = backend.load()?;
+        Ok(Autoscaler {
+            rules: spec.behavior.resolve(),
+            spec,
+            target,
+            guests,
+            env,
+            backend,
+            state: tokio::sync::Mutex::new(state),
+            records: Mutex::new(VecDeque::with_capacity(RECORDS_KEPT)),
+            clock,
+        })
+    }
+
+    /// The spec it runs.
+    pub fn spec(&self) -> &AutoscalerSpec {
+        &self.spec
+    }
+
+    /// The target it scales.
+    pub fn target(&self) -> &Arc<dyn Target> {
+        &self.target
+    }
+
+    /// The most recent run records, oldest first.
+    pub fn records(&self) -> Vec<RunRecord> {
+        self.records
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A copy of the engine state (history, failures).
+    pub async fn engine_state(&self) -> EngineState {
+        self.state.lock().await.clone()
+    }
+
+    /// Runs the pipeline once and records the run.
+    pub async fn run_once(&self) -> RunRecord {
+        let started = Instant::now();
+        let now = (self.clock)();
+        let mut state = self.state.lock().await;
+        let before = state.clone();
+        let mut record = RunRecord {
+            autoscaler: self.spec.name.clone(),
+            at_ms: now,
+            current_replicas: None,
+            replica_count: 0,
+            sample_count: 0,
+            decision: None,
+            clamped: None,
+            within_tolerance: false,
+            stabilized: None,
+            limited: None,
+            fallback: false,
+            outcome: Outcome::Unchanged,
+            error: None,
+            error_kind: None,
+            fuel: 0,
+            duration_micros: 0,
+        };
+        match self.pipeline(&mut state, now, &mut record).await {
+            Ok(outcome) => record.outcome = outcome,
+            Err(failure) => {
+                record.outcome = Outcome::Held {
+                    reason: failure.message.clone(),
+                };
+                record.error = Some(failure.message);
+                record.error_kind = Some(failure.kind);
+            }
+        }
+        if *state != before
+            && let Err(error) = self.backend.save(&state)
+        {
+            tracing::error!(autoscaler = %self.spec.name, %error, "cannot persist engine state");
+        }
+        drop(state);
+        record.duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.log(&record);
+        if let Ok(mut records) = self.records.lock() {
+            if records.len() == RECORDS_KEPT {
+                records.pop_front();
+            }
+            records.push_back(record.clone());
+        }
+        record
+    }
+
+    fn log(&self, record: &RunRecord) {
+        let outcome = serde_json::to_value(&record.outcome).unwrap_or_default();
+        let decided = record.decision.as_ref().map(|d| d.target_replicas);
+        let final_replicas = record.limited.map(|(n, _)| n);
+        if let Some(error) = &record.error {
+            tracing::warn!(
+                autoscaler = %self.spec.name, current = ?record.current_replicas, fallback = record.fallback,
+                kind = record.error_kind.as_deref().unwrap_or(""), %outcome, "run failed: {error}"
+            );
+        } else {
+            tracing::info!(
+                autoscaler = %self.spec.name, current = ?record.current_replicas, decided = ?decided,
+                r#final = ?final_replicas, fuel = record.fuel, duration_us = record.duration_micros,
+                %outcome, "run"
+            );
+        }
+    }
+
+    async fn pipeline(
+        &self,
+        state: &mut EngineState,
+        now: i64,
+        record: &mut RunRecord,
+    ) -> Result<Outcome, Failure> {
+        let spec = &self.spec;
+        let observed = self.target.observe().await.map_err(Failure::target)?;
+        let current = observed.current;
+        record.current_replicas = Some(current);
+        record.replica_count = observed.replicas.len();
+
+        if spec.paused {
+            return match spec.paused_replicas {
+                Some(n) if n != current => self.apply(state, now, &observed, n, &[]).await,
+                _ => Ok(Outcome::Paused {
+                    reason: "spec.paused is set".into(),
+                }),
+            };
+        }
+        if current == 0 && spec.min_replicas > 0 {
+            return Ok(Outcome::Paused {
+                reason: "the target is at 0 replicas and minReplicas > 0: autoscaling resumes once it is scaled up"
+                    .into(),
+            });
+        }
+
+        let (min, max) = (spec.min_replicas, spec.max_replicas);
+        let ctx = self.context(&observed, now);
+        let decision = match self.decide(&ctx, &observed, record).await {
+            Ok(decision) => {
+                state.consecutive_failures = 0;
+                decision
+            }
+            Err(failure) => {
+                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                let Some(fallback) = &spec.fallback else {
+                    return Err(failure);
+                };
+                if state.consecutive_failures < fallback.failure_threshold {
+                    return Err(failure);
+                }
+                record.fallback = true;
+                record.error = Some(failure.message);
+                record.error_kind = Some(failure.kind);
+                let to = fallback.replicas.unwrap_or(current).clamp(min, max);
+                return self.apply(state, now, &observed, to, &[]).await;
+            }
+        };
+        record.decision = Some(decision.clone());
+
+        let clamped = decision.target_replicas.clamp(min, max);
+        record.clamped = Some(clamped);
+        let desired = match spec.tolerance {
+            Some(t)
+                if current > 0 && (f64::from(clamped) / f64::from(current) - 1.0).abs() <= t =>
+            {
+                record.within_tolerance = true;
+                current
+            }
+            _ => clamped,
+        };
+        let (up, down) = &self.rules;
+        let stabilized = state.history.stabilize(now, current, desired, up, down);
+        record.stabilized = Some(stabilized);
+        let (limited, reason) =
+            state
+                .history
+                .limit_rate(now, current, stabilized, (min, max), up, down);
+        record.limited = Some((limited, reason));
+        let remove_first = decision.remove_first.unwrap_or_default();
+        self.apply(state, now, &observed, limited, &remove_first)
+            .await
+    }
+
+    async fn decide(
+        &self,
+        ctx: &Context,
+        observed: &Observation,
+        record: &mut RunRecord,
+    ) -> Result<Decision, Failure> {
+        let samples = match self.spec.run_mode {
+            RunMode::PerResource => {
+                let out = self
+                    .guests
+                    .metrics
+                    .gather(ctx, &self.env)
+                    .await
+                    .map_err(|e| Failure::sandbox("gather", e))?;
+                record.fuel += out.fuel_consumed;
+                out.value
+            }
+            RunMode::PerReplica => {
+                // Collected (and boxed) up front: a lazily mapped iterator of futures trips the
+                // compiler's higher-ranked `Send` check once the run is spawned.
+                let gathers: Vec<BoxFuture<'_, GatherResult>> = observed
+                    .replicas
+                    .iter()
+                    .map(|replica| {
+                        let mut one = ctx.clone();
+                        one.replicas = vec![replica.clone()];
+                        Box::pin(async move { self.guests.metrics.gather(&one, &self.env).await })
+                            as BoxFuture<'_, GatherResult>
+                    })
+                    .collect();
+                let results: Vec<GatherResult> = futures::stream::iter(gathers)
+                    .buffered(self.spec.max_concurrent_gathers)
+                    .collect()
+                    .await;
+                let mut samples = Vec::new();
+                for result in results {
+                    let out = result.map_err(|e| Failure::sandbox("gather", e))?;
+                    record.fuel += out.fuel_consumed;
+                    samples.extend(out.value);
+                }
+                samples
+            }
+        };
+        record.sample_count = samples.len();
+        let out = self
+            .guests
+            .evaluator
+            .evaluate(ctx, &samples, &self.env)
+            .await
+            .map_err(|e| Failure::sandbox("evaluate", e))?;
+        record.fuel += out.fuel_consumed;
+        Ok(out.value)
+    }
+
+    async fn apply(
+        &self,
+        state: &mut EngineState,
+        now: i64,
+        observed: &Observation,
+        to: u32,
+        remove_first: &[String],
+    ) -> Result<Outcome, Failure> {
+        let from = observed.current;
+        if to == from {
+            return Ok(Outcome::Unchanged);
+        }
+        if self.spec.dry_run {
+            return Ok(Outcome::WouldScale { from, to });
+        }
+        self.target
+            .scale(observed, to, remove_first)
+            .await
+            .map_err(Failure::target)?;
+        let (up, down) = &self.rules;
+        state.history.record_scale(now, from, to, up, down);
+        state.last_scale_ms = Some(now);
+        Ok(Outcome::Scaled { from, to })
+    }
+
+    fn context(&self, observed: &Observation, now: i64) -> Context {
+        let identity = self.target.identity();
+        Context {
+            autoscaler_name: self.spec.name.clone(),
+            autoscaler_namespace: self.spec.namespace.clone(),
+            run_type: if self.spec.dry_run {
+                RunType::DryRun
+            } else {
+                RunType::Scaler
+            },
+            now_ms: now,
+            target: ContextTarget {
+                kind: identity.kind,
+                name: identity.name,
+                namespace: identity.namespace,
+                current_replicas: observed.current,
+                min_replicas: self.spec.min_replicas,
+                max_replicas: self.spec.max_replicas,
+                object: observed.object.clone(),
+            },
+            replicas: observed.replicas.clone(),
+            config: self.spec.config.clone(),
+        }
+    }
+
+    /// Runs every `interval` (the first run aligned to `startTime` if set) until `stop`; a run
+    /// in progress when `stop` fires is finished, not abandoned.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        if let Some(align) = self.spec.start_time {
+            let period = i64::try_from(align.0.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1);
+            let now = (self.clock)();
+            let wait = (now.div_euclid(period) + 1) * period - now;
+            let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        let mut ticker = tokio::time::interval(self.spec.interval.0);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            self.run_once().await;
+        }
+    }
+}

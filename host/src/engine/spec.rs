@@ -1,0 +1,253 @@
+//! An autoscaler's declarative spec: one entry of the config file (and, in cluster mode, the
+//! `WasmAutoscaler` spec).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::behavior::Behavior;
+use crate::sandbox::{Capabilities, Limits};
+use crate::targets::kubernetes::KubernetesRef;
+use crate::targets::local::LocalSpec;
+
+/// One autoscaler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoscalerSpec {
+    /// Unique name.
+    pub name: String,
+    /// Namespace, shown to guests; empty outside Kubernetes.
+    #[serde(default)]
+    pub namespace: String,
+    /// What to scale.
+    pub target: TargetSpec,
+    /// A component implementing the `policy` world.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// A `metric-source` component (with `evaluator`), instead of `policy`.
+    #[serde(default)]
+    pub metrics: Option<PathBuf>,
+    /// An `evaluator` component (with `metrics`), instead of `policy`.
+    #[serde(default)]
+    pub evaluator: Option<PathBuf>,
+    /// Lower bound; 0 allows scaling to zero.
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    /// Upper bound.
+    pub max_replicas: u32,
+    /// Time between runs (default 15s).
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Align runs to multiples of this period (CPA's `startTime`): with `1m`, runs start on
+    /// the minute.
+    #[serde(default)]
+    pub start_time: Option<HumanDuration>,
+    /// Gather once per run, or once per replica.
+    #[serde(default)]
+    pub run_mode: RunMode,
+    /// Concurrent gathers in per-replica mode (default 8).
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_gathers: usize,
+    /// Hold the current count while `|desired / current - 1|` is within this (the HPA uses 0.1).
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    /// Stabilization windows and rate policies (Kubernetes `autoscaling/v2` shape).
+    #[serde(default)]
+    pub behavior: Behavior,
+    /// What to do after repeated failures (KEDA's fallback).
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
+    /// Stop autoscaling.
+    #[serde(default)]
+    pub paused: bool,
+    /// While paused, hold the target at this count.
+    #[serde(default)]
+    pub paused_replicas: Option<u32>,
+    /// Run the whole pipeline but never write to the target.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// User configuration passed to the guests.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Sandbox limits per guest call.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Capabilities granted to the guests.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
+}
+fn default_concurrency() -> usize {
+    8
+}
+
+/// What an autoscaler scales.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum TargetSpec {
+    /// Local processes.
+    Local(LocalSpec),
+    /// Any Kubernetes resource with a `/scale` subresource.
+    Kubernetes(KubernetesRef),
+}
+
+/// How often `gather` runs per run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunMode {
+    /// Once, with every replica in the context.
+    #[default]
+    PerResource,
+    /// Once per replica, concurrently, each seeing only its replica.
+    PerReplica,
+}
+
+/// KEDA-style fallback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fallback {
+    /// Consecutive failed runs before the fallback applies.
+    pub failure_threshold: u32,
+    /// Replicas to go to; absent: hold the current count.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+}
+
+/// A duration written as `500ms`, `15s`, `2m`, `1h`, or a number of milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parses `500ms`, `15s`, `1.5s`, `2m`, `1h`, or bare milliseconds.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration (examples: 500ms, 15s, 2m)"))?;
+        let ms = match unit.trim() {
+            "" | "ms" => value,
+            "s" => value * 1e3,
+            "m" => value * 60e3,
+            "h" => value * 3600e3,
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
+                ));
+            }
+        };
+        if !ms.is_finite() || ms < 0.0 {
+            return Err(format!("{text:?} is not a valid duration"));
+        }
+        Ok(HumanDuration(Duration::from_micros((ms * 1e3) as u64)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(HumanDuration(Duration::from_millis(ms))),
+            Raw::Text(text) => HumanDuration::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl AutoscalerSpec {
+    /// Checks what the types cannot: bounds, names, policy sources. Each message names the
+    /// field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(format!(
+                "name {:?} must be non-empty and usable as a file name",
+                self.name
+            ));
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err(format!(
+                "minReplicas ({}) is greater than maxReplicas ({})",
+                self.min_replicas, self.max_replicas
+            ));
+        }
+        if self.interval.0.is_zero() {
+            return Err("interval must be above zero".into());
+        }
+        match (&self.policy, &self.metrics, &self.evaluator) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (None, None, None) => return Err("give policy, or metrics with evaluator".into()),
+            _ => return Err("give either policy, or metrics with evaluator, not both".into()),
+        }
+        if let Some(t) = self.tolerance
+            && !(0.0..1.0).contains(&t)
+        {
+            return Err(format!("tolerance {t} must be at least 0 and below 1"));
+        }
+        if let Some(fallback) = &self.fallback {
+            if fallback.failure_threshold == 0 {
+                return Err("fallback.failureThreshold must be at least 1".into());
+            }
+            if let Some(r) = fallback.replicas
+                && (r < self.min_replicas || r > self.max_replicas)
+            {
+                return Err(format!(
+                    "fallback.replicas ({r}) is outside [minReplicas, maxReplicas] = [{}, {}]",
+                    self.min_replicas, self.max_replicas
+                ));
+            }
+        }
+        if self.max_concurrent_gathers == 0 {
+            return Err("maxConcurrentGathers must be at least 1".into());
+        }
+        for (name, rules) in [
+            ("scaleUp", &self.behavior.scale_up),
+            ("scaleDown", &self.behavior.scale_down),
+        ] {
+            for policy in rules.iter().flat_map(|r| r.policies.iter().flatten()) {
+                if !(1..=1800).contains(&policy.period_seconds) {
+                    return Err(format!(
+                        "behavior.{name}.policies: periodSeconds {} must be within 1..=1800",
+                        policy.period_seconds
+                    ));
+                }
+                if policy.value == 0 {
+                    return Err(format!("behavior.{name}.policies: value must be above 0"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

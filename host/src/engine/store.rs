@@ -1,0 +1,72 @@
+//! Where an autoscaler's engine state lives between runs and restarts.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::behavior::History;
+use crate::fsutil::write_atomic;
+
+/// What the engine must not forget across restarts: without the recommendation history a
+/// restarted host would scale down early, before the stabilization window has passed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineState {
+    /// Stabilization and rate-limit history.
+    pub history: History,
+    /// Consecutive failed runs (for the fallback).
+    pub consecutive_failures: u32,
+    /// When the target was last scaled, ms since the Unix epoch.
+    pub last_scale_ms: Option<i64>,
+}
+
+/// Persistence of [`EngineState`].
+pub trait StateBackend: Send + Sync {
+    /// The stored state, or the default.
+    fn load(&self) -> Result<EngineState, String>;
+    /// Stores the state.
+    fn save(&self, state: &EngineState) -> Result<(), String>;
+}
+
+/// Keeps nothing: for dry runs and tests.
+#[derive(Debug, Default)]
+pub struct NoPersistence;
+
+impl StateBackend for NoPersistence {
+    fn load(&self) -> Result<EngineState, String> {
+        Ok(EngineState::default())
+    }
+    fn save(&self, _: &EngineState) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A JSON file per autoscaler, written atomically.
+#[derive(Debug, Clone)]
+pub struct FileBackend {
+    path: PathBuf,
+}
+
+impl FileBackend {
+    /// State at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileBackend { path: path.into() }
+    }
+}
+
+impl StateBackend for FileBackend {
+    fn load(&self) -> Result<EngineState, String> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("state file {} is corrupt: {e}", self.path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EngineState::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
+        }
+    }
+
+    fn save(&self, state: &EngineState) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+        write_atomic(&self.path, &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+}

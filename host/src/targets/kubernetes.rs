@@ -1,0 +1,465 @@
+//! Any Kubernetes resource with a `/scale` subresource: Deployments, StatefulSets,
+//! ReplicaSets and custom resources alike.
+//!
+//! The resource is found through discovery (`pinned_kind`), never by guessing its plural
+//! (Custom Pod Autoscaler issue #199). Replicas are the pods matched by the scale's
+//! `status.selector`. Scaling patches the scale subresource with the `resourceVersion` that was
+//! observed, so a concurrent change makes the API server answer 409 instead of letting a stale
+//! decision through; on 409 the scale is re-read and the write retried only if the replica
+//! count is still the one the decision was based on. Before a scale-in with a removal list,
+//! the named pods get a `controller.kubernetes.io/pod-deletion-cost` that makes the
+//! ReplicaSet controller delete them first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiResource, Scope};
+use serde::{Deserialize, Serialize};
+
+use super::{Observation, Target, TargetError, TargetIdentity};
+use crate::contract::model::{GuestError, PodMetrics, Replica};
+use crate::sandbox::{BoxFuture, PodMetricsProvider};
+
+/// The annotation the ReplicaSet controller reads to pick pods to delete (lowest first).
+pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// How often a 409 on the scale write is retried after re-reading.
+const CONFLICT_RETRIES: usize = 3;
+
+/// `target.kubernetes` in the config file: a `scaleTargetRef`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesRef {
+    /// e.g. `apps/v1`, `example.com/v1`.
+    pub api_version: String,
+    /// e.g. `Deployment`.
+    pub kind: String,
+    /// The resource's name.
+    pub name: String,
+    /// Its namespace (default: the client's).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// A connected Kubernetes target.
+pub struct KubernetesTarget {
+    client: kube::Client,
+    reference: KubernetesRef,
+    namespace: String,
+    api: Api<DynamicObject>,
+    pods: Api<Pod>,
+    /// Pod CPU/memory requests from the last observation, for the metrics provider.
+    snapshot: Arc<Mutex<PodSnapshot>>,
+}
+
+#[derive(Default, Clone)]
+struct PodSnapshot {
+    selector: String,
+    requests: HashMap<String, (Option<u64>, Option<u64>)>,
+}
+
+fn api_error(what: &str, e: kube::Error) -> TargetError {
+    match &e {
+        kube::Error::Api(status) if status.code == 404 => {
+            TargetError::NotFound(format!("{what}: {}", status.message))
+        }
+        kube::Error::Api(status) if status.code == 409 => {
+            TargetError::Conflict(format!("{what}: {}", status.message))
+        }
+        kube::Error::Api(status)
+            if status.code == 401 || status.code == 403 || status.code == 422 =>
+        {
+            TargetError::Refused(format!("{what}: {} ({})", status.message, status.code))
+        }
+        _ => TargetError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+impl KubernetesTarget {
+    /// Discovers the resource and checks it has a scale subresource.
+    pub async fn connect(
+        client: kube::Client,
+        reference: KubernetesRef,
+    ) -> Result<Self, TargetError> {
+        let (group, version) = match reference.api_version.split_once('/') {
+            Some((g, v)) => (g.to_owned(), v.to_owned()),
+            None => (String::new(), reference.api_version.clone()),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, &reference.kind);
+        let (resource, capabilities) =
+            kube::discovery::pinned_kind(&client, &gvk)
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Discovery(_) => TargetError::NotFound(format!(
+                        "the API server has no kind {} in {}",
+                        reference.kind, reference.api_version
+                    )),
+                    other => api_error("discovery", other),
+                })?;
+        if !capabilities
+            .subresources
+            .iter()
+            .any(|(sub, _)| sub.plural == "scale")
+        {
+            return Err(TargetError::NotFound(format!(
+                "{} {} has no /scale subresource, so it cannot be autoscaled",
+                reference.api_version, reference.kind
+            )));
+        }
+        let namespace = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let api = match capabilities.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), &namespace, &resource),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        Ok(KubernetesTarget {
+            pods: Api::namespaced(client.clone(), &namespace),
+            client,
+            reference,
+            namespace,
+            api,
+            snapshot: Arc::default(),
+        })
+    }
+
+    /// The discovered plural, e.g. `deployments` (for tests and the API).
+    pub fn plural(&self) -> &str {
+        self.api
+            .resource_url()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+    }
+
+    async fn read_scale(&self) -> Result<k8s_openapi::api::autoscaling::v1::Scale, TargetError> {
+        self.api.get_scale(&self.reference.name).await.map_err(|e| {
+            api_error(
+                &format!("{} {} scale", self.reference.kind, self.reference.name),
+                e,
+            )
+        })
+    }
+
+    async fn mark_for_deletion(
+        &self,
+        names: &[String],
+        existing: &[Replica],
+    ) -> Result<(), TargetError> {
+        let marked: Vec<&String> = names
+            .iter()
+            .filter(|n| existing.iter().any(|r| &r.name == *n))
+            .collect();
+        let total = marked.len() as i64;
+        for (i, name) in marked.into_iter().enumerate() {
+            // Lowest cost goes first: the first named pod gets -total.
+            let cost = (i as i64 - total).to_string();
+            let patch =
+                serde_json::json!({ "metadata": { "annotations": { DELETION_COST: cost } } });
+            self.pods
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| api_error(&format!("annotating pod {name}"), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn pod_to_replica(pod: &Pod) -> Option<Replica> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Some(Replica {
+        name: pod.metadata.name.clone()?,
+        ready,
+        start_time_ms: status
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.as_millisecond()),
+        labels: pod
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        address: status.and_then(|s| s.pod_ip.clone()),
+    })
+}
+
+/// Sums of the pod's CPU (millicores) and memory (bytes) requests, if every container has one.
+fn pod_requests(pod: &Pod) -> (Option<u64>, Option<u64>) {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let sum = |resource: &str, scale: f64| -> Option<u64> {
+        if containers.is_empty() {
+            return None;
+        }
+        containers.iter().try_fold(0u64, |acc, c| {
+            let q = c.resources.as_ref()?.requests.as_ref()?.get(resource)?;
+            Some(acc + (parse_quantity(&q.0)? * scale).round() as u64)
+        })
+    };
+    (sum("cpu", 1000.0), sum("memory", 1.0))
+}
+
+/// Parses a Kubernetes quantity (`250m`, `1.5`, `128Mi`, `1e3`, `500n`) into base units.
+pub fn parse_quantity(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0f64.powi(2),
+        "Gi" => 1024.0f64.powi(3),
+        "Ti" => 1024.0f64.powi(4),
+        "Pi" => 1024.0f64.powi(5),
+        "Ei" => 1024.0f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(value * factor)
+}
+
+impl Target for KubernetesTarget {
+    fn identity(&self) -> TargetIdentity {
+        TargetIdentity {
+            kind: self.reference.kind.clone(),
+            name: self.reference.name.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
+        Box::pin(async move {
+            let scale = self.read_scale().await?;
+            let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            let selector = scale
+                .status
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default();
+            let object = self.api.get(&self.reference.name).await.map_err(|e| {
+                api_error(
+                    &format!("{} {}", self.reference.kind, self.reference.name),
+                    e,
+                )
+            })?;
+            let (replicas, requests) = if selector.is_empty() {
+                (Vec::new(), HashMap::new())
+            } else {
+                let pods = self
+                    .pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| api_error(&format!("pods matching {selector:?}"), e))?;
+                let requests = pods
+                    .items
+                    .iter()
+                    .filter_map(|p| Some((p.metadata.name.clone()?, pod_requests(p))))
+                    .collect();
+                (
+                    pods.items.iter().filter_map(pod_to_replica).collect(),
+                    requests,
+                )
+            };
+            if let Ok(mut snapshot) = self.snapshot.lock() {
+                *snapshot = PodSnapshot { selector, requests };
+            }
+            Ok(Observation {
+                current: u32::try_from(current).unwrap_or(0),
+                replicas,
+                object: serde_json::to_value(&object).unwrap_or_default(),
+                version: scale.metadata.resource_version.clone(),
+            })
+        })
+    }
+
+    fn scale<'a>(
+        &'a self,
+        observed: &'a Observation,
+        replicas: u32,
+        remove_first: &'a [String],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            if replicas < observed.current && !remove_first.is_empty() {
+                self.mark_for_deletion(remove_first, &observed.replicas)
+                    .await?;
+            }
+            let mut version = observed.version.clone();
+            for attempt in 0..=CONFLICT_RETRIES {
+                let patch = serde_json::json!({
+                    "metadata": { "resourceVersion": version },
+                    "spec": { "replicas": replicas },
+                });
+                match self
+                    .api
+                    .patch_scale(
+                        &self.reference.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(kube::Error::Api(status))
+                        if status.code == 409 && attempt < CONFLICT_RETRIES =>
+                    {
+                        let fresh = self.read_scale().await?;
+                        let now = fresh.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                        if u32::try_from(now).ok() != Some(observed.current) {
+                            return Err(TargetError::Conflict(format!(
+                                "replicas changed from {} to {now} since the decision; not overriding",
+                                observed.current
+                            )));
+                        }
+                        version = fresh.metadata.resource_version;
+                        tracing::debug!(target = %self.reference.name, attempt, "scale conflict; retrying");
+                    }
+                    Err(e) => {
+                        return Err(api_error(
+                            &format!("scaling {} {}", self.reference.kind, self.reference.name),
+                            e,
+                        ));
+                    }
+                }
+            }
+            Err(TargetError::Conflict(
+                "the scale kept changing; giving up for this run".into(),
+            ))
+        })
+    }
+
+    fn pod_metrics(&self) -> Option<Arc<dyn PodMetricsProvider>> {
+        Some(Arc::new(MetricsServer {
+            api: Api::namespaced_with(
+                self.client.clone(),
+                &self.namespace,
+                &ApiResource {
+                    group: "metrics.k8s.io".into(),
+                    version: "v1beta1".into(),
+                    api_version: "metrics.k8s.io/v1beta1".into(),
+                    kind: "PodMetrics".into(),
+                    plural: "pods".into(),
+                },
+            ),
+            snapshot: self.snapshot.clone(),
+        }))
+    }
+}
+
+/// `metrics.k8s.io` pod metrics of the target's pods, joined with their requests.
+struct MetricsServer {
+    api: Api<DynamicObject>,
+    snapshot: Arc<Mutex<PodSnapshot>>,
+}
+
+impl PodMetricsProvider for MetricsServer {
+    fn pod_metrics(&self) -> BoxFuture<'_, Result<Vec<PodMetrics>, GuestError>> {
+        Box::pin(async move {
+            let snapshot = self.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+            if snapshot.selector.is_empty() {
+                return Err(GuestError::Unavailable(
+                    "the target's pods are not known yet".into(),
+                ));
+            }
+            let list = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.api
+                    .list(&ListParams::default().labels(&snapshot.selector)),
+            )
+            .await
+            .map_err(|_| GuestError::Unavailable("metrics.k8s.io timed out".into()))?
+            .map_err(|e| GuestError::Unavailable(format!("metrics.k8s.io: {e}")))?;
+            let mut out = Vec::new();
+            for item in list.items {
+                let Some(pod) = item.metadata.name.clone() else {
+                    continue;
+                };
+                let containers = item.data["containers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let usage = |resource: &str, scale: f64| -> u64 {
+                    containers
+                        .iter()
+                        .filter_map(|c| c["usage"][resource].as_str().and_then(parse_quantity))
+                        .map(|v| (v * scale).round() as u64)
+                        .sum()
+                };
+                let timestamp_ms = item.data["timestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map_or(0, |t| t.as_millisecond());
+                let (cpu_request, memory_request) =
+                    snapshot.requests.get(&pod).copied().unwrap_or_default();
+                out.push(PodMetrics {
+                    cpu_millicores: usage("cpu", 1000.0),
+                    memory_bytes: usage("memory", 1.0),
+                    cpu_request_millicores: cpu_request,
+                    memory_request_bytes: memory_request,
+                    timestamp_ms,
+                    pod,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Builds a client from the environment (in-cluster config or kubeconfig) with timeouts short
+/// enough that a hung API server delays one run, not the process.
+pub async fn client_from_environment() -> Result<kube::Client, TargetError> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| TargetError::Unavailable(format!("no Kubernetes configuration: {e}")))?;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(15));
+    config.write_timeout = Some(Duration::from_secs(15));
+    kube::Client::try_from(config)
+        .map_err(|e| TargetError::Unavailable(format!("Kubernetes client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_quantity;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("250m"), Some(0.25));
+        assert_eq!(parse_quantity("2"), Some(2.0));
+        assert_eq!(
+            parse_quantity("1500000n").map(|v| (v * 1000.0).round()),
+            Some(2.0)
+        );
+        assert_eq!(parse_quantity("128Mi"), Some(134_217_728.0));
+        assert_eq!(parse_quantity("1G"), Some(1e9));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("12Xi"), None);
+        assert_eq!(parse_quantity("abc"), None);
+    }
+}

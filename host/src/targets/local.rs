@@ -1,0 +1,379 @@
+//! Local processes as replicas: the embedded default, no cluster needed.
+//!
+//! Runs N copies of a command, each with `REPLICA_INDEX` and `PORT` in its environment
+//! (`PORT = basePort + index`, address `127.0.0.1:PORT`), restarts crashed ones, and stops
+//! surplus ones gracefully: SIGTERM, then SIGKILL after the grace period. On scale-in the
+//! replicas named in the removal list go first, then the highest indexes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use super::{Observation, Target, TargetError, TargetIdentity};
+use crate::contract::model::Replica;
+use crate::engine::HumanDuration;
+use crate::sandbox::BoxFuture;
+
+/// `target.local` in the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalSpec {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Extra environment for every replica.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the host's).
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// Port of replica 0; replica `i` gets `basePort + i`.
+    pub base_port: u16,
+    /// Time between SIGTERM and SIGKILL when stopping a replica (default 5s).
+    #[serde(default = "default_grace")]
+    pub grace_period: HumanDuration,
+    /// Replicas to start with (default: the autoscaler's minimum).
+    #[serde(default)]
+    pub initial_replicas: Option<u32>,
+    /// Pass the replicas' stdout/stderr through instead of discarding them.
+    #[serde(default)]
+    pub inherit_output: bool,
+}
+
+fn default_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+struct Slot {
+    child: Child,
+    started_ms: i64,
+    restarts: u32,
+}
+
+struct State {
+    slots: BTreeMap<u32, Slot>,
+    /// The count the target is set to; crashed replicas are restarted to keep it.
+    desired: u32,
+}
+
+/// N local processes.
+pub struct LocalProcesses {
+    name: String,
+    spec: LocalSpec,
+    state: Arc<Mutex<State>>,
+    stop: CancellationToken,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl LocalProcesses {
+    /// Starts `initial` replicas and a supervisor that restarts crashed ones.
+    pub fn start(name: &str, spec: LocalSpec, initial: u32) -> Result<Arc<Self>, TargetError> {
+        if spec.command.is_empty() {
+            return Err(TargetError::Refused("target.local.command is empty".into()));
+        }
+        let target = Arc::new(LocalProcesses {
+            name: name.to_owned(),
+            spec,
+            state: Arc::new(Mutex::new(State {
+                slots: BTreeMap::new(),
+                desired: 0,
+            })),
+            stop: CancellationToken::new(),
+        });
+        target.grow_to(initial)?;
+        let supervisor = Arc::downgrade(&target);
+        let stop = target.stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let Some(target) = supervisor.upgrade() else {
+                    break;
+                };
+                target.restart_crashed();
+            }
+        });
+        Ok(target)
+    }
+
+    fn port(&self, index: u32) -> Result<u16, TargetError> {
+        u16::try_from(u32::from(self.spec.base_port) + index).map_err(|_| {
+            TargetError::Refused(format!("replica {index} would need a port above 65535"))
+        })
+    }
+
+    fn replica_name(&self, index: u32) -> String {
+        format!("{}-{index}", self.name)
+    }
+
+    fn spawn(&self, index: u32) -> Result<Child, TargetError> {
+        let port = self.port(index)?;
+        let mut command = Command::new(&self.spec.command[0]);
+        command
+            .args(&self.spec.command[1..])
+            .envs(&self.spec.env)
+            .env("REPLICA_INDEX", index.to_string())
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            // A host that dies abruptly must not leave orphans holding ports.
+            .kill_on_drop(true);
+        if !self.spec.inherit_output {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        if let Some(dir) = &self.spec.working_dir {
+            command.current_dir(dir);
+        }
+        command.spawn().map_err(|e| {
+            TargetError::Unavailable(format!("cannot start {:?}: {e}", self.spec.command[0]))
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, TargetError> {
+        self.state
+            .lock()
+            .map_err(|_| TargetError::Unavailable("local target state poisoned".into()))
+    }
+
+    /// Starts replicas at the lowest free indexes until there are `n`.
+    fn grow_to(&self, n: u32) -> Result<(), TargetError> {
+        let mut state = self.lock()?;
+        state.desired = n;
+        let mut index = 0;
+        while (state.slots.len() as u32) < n {
+            if !state.slots.contains_key(&index) {
+                let child = self.spawn(index)?;
+                tracing::info!(target = %self.name, replica = %self.replica_name(index), "replica started");
+                state.slots.insert(
+                    index,
+                    Slot {
+                        child,
+                        started_ms: now_ms(),
+                        restarts: 0,
+                    },
+                );
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn restart_crashed(&self) {
+        let Ok(mut state) = self.lock() else { return };
+        let mut crashed = Vec::new();
+        for (index, slot) in state.slots.iter_mut() {
+            if let Ok(Some(status)) = slot.child.try_wait() {
+                crashed.push((*index, status, slot.restarts));
+            }
+        }
+        for (index, status, restarts) in crashed {
+            tracing::warn!(target = %self.name, replica = %self.replica_name(index), %status, "replica exited; restarting");
+            match self.spawn(index) {
+                Ok(child) => {
+                    state.slots.insert(
+                        index,
+                        Slot {
+                            child,
+                            started_ms: now_ms(),
+                            restarts: restarts + 1,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(target = %self.name, %error, "cannot restart replica");
+                    state.slots.remove(&index);
+                }
+            }
+        }
+    }
+
+    /// Chooses the replicas to stop: the named ones first, then the highest indexes.
+    fn victims(&self, slots: &BTreeMap<u32, Slot>, n: u32, remove_first: &[String]) -> Vec<u32> {
+        let surplus = (slots.len() as u32).saturating_sub(n) as usize;
+        let mut chosen: Vec<u32> = Vec::new();
+        for name in remove_first {
+            if let Some(index) = slots.keys().find(|i| self.replica_name(**i) == *name)
+                && !chosen.contains(index)
+                && chosen.len() < surplus
+            {
+                chosen.push(*index);
+            }
+        }
+        for index in slots.keys().rev() {
+            if chosen.len() >= surplus {
+                break;
+            }
+            if !chosen.contains(index) {
+                chosen.push(*index);
+            }
+        }
+        chosen
+    }
+
+    async fn stop_children(&self, children: Vec<(u32, Child)>) {
+        let grace = self.spec.grace_period.0;
+        let stops = children.into_iter().map(|(index, mut child)| {
+            let name = self.replica_name(index);
+            async move {
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                match tokio::time::timeout(grace, child.wait()).await {
+                    Ok(_) => tracing::info!(replica = %name, "replica stopped"),
+                    Err(_) => {
+                        let _ = child.kill().await;
+                        tracing::warn!(replica = %name, "replica ignored SIGTERM; killed");
+                    }
+                }
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+}
+
+async fn accepting(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+impl Target for LocalProcesses {
+    fn identity(&self) -> TargetIdentity {
+        TargetIdentity {
+            kind: "local".into(),
+            name: self.name.clone(),
+            namespace: String::new(),
+        }
+    }
+
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
+        Box::pin(async move {
+            let (desired, slots): (u32, Vec<(u32, i64, u32, bool)>) = {
+                let mut state = self.lock()?;
+                let desired = state.desired;
+                let slots = state
+                    .slots
+                    .iter_mut()
+                    .map(|(i, s)| {
+                        (
+                            *i,
+                            s.started_ms,
+                            s.restarts,
+                            matches!(s.child.try_wait(), Ok(None)),
+                        )
+                    })
+                    .collect();
+                (desired, slots)
+            };
+            let mut replicas = Vec::with_capacity(slots.len());
+            for (index, started_ms, restarts, alive) in slots {
+                let port = self.port(index)?;
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                replicas.push(Replica {
+                    name: self.replica_name(index),
+                    ready: alive && accepting(addr).await,
+                    start_time_ms: Some(started_ms),
+                    labels: BTreeMap::from([
+                        ("index".to_owned(), index.to_string()),
+                        ("restarts".to_owned(), restarts.to_string()),
+                    ]),
+                    address: Some(addr.to_string()),
+                });
+            }
+            Ok(Observation {
+                current: desired,
+                replicas,
+                object: serde_json::json!({ "command": self.spec.command, "basePort": self.spec.base_port }),
+                version: None,
+            })
+        })
+    }
+
+    fn scale<'a>(
+        &'a self,
+        observed: &'a Observation,
+        replicas: u32,
+        remove_first: &'a [String],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let to_stop = {
+                let mut state = self.lock()?;
+                if state.desired != observed.current {
+                    return Err(TargetError::Conflict(format!(
+                        "set to {} replicas since observed at {}",
+                        state.desired, observed.current
+                    )));
+                }
+                if replicas >= state.slots.len() as u32 {
+                    drop(state);
+                    return self.grow_to(replicas);
+                }
+                let victims = self.victims(&state.slots, replicas, remove_first);
+                state.desired = replicas;
+                victims
+                    .into_iter()
+                    .filter_map(|i| state.slots.remove(&i).map(|s| (i, s.child)))
+                    .collect::<Vec<_>>()
+            };
+            self.stop_children(to_stop).await;
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            let children: Vec<(u32, Child)> = match self.lock() {
+                Ok(mut state) => {
+                    state.desired = 0;
+                    std::mem::take(&mut state.slots)
+                        .into_iter()
+                        .map(|(i, s)| (i, s.child))
+                        .collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            self.stop_children(children).await;
+        })
+    }
+}
+
+/// Indexes currently running, for tests and the API.
+impl LocalProcesses {
+    /// The running replicas' indexes.
+    pub fn indexes(&self) -> BTreeSet<u32> {
+        self.lock()
+            .map(|s| s.slots.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The process id of replica `index`, if it runs.
+    pub fn pid(&self, index: u32) -> Option<u32> {
+        self.lock()
+            .ok()?
+            .slots
+            .get(&index)
+            .and_then(|s| s.child.id())
+    }
+}

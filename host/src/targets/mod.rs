@@ -1,0 +1,81 @@
+//! What the engine scales: one trait, one module per kind of target.
+//!
+//! A target answers three questions — how many replicas now, which ones, and "please have
+//! `n`" (with an optional list of replicas to remove first) — and nothing else. All policy,
+//! safety and history lives in the engine, so every target gets the same behavior.
+
+pub mod kubernetes;
+pub mod local;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::model::Replica;
+use crate::sandbox::{BoxFuture, PodMetricsProvider};
+
+/// A snapshot of the target taken at the start of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Replicas the target is set to now.
+    pub current: u32,
+    /// Its replicas as the guest sees them.
+    pub replicas: Vec<Replica>,
+    /// The target object (e.g. the Deployment), or `{}`.
+    pub object: serde_json::Value,
+    /// An opaque version the target uses to refuse writes based on a stale snapshot
+    /// (Kubernetes: the scale's `resourceVersion`).
+    pub version: Option<String>,
+}
+
+/// Why a target could not be observed or scaled. Every variant leaves the target as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The target does not exist (or has no scale subresource).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Someone else changed the target since it was observed; nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend failed or timed out; try again next run.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The request was refused (permissions, validation).
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Something with replicas the engine can scale.
+pub trait Target: Send + Sync {
+    /// Kind, name and namespace, as the guest's context shows them.
+    fn identity(&self) -> TargetIdentity;
+    /// Reads the current state.
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>>;
+    /// Sets the replica count to `replicas`, removing the named replicas first on scale-in.
+    /// Refuses (with [`TargetError::Conflict`]) if the target changed since `observed`.
+    fn scale<'a>(
+        &'a self,
+        observed: &'a Observation,
+        replicas: u32,
+        remove_first: &'a [String],
+    ) -> BoxFuture<'a, Result<(), TargetError>>;
+    /// Resource metrics of the replicas, where the target has them.
+    fn pod_metrics(&self) -> Option<Arc<dyn PodMetricsProvider>> {
+        None
+    }
+    /// Releases what the target holds (local: stops every replica).
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Kind, name and namespace of a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetIdentity {
+    /// e.g. `Deployment`, `local`.
+    pub kind: String,
+    /// The target's name.
+    pub name: String,
+    /// Its namespace, or empty.
+    pub namespace: String,
+}

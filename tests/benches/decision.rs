@@ -1,0 +1,199 @@
+//! The cost of one scaling decision, against the Custom Pod Autoscaler's mechanism.
+//!
+//! `decision/*`: fresh instantiate + gather + evaluate of the cpu-target guest (each stage
+//! in a new store, as the engine runs them), with the pooling allocator and without, beside
+//! the CPA baseline: spawn `python3` on a script that reads the same context and metrics on
+//! stdin and prints `{"targetReplicas": n}`. `load/*`: getting a runnable component from a
+//! fresh compile, from the on-disk cache and from memory.
+//!
+//! After the run, a table of medians and ratios (measured in this same run) is printed.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::Criterion;
+use wasmscaler::contract::model::{Context, PodMetrics};
+use wasmscaler::sandbox::{
+    CallEnv, Capabilities, LoadSource, PoolingConfig, Sandbox, SandboxConfig, StaticPodMetrics,
+};
+use wasmscaler_tests::{build_rust_guest, fixture, read_fixture, repo_root};
+
+fn sandbox(pooling: bool, cache_dir: Option<std::path::PathBuf>) -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        cache_dir,
+        pooling: pooling.then_some(PoolingConfig {
+            max_concurrent_calls: 16,
+            max_memory_bytes: 256 << 20,
+        }),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox")
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let wasm = build_rust_guest("guests/cpu-target").expect("guest build");
+    let bytes = std::fs::read(&wasm).expect("guest bytes");
+    let ctx: Context = read_fixture("cpu-context.json").expect("context");
+    let pods: Vec<PodMetrics> = read_fixture("pod-metrics.json").expect("pods");
+    let env = CallEnv {
+        capabilities: Capabilities {
+            kubernetes_metrics: true,
+            ..Default::default()
+        },
+        pod_metrics: Some(Arc::new(StaticPodMetrics(pods))),
+        ..Default::default()
+    };
+
+    let mut group = c.benchmark_group("decision");
+    group.measurement_time(Duration::from_secs(4));
+    for (name, pooling) in [("wasm-pooling", true), ("wasm-on-demand", false)] {
+        let sandbox = sandbox(pooling, None);
+        let guest = rt
+            .block_on(sandbox.load(bytes.clone()))
+            .expect("load")
+            .component;
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let samples = guest.gather(&ctx, &env).await.expect("gather");
+                let decision = guest
+                    .evaluate(&ctx, &samples.value, &env)
+                    .await
+                    .expect("evaluate");
+                assert_eq!(decision.value.target_replicas, 6);
+            });
+        });
+    }
+    let script = fixture("cpa_evaluate.py");
+    let stdin = serde_json::to_vec(&serde_json::json!({
+        "context": serde_json::to_value(&ctx).expect("ctx"),
+        "podMetrics": read_fixture::<serde_json::Value>("pod-metrics.json").expect("pods"),
+    }))
+    .expect("json");
+    group.sample_size(20);
+    group.bench_function("cpa-python-process", |b| {
+        b.iter(|| {
+            let mut child = Command::new("python3")
+                .arg(&script)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3 (the CPA baseline) must be installed");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(&stdin)
+                .expect("write");
+            let out = child.wait_with_output().expect("python3");
+            let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            assert_eq!(answer["targetReplicas"], 6);
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    let cold = sandbox(true, None);
+    let digest = wasmscaler::sandbox::sha256(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    group.bench_function("compile", |b| {
+        b.to_async(&rt).iter(|| async {
+            cold.evict(&digest);
+            let loaded = cold.load(bytes.clone()).await.expect("load");
+            assert_eq!(loaded.source, LoadSource::Compiled);
+        });
+    });
+    let cache = tempfile::tempdir().expect("tempdir");
+    let cached = sandbox(true, Some(cache.path().to_path_buf()));
+    rt.block_on(cached.load(bytes.clone()))
+        .expect("warm the disk cache");
+    group.bench_function("disk-cache", |b| {
+        b.to_async(&rt).iter(|| async {
+            cached.evict(&digest);
+            let loaded = cached.load(bytes.clone()).await.expect("load");
+            assert_eq!(loaded.source, LoadSource::Disk);
+        });
+    });
+    group.bench_function("memory-cache", |b| {
+        b.to_async(&rt).iter(|| async {
+            let loaded = cached.load(bytes.clone()).await.expect("load");
+            assert_eq!(loaded.source, LoadSource::Memory);
+        });
+    });
+    group.finish();
+}
+
+/// Median of one benchmark of this run, in nanoseconds, from criterion's own output.
+fn median_ns(group: &str, name: &str) -> Option<f64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target
+        .join("criterion")
+        .join(group)
+        .join(name)
+        .join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn human(ns: f64) -> String {
+    match ns {
+        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} µs", n / 1e3),
+        n => format!("{n:.0} ns"),
+    }
+}
+
+fn print_table() {
+    let rows = [
+        (
+            "decision",
+            "cpa-python-process",
+            "decision",
+            "cpa-python-process",
+        ),
+        (
+            "decision",
+            "wasm-on-demand",
+            "decision",
+            "cpa-python-process",
+        ),
+        ("decision", "wasm-pooling", "decision", "cpa-python-process"),
+        ("load", "compile", "load", "compile"),
+        ("load", "disk-cache", "load", "compile"),
+        ("load", "memory-cache", "load", "compile"),
+    ];
+    println!("\n| benchmark | median | baseline | baseline ÷ this |");
+    println!("|---|---|---|---|");
+    for (group, name, base_group, base) in rows {
+        let (Some(this), Some(baseline)) = (median_ns(group, name), median_ns(base_group, base))
+        else {
+            continue;
+        };
+        println!(
+            "| {group}/{name} | {} | {base_group}/{base} | {:.0}× |",
+            human(this),
+            baseline / this
+        );
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    benches(&mut criterion);
+    criterion.final_summary();
+    // Under `cargo test` criterion runs each benchmark once without measuring.
+    if !std::env::args().any(|a| a == "--test") {
+        print_table();
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the project from a fresh clone: the README's test command, and what CI
+# runs (.ci/run). Installs what the tests need that a plain Rust toolchain lacks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# rust-toolchain.toml pins the toolchain and lists the wasm32-wasip2 target; rustup installs
+# both on first use. Asking for the target explicitly turns a missing one into a clear error.
+if command -v rustup >/dev/null 2>&1; then
+  rustup target add wasm32-wasip2 >/dev/null
+fi
+command -v python3 >/dev/null || { echo "python3 is needed for the benchmark baseline (apt-get install python3)" >&2; exit 1; }
+
+# One profile for everything (tests, the CLI binary, benches in test mode): wasmtime and
+# cranelift compile once.
+cargo test --workspace --all-targets
