@@ -88,8 +88,8 @@ pub fn hostile_wat(name: &str) -> anyhow::Result<Vec<u8>> {
     Ok(wat::parse_file(&path)?)
 }
 
-/// A tiny real HTTP/1.1 server on loopback serving fixed JSON bodies by path; every request
-/// is recorded. Closes each connection after one response.
+/// A tiny real HTTP/1.1 server on loopback serving fixed JSON bodies by path (the query is
+/// ignored for routing); every request is recorded with its query. Closes each connection after one response.
 pub struct JsonServer {
     /// The bound address.
     pub addr: SocketAddr,
@@ -120,10 +120,11 @@ impl JsonServer {
                 }
                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
                 q.lock().map(|mut q| q.push(path.clone())).ok();
+                let route = path.split('?').next().unwrap_or("/");
                 let (status, body) = r
                     .lock()
                     .ok()
-                    .and_then(|r| r.get(&path).cloned())
+                    .and_then(|r| r.get(route).cloned())
                     .unwrap_or((404, "{}".into()));
                 let mut out = &stream;
                 let _ = write!(
@@ -167,4 +168,94 @@ pub fn read_fixture<T: serde::de::DeserializeOwned>(name: &str) -> anyhow::Resul
     let path = fixture(name);
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
+}
+
+/// An in-process target for engine tests: a replica count and named replicas in memory,
+/// recording every scale call; observation can be made to fail.
+pub struct MemoryTarget {
+    state: Mutex<(u32, Vec<String>)>,
+    /// Every `scale(n, remove_first)` call, in order.
+    pub scales: Mutex<Vec<(u32, Vec<String>)>>,
+    /// When set, `observe` fails with this error.
+    pub fail_observe: Mutex<Option<wasmscaler::targets::TargetError>>,
+}
+
+impl MemoryTarget {
+    /// A target at `current` replicas named `r-0`, `r-1`, ...
+    pub fn new(current: u32) -> Arc<Self> {
+        Arc::new(MemoryTarget {
+            state: Mutex::new((current, (0..current).map(|i| format!("r-{i}")).collect())),
+            scales: Mutex::default(),
+            fail_observe: Mutex::default(),
+        })
+    }
+
+    /// The replica count now.
+    pub fn current(&self) -> u32 {
+        self.state.lock().map(|s| s.0).unwrap_or(0)
+    }
+
+    /// Changes the count behind the engine's back (a user or another controller).
+    pub fn set(&self, n: u32) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (n, (0..n).map(|i| format!("r-{i}")).collect());
+        }
+    }
+
+    /// The scale calls so far.
+    pub fn scale_calls(&self) -> Vec<(u32, Vec<String>)> {
+        self.scales.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl wasmscaler::targets::Target for MemoryTarget {
+    fn identity(&self) -> wasmscaler::targets::TargetIdentity {
+        wasmscaler::targets::TargetIdentity {
+            kind: "memory".into(),
+            name: "test".into(),
+            namespace: String::new(),
+        }
+    }
+
+    fn observe(
+        &self,
+    ) -> wasmscaler::sandbox::BoxFuture<
+        '_,
+        Result<wasmscaler::targets::Observation, wasmscaler::targets::TargetError>,
+    > {
+        Box::pin(async move {
+            if let Some(e) = self.fail_observe.lock().ok().and_then(|f| f.clone()) {
+                return Err(e);
+            }
+            let (current, names) = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+            Ok(wasmscaler::targets::Observation {
+                current,
+                replicas: names
+                    .into_iter()
+                    .map(|name| wasmscaler::contract::model::Replica {
+                        name,
+                        ready: true,
+                        ..Default::default()
+                    })
+                    .collect(),
+                object: serde_json::json!({}),
+                version: None,
+            })
+        })
+    }
+
+    fn scale<'a>(
+        &'a self,
+        _observed: &'a wasmscaler::targets::Observation,
+        replicas: u32,
+        remove_first: &'a [String],
+    ) -> wasmscaler::sandbox::BoxFuture<'a, Result<(), wasmscaler::targets::TargetError>> {
+        Box::pin(async move {
+            if let Ok(mut calls) = self.scales.lock() {
+                calls.push((replicas, remove_first.to_vec()));
+            }
+            self.set(replicas);
+            Ok(())
+        })
+    }
 }

@@ -260,9 +260,11 @@ impl Autoscaler {
 
         let clamped = decision.target_replicas.clamp(min, max);
         record.clamped = Some(clamped);
+        // The epsilon keeps the boundary inclusive despite rounding (11 / 10 - 1 > 0.1).
         let desired = match spec.tolerance {
             Some(t)
-                if current > 0 && (f64::from(clamped) / f64::from(current) - 1.0).abs() <= t =>
+                if current > 0
+                    && (f64::from(clamped) / f64::from(current) - 1.0).abs() <= t + 1e-9 =>
             {
                 record.within_tolerance = true;
                 current
