@@ -128,3 +128,172 @@ fn inspect_names_world_capabilities_and_digest() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+fn write_config(dir: &std::path::Path, body: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("wasmscaler.yaml");
+    std::fs::write(&path, body)?;
+    Ok(path)
+}
+
+fn local_config(policy: &std::path::Path, base_port: u16, extra: &str) -> String {
+    format!(
+        r#"stateDir: state
+autoscalers:
+  - name: workers
+    target:
+      local:
+        command: ["python3", "{worker}"]
+        basePort: {base_port}
+        gracePeriod: 2s
+    policy: {policy}
+    minReplicas: 2
+    maxReplicas: 4
+    interval: 1s
+    config:
+      replicaCapacity: "4"
+      minAvailableResources: "2"
+      apiPath: /status
+    capabilities:
+      http:
+        allow: ["http://{{replica}}/status"]
+{extra}"#,
+        worker = support::repo_root().join("guests/demo/worker.py").display(),
+        policy = policy.display(),
+    )
+}
+
+fn validate(config: &std::path::Path) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new(wasmscaler_bin()?)
+        .arg("validate")
+        .arg(config)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn validate_accepts_a_good_config_and_names_what_is_wrong_in_bad_ones() -> anyhow::Result<()> {
+    let policy = build_rust_guest("guests/capacity")?;
+    let dir = tempfile::tempdir()?;
+
+    let good = write_config(dir.path(), &local_config(&policy, 19_500, ""))?;
+    let (ok, stdout, stderr) = validate(&good)?;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("workers: ok") && stdout.contains("1 autoscaler(s) valid"),
+        "{stdout}"
+    );
+
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            local_config(&policy, 19_500, "    replicaz: 3\n"),
+            &["unknown field `replicaz`", "line 20 column 5"],
+        ),
+        (
+            local_config(&policy, 19_500, "").replace("minReplicas: 2", "minReplicas: 9"),
+            &[
+                "wasmscaler.yaml:3: autoscalers[0] (workers)",
+                "minReplicas (9) is greater than maxReplicas (4)",
+            ],
+        ),
+        (
+            local_config(&policy, 19_500, "").replace("interval: 1s", "interval: 1x"),
+            &["unknown duration unit", "line"],
+        ),
+        (
+            local_config(&policy, 19_500, "").replace("maxReplicas: 4", "maxReplicas: -4"),
+            &["maxReplicas", "line 11"],
+        ),
+        (
+            local_config(&policy, 19_500, "").replace("      local:", "      locale:"),
+            &["unknown field `locale`", "line"],
+        ),
+        (
+            local_config(&std::path::PathBuf::from("missing.wasm"), 19_500, ""),
+            &["autoscalers[0] (workers): loading", "missing.wasm"],
+        ),
+        (
+            local_config(&policy, 19_500, "").replace(
+                "    capabilities:\n      http:\n        allow: [\"http://{replica}/status\"]\n",
+                "",
+            ),
+            &["capability `http` is not granted"],
+        ),
+    ];
+    for (body, expected) in cases {
+        let path = write_config(dir.path(), &body)?;
+        let (ok, _, stderr) = validate(&path)?;
+        assert!(!ok, "accepted:\n{body}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        for needle in expected {
+            assert!(stderr.contains(needle), "missing {needle:?} in: {stderr}");
+        }
+    }
+
+    // A policy for another world.
+    let wrong = dir.path().join("wrong.wasm");
+    std::fs::write(&wrong, support::hostile_wat("wrong-world.wat")?)?;
+    let path = write_config(dir.path(), &local_config(&wrong, 19_500, ""))?;
+    let (ok, _, stderr) = validate(&path)?;
+    assert!(!ok && stderr.contains("world mismatch"), "{stderr}");
+    Ok(())
+}
+
+fn accepting(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        std::time::Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_to_the_host_stops_every_replica_and_writes_state() -> anyhow::Result<()> {
+    let policy = build_rust_guest("guests/capacity")?;
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), &local_config(&policy, 19_600, ""))?;
+    let mut host = Command::new(wasmscaler_bin()?)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    wait_for("two replicas", || accepting(19_600) && accepting(19_601));
+    wait_for("a completed run to persist state", || {
+        dir.path().join("state/workers.json").exists()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = host.try_wait()? {
+            break status;
+        }
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "host did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        !accepting(19_600) && !accepting(19_601),
+        "replicas still listening"
+    );
+    Ok(())
+}

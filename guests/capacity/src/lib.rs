@@ -41,7 +41,8 @@ impl metrics::Guest for Capacity {
         let capacity_key = config(&ctx, "capacityKey").unwrap_or("available");
         let termination_key = config(&ctx, "terminationKey").unwrap_or("terminate");
         let mut samples = Vec::new();
-        for replica in &ctx.replicas {
+        // Replicas still starting are not asked (they count as fully available below).
+        for replica in ctx.replicas.iter().filter(|r| r.ready) {
             let Some(address) = &replica.address else { continue };
             let url = format!("http://{address}{path}");
             let response = http::get(&url, &[])?;

@@ -86,10 +86,17 @@ pub async fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let message = match error.downcast_ref::<crate::sandbox::SandboxError>() {
-                Some(sandbox) => sandbox.summary(),
-                None => format!("{error:#}"),
-            };
+            // The whole context chain on one line; a guest trap's backtrace stays out.
+            // A sandbox error's summary already names its cause, so the chain stops there.
+            let mut parts = Vec::new();
+            for cause in error.chain() {
+                if let Some(sandbox) = cause.downcast_ref::<crate::sandbox::SandboxError>() {
+                    parts.push(sandbox.summary());
+                    break;
+                }
+                parts.push(cause.to_string());
+            }
+            let message = parts.join(": ");
             eprintln!("error: {}", message.replace('\n', " "));
             ExitCode::FAILURE
         }

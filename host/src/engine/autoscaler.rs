@@ -190,19 +190,27 @@ impl Autoscaler {
     }
 
     fn log(&self, record: &RunRecord) {
-        let outcome = serde_json::to_value(&record.outcome).unwrap_or_default();
+        let current = record
+            .current_replicas
+            .map_or("?".into(), |c| c.to_string());
+        let summary = match &record.outcome {
+            Outcome::Scaled { from, to } => format!("scaled {from} -> {to}"),
+            Outcome::WouldScale { from, to } => format!("would scale {from} -> {to} (dry run)"),
+            Outcome::Unchanged => format!("unchanged at {current}"),
+            Outcome::Held { .. } => format!("held at {current}"),
+            Outcome::Paused { reason } => format!("paused at {current}: {reason}"),
+        };
         let decided = record.decision.as_ref().map(|d| d.target_replicas);
-        let final_replicas = record.limited.map(|(n, _)| n);
         if let Some(error) = &record.error {
             tracing::warn!(
-                autoscaler = %self.spec.name, current = ?record.current_replicas, fallback = record.fallback,
-                kind = record.error_kind.as_deref().unwrap_or(""), %outcome, "run failed: {error}"
+                autoscaler = %self.spec.name, fallback = record.fallback,
+                kind = record.error_kind.as_deref().unwrap_or(""), "{summary}: {error}"
             );
         } else {
             tracing::info!(
-                autoscaler = %self.spec.name, current = ?record.current_replicas, decided = ?decided,
-                r#final = ?final_replicas, fuel = record.fuel, duration_us = record.duration_micros,
-                %outcome, "run"
+                autoscaler = %self.spec.name, decided = ?decided, stabilized = ?record.stabilized,
+                limit = ?record.limited.map(|(_, reason)| reason), fuel = record.fuel,
+                duration_us = record.duration_micros, "{summary}"
             );
         }
     }

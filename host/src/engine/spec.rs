@@ -90,14 +90,51 @@ fn default_concurrency() -> usize {
     8
 }
 
-/// What an autoscaler scales.
+/// What an autoscaler scales. Written as a map with exactly one key: `local:` or
+/// `kubernetes:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(try_from = "TargetSpecRepr", into = "TargetSpecRepr")]
 pub enum TargetSpec {
     /// Local processes.
     Local(LocalSpec),
     /// Any Kubernetes resource with a `/scale` subresource.
     Kubernetes(KubernetesRef),
+}
+
+/// The one-of map form of [`TargetSpec`] (YAML has no untagged-map enums in serde_yaml).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TargetSpecRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local: Option<LocalSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<KubernetesRef>,
+}
+
+impl TryFrom<TargetSpecRepr> for TargetSpec {
+    type Error = String;
+    fn try_from(repr: TargetSpecRepr) -> Result<Self, String> {
+        match (repr.local, repr.kubernetes) {
+            (Some(local), None) => Ok(TargetSpec::Local(local)),
+            (None, Some(kubernetes)) => Ok(TargetSpec::Kubernetes(kubernetes)),
+            _ => Err("target needs exactly one of `local` or `kubernetes`".into()),
+        }
+    }
+}
+
+impl From<TargetSpec> for TargetSpecRepr {
+    fn from(spec: TargetSpec) -> Self {
+        match spec {
+            TargetSpec::Local(local) => TargetSpecRepr {
+                local: Some(local),
+                kubernetes: None,
+            },
+            TargetSpec::Kubernetes(k) => TargetSpecRepr {
+                local: None,
+                kubernetes: Some(k),
+            },
+        }
+    }
 }
 
 /// How often `gather` runs per run.

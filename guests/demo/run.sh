@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The local demo, end to end, no cluster: builds the capacity guest and the host, starts the
+# load generator, and runs wasmscaler on python worker replicas for DURATION (default 60s).
+# Watch the log: replicas go up while the load runs and back down after it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+command -v python3 >/dev/null || { echo "the demo's workers need python3" >&2; exit 1; }
+echo "building the capacity guest and the host (first time: several minutes)..."
+cargo build --release --quiet --target wasm32-wasip2 --manifest-path guests/capacity/Cargo.toml --target-dir target/guests
+cargo build --release --quiet -p wasmscaler
+python3 guests/demo/loadgen.py --base-port 9100 --ports 6 --clients 10 --start 5 --busy 25 &
+loadgen=$!
+trap 'kill $loadgen 2>/dev/null || true' EXIT
+RUST_LOG="${RUST_LOG:-info,wasmscaler::guest=warn}" \
+  target/release/wasmscaler run --config guests/demo/wasmscaler.yaml --duration "${DURATION:-60s}"

@@ -1,0 +1,152 @@
+//! The local-process target with real worker processes (the demo's `worker.py`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmscaler::engine::HumanDuration;
+use wasmscaler::targets::Target;
+use wasmscaler::targets::local::{LocalProcesses, LocalSpec};
+use wasmscaler_tests::repo_root;
+
+fn spec(base_port: u16, env: &[(&str, &str)], grace_ms: u64) -> LocalSpec {
+    LocalSpec {
+        command: vec!["python3".into(), "worker.py".into()],
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        working_dir: Some(repo_root().join("guests/demo")),
+        base_port,
+        grace_period: HumanDuration(Duration::from_millis(grace_ms)),
+        initial_replicas: None,
+        inherit_output: false,
+    }
+}
+
+/// Polls until `check` holds or 15 s pass.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn status(port: u16) -> Option<serde_json::Value> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    drop(stream);
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &format!("import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{port}/status',timeout=2).read().decode())")])
+        .output()
+        .await
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+async fn all_ready(target: &Arc<LocalProcesses>, n: usize) -> bool {
+    target
+        .observe()
+        .await
+        .is_ok_and(|o| o.replicas.len() == n && o.replicas.iter().all(|r| r.ready))
+}
+
+#[tokio::test]
+async fn replicas_get_their_index_and_port_and_scale_in_honours_the_removal_list()
+-> anyhow::Result<()> {
+    let target = LocalProcesses::start("w", spec(19_100, &[], 3_000), 3)?;
+    eventually("3 ready replicas", async || all_ready(&target, 3).await).await;
+    for i in 0..3u16 {
+        let status = status(19_100 + i)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("replica {i} does not answer"))?;
+        assert_eq!(
+            status["replica"],
+            i.to_string(),
+            "REPLICA_INDEX reaches the process"
+        );
+    }
+    let observed = target.observe().await?;
+    assert_eq!(observed.current, 3);
+    assert_eq!(
+        observed.replicas[1].address.as_deref(),
+        Some("127.0.0.1:19101")
+    );
+
+    // Scale in to 1, naming w-0 first: w-0 goes, then the highest index (w-2).
+    target.scale(&observed, 1, &["w-0".to_string()]).await?;
+    assert_eq!(target.indexes().into_iter().collect::<Vec<_>>(), [1]);
+    assert!(status(19_100).await.is_none() && status(19_102).await.is_none());
+    assert!(status(19_101).await.is_some());
+
+    // Scale out again: the lowest free indexes are reused.
+    let observed = target.observe().await?;
+    target.scale(&observed, 3, &[]).await?;
+    assert_eq!(target.indexes().into_iter().collect::<Vec<_>>(), [0, 1, 2]);
+    eventually("3 ready replicas again", async || {
+        all_ready(&target, 3).await
+    })
+    .await;
+
+    // A stale observation is refused rather than applied.
+    let err = target.scale(&observed, 1, &[]).await.unwrap_err();
+    assert!(
+        matches!(err, wasmscaler::targets::TargetError::Conflict(_)),
+        "{err}"
+    );
+    target.shutdown().await;
+    assert!(target.indexes().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crashed_replica_is_restarted() -> anyhow::Result<()> {
+    let target = LocalProcesses::start("c", spec(19_200, &[], 3_000), 2)?;
+    eventually("2 ready replicas", async || all_ready(&target, 2).await).await;
+    let old = target.pid(1).ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    eventually("a new process for replica 1", async || {
+        target.pid(1).is_some_and(|p| p != old)
+    })
+    .await;
+    eventually("replica 1 ready again", async || {
+        status(19_201).await.is_some()
+    })
+    .await;
+    let observed = target.observe().await?;
+    assert_eq!(
+        observed.replicas[1]
+            .labels
+            .get("restarts")
+            .map(String::as_str),
+        Some("1")
+    );
+    target.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replica_ignoring_sigterm_is_killed_after_the_grace_period() -> anyhow::Result<()> {
+    let target = LocalProcesses::start("g", spec(19_300, &[("IGNORE_SIGTERM", "1")], 500), 2)?;
+    eventually("2 ready replicas", async || all_ready(&target, 2).await).await;
+    let pid = target.pid(1).ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let observed = target.observe().await?;
+    let started = Instant::now();
+    target.scale(&observed, 1, &[]).await?;
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "SIGTERM was ignored, so the grace period ran out"
+    );
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+    assert!(!alive, "the replica was killed");
+    target.shutdown().await;
+    Ok(())
+}
