@@ -431,15 +431,31 @@ impl PodMetricsProvider for MetricsServer {
     }
 }
 
-/// Builds a client from the environment (in-cluster config or kubeconfig) with timeouts short
-/// enough that a hung API server delays one run, not the process.
+/// Builds a client from the environment (in-cluster config or kubeconfig); see [`client_for`].
 pub async fn client_from_environment() -> Result<kube::Client, TargetError> {
-    let mut config = kube::Config::infer()
+    let config = kube::Config::infer()
         .await
         .map_err(|e| TargetError::Unavailable(format!("no Kubernetes configuration: {e}")))?;
-    config.connect_timeout = Some(Duration::from_secs(5));
-    config.read_timeout = Some(Duration::from_secs(15));
-    config.write_timeout = Some(Duration::from_secs(15));
+    client_for(config)
+}
+
+/// A client with the autoscaler's policy: timeouts short enough that a hung API server
+/// delays one run, not the process, and no built-in retries (kube-rs would otherwise back off
+/// for minutes on a persistent 503; the next run is the retry, and it sees fresh state).
+pub fn client_for(mut config: kube::Config) -> Result<kube::Client, TargetError> {
+    config.connect_timeout = config
+        .connect_timeout
+        .map(|t| t.min(Duration::from_secs(5)))
+        .or(Some(Duration::from_secs(5)));
+    config.read_timeout = config
+        .read_timeout
+        .map(|t| t.min(Duration::from_secs(15)))
+        .or(Some(Duration::from_secs(15)));
+    config.write_timeout = config
+        .write_timeout
+        .map(|t| t.min(Duration::from_secs(15)))
+        .or(Some(Duration::from_secs(15)));
+    config.default_retry = false;
     kube::Client::try_from(config)
         .map_err(|e| TargetError::Unavailable(format!("Kubernetes client: {e}")))
 }

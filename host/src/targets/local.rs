@@ -154,17 +154,14 @@ impl LocalProcesses {
         state.desired = n;
         let mut index = 0;
         while (state.slots.len() as u32) < n {
-            if !state.slots.contains_key(&index) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = state.slots.entry(index) {
                 let child = self.spawn(index)?;
                 tracing::info!(target = %self.name, replica = %self.replica_name(index), "replica started");
-                state.slots.insert(
-                    index,
-                    Slot {
-                        child,
-                        started_ms: now_ms(),
-                        restarts: 0,
-                    },
-                );
+                slot.insert(Slot {
+                    child,
+                    started_ms: now_ms(),
+                    restarts: 0,
+                });
             }
             index += 1;
         }

@@ -1,0 +1,329 @@
+//! The Kubernetes target over real HTTP against the fake API server (`support/fake_kube.rs`):
+//! discovery, scale reads and writes with resourceVersion conflicts, pods by selector,
+//! deletion costs, metrics.k8s.io, and failures that must hold rather than write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmscaler::engine::store::NoPersistence;
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome, system_clock};
+use wasmscaler::sandbox::Capabilities;
+use wasmscaler::targets::kubernetes::{DELETION_COST, KubernetesRef, KubernetesTarget};
+use wasmscaler::targets::{Target, TargetError};
+use wasmscaler_tests::fake_kube::{FakeKube, Fault, Route};
+use wasmscaler_tests::{build_rust_guest, test_sandbox};
+
+fn reference(api_version: &str, kind: &str, name: &str) -> KubernetesRef {
+    KubernetesRef {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: name.into(),
+        namespace: None,
+    }
+}
+
+async fn web(server: &FakeKube, replicas: u32) -> anyhow::Result<KubernetesTarget> {
+    server.add_scalable("apps/v1", "Deployment", "deployments", "web", replicas);
+    for (i, cpu) in [450, 400, 500]
+        .into_iter()
+        .enumerate()
+        .take(replicas as usize)
+    {
+        server.add_pod(FakeKube::pod(&format!("web-{i}"), "web", cpu));
+    }
+    let client = server.client(Duration::from_secs(2))?;
+    Ok(KubernetesTarget::connect(client, reference("apps/v1", "Deployment", "web")).await?)
+}
+
+#[tokio::test]
+async fn discovery_finds_plurals_and_refuses_kinds_without_scale() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    // A custom resource whose plural no rule would guess (CPA issue #199).
+    server.add_scalable("example.com/v1", "Cactus", "cacti", "garden", 2);
+    let client = server.client(Duration::from_secs(2))?;
+    let cactus = KubernetesTarget::connect(
+        client.clone(),
+        reference("example.com/v1", "Cactus", "garden"),
+    )
+    .await?;
+    assert_eq!(cactus.plural(), "cacti");
+    assert_eq!(cactus.observe().await?.current, 2);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|(_, uri, _)| uri == "/apis/example.com/v1/namespaces/default/cacti/garden/scale")
+    );
+
+    server.add_scalable("apps/v1", "Deployment", "deployments", "web", 1);
+    let err = KubernetesTarget::connect(client.clone(), reference("apps/v1", "DaemonSet", "logs"))
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(TargetError::NotFound(m)) if m.contains("no /scale subresource")),
+        "{err:?}"
+    );
+    let err = KubernetesTarget::connect(client.clone(), reference("apps/v1", "Gizmo", "x"))
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(TargetError::NotFound(m)) if m.contains("no kind Gizmo")),
+        "{err:?}"
+    );
+    let err = KubernetesTarget::connect(client, reference("nowhere.io/v1", "Thing", "x"))
+        .await
+        .err();
+    assert!(matches!(err, Some(TargetError::NotFound(_))), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn observe_reads_the_scale_and_the_pods_of_its_selector() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let target = web(&server, 3).await?;
+    server.add_pod(FakeKube::pod("other-0", "other", 10));
+    let mut leaving = FakeKube::pod("web-old", "web", 0);
+    leaving.terminating = true;
+    server.add_pod(leaving);
+    let mut starting = FakeKube::pod("web-new", "web", 0);
+    starting.ready = false;
+    server.add_pod(starting);
+
+    let observed = target.observe().await?;
+    assert_eq!(observed.current, 3);
+    assert_eq!(observed.version.as_deref(), Some("100"));
+    let names: Vec<&str> = observed.replicas.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["web-0", "web-1", "web-2", "web-new"],
+        "selector applied, terminating pods left out"
+    );
+    assert!(!observed.replicas[3].ready);
+    assert_eq!(
+        observed.replicas[0].labels.get("app").map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(observed.object["kind"], "Deployment");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|(_, uri, _)| uri.contains("labelSelector=app%3Dweb"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn scale_patches_with_the_observed_resource_version() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let target = web(&server, 3).await?;
+    let observed = target.observe().await?;
+    target.scale(&observed, 5, &[]).await?;
+    assert_eq!(server.replicas("web"), Some(5));
+    let patch = server
+        .requests()
+        .into_iter()
+        .find(|(m, uri, _)| m == "PATCH" && uri.ends_with("/deployments/web/scale"))
+        .map(|(_, _, body)| body)
+        .ok_or_else(|| anyhow::anyhow!("no scale patch"))?;
+    let patch: serde_json::Value = serde_json::from_str(&patch)?;
+    assert_eq!(patch["metadata"]["resourceVersion"], "100");
+    assert_eq!(patch["spec"]["replicas"], 5);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_conflict_from_an_unrelated_write_is_retried_after_rereading() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let target = web(&server, 3).await?;
+    let observed = target.observe().await?;
+    // Someone touches the object (resourceVersion moves, replicas stay 3) just before our write.
+    server.inject(Route::PatchScale, Fault::ConcurrentWrite(None));
+    target.scale(&observed, 4, &[]).await?;
+    assert_eq!(server.replicas("web"), Some(4));
+    let patches = server
+        .requests()
+        .iter()
+        .filter(|(m, uri, _)| m == "PATCH" && uri.ends_with("/scale"))
+        .count();
+    assert_eq!(patches, 2, "409 then success");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_conflict_over_the_replica_count_is_never_overridden() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let target = web(&server, 3).await?;
+    let observed = target.observe().await?;
+    // Another actor sets 7 replicas between our read and our write.
+    server.inject(Route::PatchScale, Fault::ConcurrentWrite(Some(7)));
+    let err = target.scale(&observed, 2, &[]).await.unwrap_err();
+    assert!(
+        matches!(&err, TargetError::Conflict(m) if m.contains("changed from 3 to 7")),
+        "{err}"
+    );
+    assert_eq!(
+        server.replicas("web"),
+        Some(7),
+        "the other actor's count stands"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn scale_in_marks_the_removal_list_with_deletion_costs_first() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let target = web(&server, 3).await?;
+    let observed = target.observe().await?;
+    target
+        .scale(
+            &observed,
+            1,
+            &["web-2".into(), "ghost".into(), "web-0".into()],
+        )
+        .await?;
+    assert_eq!(
+        server
+            .pod_annotations("web-2")
+            .get(DELETION_COST)
+            .map(String::as_str),
+        Some("-2")
+    );
+    assert_eq!(
+        server
+            .pod_annotations("web-0")
+            .get(DELETION_COST)
+            .map(String::as_str),
+        Some("-1")
+    );
+    assert!(!server.pod_annotations("web-1").contains_key(DELETION_COST));
+    let order: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|(m, _, _)| m == "PATCH")
+        .map(|(_, uri, _)| uri)
+        .collect();
+    assert_eq!(order.len(), 3);
+    assert!(
+        order[2].ends_with("/scale"),
+        "pods are annotated before the scale-in: {order:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_errors_and_timeouts_write_nothing() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    server.add_scalable("apps/v1", "Deployment", "deployments", "web", 3);
+    let client = server.client(Duration::from_millis(500))?;
+    let target =
+        KubernetesTarget::connect(client, reference("apps/v1", "Deployment", "web")).await?;
+    let observed = target.observe().await?;
+
+    server.inject(Route::PatchScale, Fault::Status(500));
+    let err = target.scale(&observed, 6, &[]).await.unwrap_err();
+    assert!(matches!(err, TargetError::Unavailable(_)), "{err}");
+    assert_eq!(server.replicas("web"), Some(3));
+
+    server.inject(Route::GetScale, Fault::Status(500));
+    let result = target.observe().await;
+    assert!(
+        matches!(result, Err(TargetError::Unavailable(_))),
+        "{result:?}"
+    );
+
+    // A 503 fails the run at once (kube-rs's own backoff is off): the next run is the retry.
+    server.inject(Route::GetScale, Fault::Status(503));
+    let started = std::time::Instant::now();
+    let result = target.observe().await;
+    assert!(
+        matches!(result, Err(TargetError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    server.inject(Route::GetScale, Fault::Delay(Duration::from_secs(3)));
+    let started = std::time::Instant::now();
+    let err = target.observe().await.unwrap_err();
+    assert!(matches!(err, TargetError::Unavailable(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the client timed out instead of waiting"
+    );
+    assert_eq!(server.replicas("web"), Some(3));
+    Ok(())
+}
+
+fn cpu_spec() -> AutoscalerSpec {
+    AutoscalerSpec {
+        name: "web".into(),
+        namespace: "default".into(),
+        target: wasmscaler::engine::TargetSpec::Kubernetes(reference(
+            "apps/v1",
+            "Deployment",
+            "web",
+        )),
+        policy: Some("cpu_target.wasm".into()),
+        metrics: None,
+        evaluator: None,
+        min_replicas: 1,
+        max_replicas: 10,
+        interval: wasmscaler::engine::HumanDuration(Duration::from_secs(15)),
+        start_time: None,
+        run_mode: Default::default(),
+        max_concurrent_gathers: 4,
+        tolerance: None,
+        behavior: Default::default(),
+        fallback: None,
+        paused: false,
+        paused_replicas: None,
+        dry_run: false,
+        config: [("targetUtilization".to_string(), "50".to_string())].into(),
+        limits: Default::default(),
+        capabilities: Capabilities {
+            kubernetes_metrics: true,
+            ..Default::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn the_cpu_guest_scales_a_deployment_from_metrics_server_data() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let target: Arc<dyn Target> = Arc::new(web(&server, 3).await?);
+    let sandbox = test_sandbox()?;
+    let cpu = sandbox
+        .load_file(&build_rust_guest("guests/cpu-target")?)
+        .await?
+        .component;
+    let autoscaler = Autoscaler::new(
+        cpu_spec(),
+        target,
+        Guests {
+            metrics: cpu.clone(),
+            evaluator: cpu,
+        },
+        None,
+        Arc::new(NoPersistence),
+        system_clock(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    // 450m, 400m, 500m of 500m requests: 90 % average against 50 %: ceil(3 × 1.8) = 6.
+    let record = autoscaler.run_once().await;
+    assert_eq!(
+        record.decision.as_ref().map(|d| d.target_replicas),
+        Some(6),
+        "{record:?}"
+    );
+    assert_eq!(record.outcome, Outcome::Scaled { from: 3, to: 6 });
+    assert_eq!(server.replicas("web"), Some(6));
+
+    // The API server failing mid-way holds the count: nothing is written.
+    server.inject(Route::PatchScale, Fault::Status(500));
+    server.set_replicas("web", 2);
+    let record = autoscaler.run_once().await;
+    assert!(matches!(record.outcome, Outcome::Held { .. }), "{record:?}");
+    assert_eq!(record.error_kind.as_deref(), Some("target"));
+    assert_eq!(server.replicas("web"), Some(2));
+    Ok(())
+}
