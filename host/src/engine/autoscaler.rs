@@ -31,9 +31,19 @@ pub fn system_clock() -> Clock {
     })
 }
 
-const RECORDS_KEPT: usize = 64;
+/// Run records kept per autoscaler for the API; small, because a host may run 10,000.
+const RECORDS_KEPT: usize = 16;
 
 type GatherResult = Result<CallOutcome<Vec<Sample>>, SandboxError>;
+
+/// A stable offset within `interval` derived from `name` (FNV-1a).
+fn spread(name: &str, interval: Duration) -> Duration {
+    let hash = name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(hash % millis)
+}
 
 /// Why a run decided nothing.
 struct Failure {
@@ -399,17 +409,20 @@ impl Autoscaler {
     /// Runs every `interval` (the first run aligned to `startTime` if set) until `stop`; a run
     /// in progress when `stop` fires is finished, not abandoned.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        if let Some(align) = self.spec.start_time {
-            let period = i64::try_from(align.0.as_millis())
-                .unwrap_or(i64::MAX)
-                .max(1);
-            let now = (self.clock)();
-            let wait = (now.div_euclid(period) + 1) * period - now;
-            let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+        let wait = match self.spec.start_time {
+            Some(align) => {
+                let period = i64::try_from(align.0.as_millis()).unwrap_or(i64::MAX).max(1);
+                let now = (self.clock)();
+                let wait = (now.div_euclid(period) + 1) * period - now;
+                Duration::from_millis(u64::try_from(wait).unwrap_or(0))
             }
+            // Without alignment, first runs are spread over the interval by name, so a host
+            // starting thousands of autoscalers does not run them all in the same instant.
+            None => spread(&self.spec.name, self.spec.interval.0),
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
         }
         let mut ticker = tokio::time::interval(self.spec.interval.0);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,0 +1,198 @@
+//! Many autoscalers in one host: CPU share and peak RSS at 1,000 and 10,000 autoscalers with
+//! the default 15 s interval, each running the cpu-target guest (fresh instance per call)
+//! against a cheap in-process target. A host with no autoscalers is the baseline row.
+//!
+//! Each fleet size runs in its own child process (this binary, re-executed), so peak RSS is
+//! per size. `cargo bench --bench fleet` measures a 30 s window after a 16 s warm-up (every
+//! autoscaler has run once); under `cargo test` a small fleet runs briefly as a smoke test.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wasmscaler::contract::model::{PodMetrics, Replica};
+use wasmscaler::engine::store::NoPersistence;
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, HumanDuration, system_clock};
+use wasmscaler::sandbox::{BoxFuture, Capabilities, PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics};
+use wasmscaler::targets::{Observation, Target, TargetError, TargetIdentity};
+use wasmscaler_tests::{build_rust_guest, read_fixture};
+
+/// Three pods whose metrics never change; scaling only moves a counter.
+struct CheapTarget {
+    current: std::sync::Mutex<u32>,
+    pods: Arc<StaticPodMetrics>,
+    runs: Arc<AtomicU64>,
+}
+
+impl Target for CheapTarget {
+    fn identity(&self) -> TargetIdentity {
+        TargetIdentity { kind: "memory".into(), name: "fleet".into(), namespace: String::new() }
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
+        Box::pin(async move {
+            self.runs.fetch_add(1, Ordering::Relaxed);
+            Ok(Observation {
+                current: self.current.lock().map(|c| *c).unwrap_or(3),
+                replicas: (0..3)
+                    .map(|i| Replica { name: format!("web-{}", ["a", "b", "c"][i]), ready: true, ..Default::default() })
+                    .collect(),
+                object: serde_json::json!({}),
+                version: None,
+            })
+        })
+    }
+    fn scale<'a>(&'a self, _: &'a Observation, n: u32, _: &'a [String]) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            if let Ok(mut c) = self.current.lock() {
+                *c = n;
+            }
+            Ok(())
+        })
+    }
+    fn pod_metrics(&self) -> Option<Arc<dyn PodMetricsProvider>> {
+        Some(self.pods.clone())
+    }
+}
+
+fn spec(i: usize, interval: Duration) -> AutoscalerSpec {
+    AutoscalerSpec {
+        name: format!("fleet-{i}"),
+        namespace: String::new(),
+        target: wasmscaler::engine::TargetSpec::Kubernetes(wasmscaler::targets::kubernetes::KubernetesRef {
+            api_version: "v1".into(),
+            kind: "unused".into(),
+            name: "unused".into(),
+            namespace: None,
+        }),
+        policy: Some("cpu_target.wasm".into()),
+        metrics: None,
+        evaluator: None,
+        min_replicas: 1,
+        max_replicas: 10,
+        interval: HumanDuration(interval),
+        start_time: None,
+        run_mode: Default::default(),
+        max_concurrent_gathers: 4,
+        tolerance: None,
+        behavior: Default::default(),
+        fallback: None,
+        paused: false,
+        paused_replicas: None,
+        dry_run: false,
+        config: [("targetUtilization".to_string(), "50".to_string())].into(),
+        limits: Default::default(),
+        capabilities: Capabilities { kubernetes_metrics: true, ..Default::default() },
+    }
+}
+
+fn cpu_seconds() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).expect("getrusage");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(usage.user_time()) + secs(usage.system_time())
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+        let wasm = build_rust_guest("guests/cpu-target").expect("guest");
+        let guest = sandbox.load_file(&wasm).await.expect("load").component;
+        let pods: Vec<PodMetrics> = read_fixture("pod-metrics.json").expect("pods");
+        let pods = Arc::new(StaticPodMetrics(pods));
+        let runs = Arc::new(AtomicU64::new(0));
+        let autoscalers = (0..n)
+            .map(|i| {
+                let target = Arc::new(CheapTarget { current: std::sync::Mutex::new(3), pods: pods.clone(), runs: runs.clone() });
+                Arc::new(
+                    Autoscaler::new(
+                        spec(i, interval),
+                        target,
+                        Guests { metrics: guest.clone(), evaluator: guest.clone() },
+                        None,
+                        Arc::new(NoPersistence),
+                        system_clock(),
+                    )
+                    .expect("autoscaler"),
+                )
+            })
+            .collect();
+        let engine = Arc::new(Engine::new(autoscalers));
+        let stop = CancellationToken::new();
+        let running = tokio::spawn({
+            let (engine, stop) = (engine.clone(), stop.clone());
+            async move { engine.run(stop).await }
+        });
+        tokio::time::sleep(warmup).await;
+        let (cpu0, runs0, t0) = (cpu_seconds(), runs.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(window).await;
+        let (cpu1, runs1, wall) = (cpu_seconds(), runs.load(Ordering::Relaxed), t0.elapsed());
+        stop.cancel();
+        let _ = running.await;
+        let failed: usize = engine.autoscalers().iter().flat_map(|a| a.records()).filter(|r| r.error.is_some()).count();
+        println!(
+            "{}",
+            serde_json::json!({
+                "autoscalers": n,
+                "runs": runs1 - runs0,
+                "failedRuns": failed,
+                "cpuPercentOfOneCore": (cpu1 - cpu0) / wall.as_secs_f64() * 100.0,
+                "peakRssMib": peak_rss_mib(),
+            })
+        );
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--fleet-child") {
+        let n: usize = args.get(i + 1).and_then(|n| n.parse().ok()).expect("fleet size");
+        let secs = |flag: &str, default: u64| {
+            args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
+        };
+        child(
+            n,
+            Duration::from_millis(secs("--interval-ms", 15_000)),
+            Duration::from_millis(secs("--warmup-ms", 16_000)),
+            Duration::from_millis(secs("--window-ms", 30_000)),
+        );
+        return;
+    }
+    let measuring = args.iter().any(|a| a == "--bench");
+    let plan: Vec<(usize, &[&str])> = if measuring {
+        vec![(0, &[]), (1_000, &[]), (10_000, &[])]
+    } else {
+        // Smoke test under `cargo test`: a small fast fleet, to prove the harness works.
+        vec![(50, &["--interval-ms", "500", "--warmup-ms", "600", "--window-ms", "1000"])]
+    };
+    let exe = std::env::current_exe().expect("current exe");
+    println!("\n| autoscalers | runs in window | failed runs | CPU (% of one core) | peak RSS |");
+    println!("|---|---|---|---|---|");
+    for (n, extra) in plan {
+        let out = Command::new(&exe).arg("--fleet-child").arg(n.to_string()).args(extra).output().expect("child");
+        assert!(out.status.success(), "fleet child failed: {}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout);
+        let r: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or("{}")).expect("child JSON");
+        if n > 0 {
+            assert!(r["runs"].as_u64().unwrap_or(0) > 0, "the fleet ran");
+            assert_eq!(r["failedRuns"], 0, "no run failed");
+        }
+        println!(
+            "| {} | {} | {} | {:.2} % | {:.0} MiB |",
+            n,
+            r["runs"],
+            r["failedRuns"],
+            r["cpuPercentOfOneCore"].as_f64().unwrap_or(f64::NAN),
+            r["peakRssMib"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+}
