@@ -297,3 +297,111 @@ fn sigterm_to_the_host_stops_every_replica_and_writes_state() -> anyhow::Result<
     );
     Ok(())
 }
+
+fn eval_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(wasmscaler_bin()?)
+        .args(["eval", "--no-cache"])
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn eval_runs_the_http_guests_with_granted_capabilities() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+
+    // queue-progress: HTTP to the queue service, state kept in a file between two evals.
+    let queue = support::JsonServer::start()?;
+    queue.route("/queue", 200, r#"{"total": 100, "processed": 30}"#);
+    let ctx = dir.path().join("queue.json");
+    let write_ctx = |now_ms: i64| {
+        std::fs::write(
+            &ctx,
+            serde_json::json!({
+                "autoscalerName": "batch", "nowMs": now_ms,
+                "target": {"kind": "Job", "name": "render", "currentReplicas": 4, "maxReplicas": 10},
+                "config": {"queueUrl": format!("http://{}/queue", queue.addr), "expectedTimeSeconds": "100",
+                           "actuationSize": "2"},
+            })
+            .to_string(),
+        )
+    };
+    let wasm = build_rust_guest("guests/queue-progress")?
+        .to_string_lossy()
+        .into_owned();
+    let state = dir.path().join("state.json").to_string_lossy().into_owned();
+    let allow = format!("http://{}/queue", queue.addr);
+    let ctx_arg = ctx.to_string_lossy().into_owned();
+    write_ctx(1_000_000)?;
+    let report = eval_json(&[
+        "--policy",
+        &wasm,
+        "--context",
+        &ctx_arg,
+        "--allow-http",
+        &allow,
+        "--state-file",
+        &state,
+    ])?;
+    assert_eq!(
+        report["decision"]["targetReplicas"], 2,
+        "ahead of schedule: {report}"
+    );
+    write_ctx(1_060_000)?;
+    let report = eval_json(&[
+        "--policy",
+        &wasm,
+        "--context",
+        &ctx_arg,
+        "--allow-http",
+        &allow,
+        "--state-file",
+        &state,
+    ])?;
+    assert_eq!(
+        report["decision"]["targetReplicas"], 6,
+        "60% of the time, 30% done: {report}"
+    );
+
+    // capacity: per-replica HTTP through the {replica} allow-list pattern.
+    let replicas = [support::JsonServer::start()?, support::JsonServer::start()?];
+    replicas[0].route("/status", 200, r#"{"available": 0, "terminate": false}"#);
+    replicas[1].route("/status", 200, r#"{"available": 1, "terminate": true}"#);
+    let ctx = dir.path().join("capacity.json");
+    std::fs::write(
+        &ctx,
+        serde_json::json!({
+            "autoscalerName": "vms", "nowMs": 0,
+            "target": {"kind": "local", "name": "vms", "currentReplicas": 2, "maxReplicas": 10},
+            "replicas": [
+                {"name": "vm-0", "address": replicas[0].addr.to_string()},
+                {"name": "vm-1", "address": replicas[1].addr.to_string()},
+            ],
+            "config": {"replicaCapacity": "4", "minAvailableResources": "2", "apiPath": "/status"},
+        })
+        .to_string(),
+    )?;
+    let wasm = build_rust_guest("guests/capacity")?
+        .to_string_lossy()
+        .into_owned();
+    let report = eval_json(&[
+        "--policy",
+        &wasm,
+        "--context",
+        &ctx.to_string_lossy(),
+        "--allow-http",
+        "http://{replica}/status",
+    ])?;
+    assert_eq!(report["decision"]["targetReplicas"], 2, "{report}");
+    assert_eq!(
+        report["decision"]["removeFirst"],
+        serde_json::json!(["vm-1"])
+    );
+    assert_eq!(report["samples"].as_array().map(Vec::len), Some(4));
+    Ok(())
+}

@@ -366,6 +366,7 @@ async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
         pooling: Some(PoolingConfig {
             max_concurrent_calls: 1,
             max_memory_bytes: 64 << 20,
+            ..Default::default()
         }),
         ..SandboxConfig::default()
     })?;

@@ -150,3 +150,129 @@ async fn a_replica_ignoring_sigterm_is_killed_after_the_grace_period() -> anyhow
     target.shutdown().await;
     Ok(())
 }
+
+/// Occupies `slots` job slots on the worker at `port` for `ms` (each request holds one slot).
+fn occupy(port: u16, slots: usize, ms: u64) -> Vec<std::thread::JoinHandle<()>> {
+    (0..slots)
+        .map(|_| {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    let _ = write!(
+                        s,
+                        "GET /work?ms={ms} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = s.read_to_end(&mut Vec::new());
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -> anyhow::Result<()>
+{
+    use wasmscaler::engine::behavior::{Behavior, ScalingRules};
+    use wasmscaler::engine::store::NoPersistence;
+    use wasmscaler::engine::{
+        Autoscaler, AutoscalerSpec, Guests, Outcome, TargetSpec, system_clock,
+    };
+    use wasmscaler::sandbox::{Capabilities, HttpGrant};
+
+    let base = 19_700;
+    let local = spec(base, &[], 3_000);
+    let target = LocalProcesses::start("cap", local.clone(), 1)?;
+    eventually("1 ready replica", async || all_ready(&target, 1).await).await;
+    let sandbox = wasmscaler_tests::test_sandbox()?;
+    let capacity = sandbox
+        .load_file(&wasmscaler_tests::build_rust_guest("guests/capacity")?)
+        .await?
+        .component;
+    let spec = AutoscalerSpec {
+        name: "cap".into(),
+        namespace: String::new(),
+        target: TargetSpec::Local(local),
+        policy: Some("capacity.wasm".into()),
+        metrics: None,
+        evaluator: None,
+        min_replicas: 1,
+        max_replicas: 4,
+        interval: HumanDuration(Duration::from_secs(1)),
+        start_time: None,
+        run_mode: Default::default(),
+        max_concurrent_gathers: 4,
+        tolerance: None,
+        behavior: Behavior {
+            scale_up: None,
+            scale_down: Some(ScalingRules {
+                stabilization_window_seconds: Some(0),
+                ..Default::default()
+            }),
+        },
+        fallback: None,
+        paused: false,
+        paused_replicas: None,
+        dry_run: false,
+        config: [
+            ("replicaCapacity", "4"),
+            ("minAvailableResources", "2"),
+            ("apiPath", "/status"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        limits: Default::default(),
+        capabilities: Capabilities {
+            http: Some(HttpGrant::allow(["http://{replica}/status"])),
+            ..Default::default()
+        },
+    };
+    let autoscaler = Autoscaler::new(
+        spec,
+        target.clone(),
+        Guests {
+            metrics: capacity.clone(),
+            evaluator: capacity,
+        },
+        None,
+        std::sync::Arc::new(NoPersistence),
+        system_clock(),
+    )
+    .map_err(anyhow::Error::msg)?;
+
+    // Idle: 4 free slots, 2 needed: one replica is right.
+    assert_eq!(autoscaler.run_once().await.outcome, Outcome::Unchanged);
+
+    // Three of the four slots busy: 1 free, 2 needed: one more replica.
+    let load = occupy(base, 3, 4_000);
+    eventually("the load to arrive", async || {
+        status(base).await.is_some_and(|s| s["available"] == 1)
+    })
+    .await;
+    let record = autoscaler.run_once().await;
+    assert_eq!(
+        record.outcome,
+        Outcome::Scaled { from: 1, to: 2 },
+        "{record:?}"
+    );
+    eventually("2 ready replicas", async || all_ready(&target, 2).await).await;
+
+    // Load over: 8 free, 2 needed: the guest lists the first idle replica, cap-0, for
+    // removal, and the target removes exactly that one.
+    for handle in load {
+        let _ = handle.join();
+    }
+    let record = autoscaler.run_once().await;
+    assert_eq!(
+        record.outcome,
+        Outcome::Scaled { from: 2, to: 1 },
+        "{record:?}"
+    );
+    assert_eq!(
+        record.decision.and_then(|d| d.remove_first),
+        Some(vec!["cap-0".to_string()])
+    );
+    assert_eq!(target.indexes().into_iter().collect::<Vec<_>>(), [1]);
+    target.shutdown().await;
+    Ok(())
+}

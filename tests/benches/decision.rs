@@ -26,6 +26,7 @@ fn sandbox(pooling: bool, cache_dir: Option<std::path::PathBuf>) -> Sandbox {
         pooling: pooling.then_some(PoolingConfig {
             max_concurrent_calls: 16,
             max_memory_bytes: 256 << 20,
+            ..Default::default()
         }),
         ..SandboxConfig::default()
     })

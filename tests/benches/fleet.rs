@@ -15,9 +15,15 @@ use tokio_util::sync::CancellationToken;
 use wasmscaler::contract::model::{PodMetrics, Replica};
 use wasmscaler::engine::store::NoPersistence;
 use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, HumanDuration, system_clock};
-use wasmscaler::sandbox::{BoxFuture, Capabilities, PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics};
+use wasmscaler::sandbox::{
+    BoxFuture, Capabilities, PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics,
+};
 use wasmscaler::targets::{Observation, Target, TargetError, TargetIdentity};
 use wasmscaler_tests::{build_rust_guest, read_fixture};
+
+// The same allocator as the `wasmscaler` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Three pods whose metrics never change; scaling only moves a counter.
 struct CheapTarget {
@@ -28,7 +34,11 @@ struct CheapTarget {
 
 impl Target for CheapTarget {
     fn identity(&self) -> TargetIdentity {
-        TargetIdentity { kind: "memory".into(), name: "fleet".into(), namespace: String::new() }
+        TargetIdentity {
+            kind: "memory".into(),
+            name: "fleet".into(),
+            namespace: String::new(),
+        }
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
         Box::pin(async move {
@@ -36,14 +46,23 @@ impl Target for CheapTarget {
             Ok(Observation {
                 current: self.current.lock().map(|c| *c).unwrap_or(3),
                 replicas: (0..3)
-                    .map(|i| Replica { name: format!("web-{}", ["a", "b", "c"][i]), ready: true, ..Default::default() })
+                    .map(|i| Replica {
+                        name: format!("web-{}", ["a", "b", "c"][i]),
+                        ready: true,
+                        ..Default::default()
+                    })
                     .collect(),
                 object: serde_json::json!({}),
                 version: None,
             })
         })
     }
-    fn scale<'a>(&'a self, _: &'a Observation, n: u32, _: &'a [String]) -> BoxFuture<'a, Result<(), TargetError>> {
+    fn scale<'a>(
+        &'a self,
+        _: &'a Observation,
+        n: u32,
+        _: &'a [String],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             if let Ok(mut c) = self.current.lock() {
                 *c = n;
@@ -60,12 +79,14 @@ fn spec(i: usize, interval: Duration) -> AutoscalerSpec {
     AutoscalerSpec {
         name: format!("fleet-{i}"),
         namespace: String::new(),
-        target: wasmscaler::engine::TargetSpec::Kubernetes(wasmscaler::targets::kubernetes::KubernetesRef {
-            api_version: "v1".into(),
-            kind: "unused".into(),
-            name: "unused".into(),
-            namespace: None,
-        }),
+        target: wasmscaler::engine::TargetSpec::Kubernetes(
+            wasmscaler::targets::kubernetes::KubernetesRef {
+                api_version: "v1".into(),
+                kind: "unused".into(),
+                name: "unused".into(),
+                namespace: None,
+            },
+        ),
         policy: Some("cpu_target.wasm".into()),
         metrics: None,
         evaluator: None,
@@ -83,12 +104,16 @@ fn spec(i: usize, interval: Duration) -> AutoscalerSpec {
         dry_run: false,
         config: [("targetUtilization".to_string(), "50".to_string())].into(),
         limits: Default::default(),
-        capabilities: Capabilities { kubernetes_metrics: true, ..Default::default() },
+        capabilities: Capabilities {
+            kubernetes_metrics: true,
+            ..Default::default()
+        },
     }
 }
 
 fn cpu_seconds() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).expect("getrusage");
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     secs(usage.user_time()) + secs(usage.system_time())
 }
@@ -96,13 +121,25 @@ fn cpu_seconds() -> f64 {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
         let wasm = build_rust_guest("guests/cpu-target").expect("guest");
@@ -112,12 +149,19 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
         let runs = Arc::new(AtomicU64::new(0));
         let autoscalers = (0..n)
             .map(|i| {
-                let target = Arc::new(CheapTarget { current: std::sync::Mutex::new(3), pods: pods.clone(), runs: runs.clone() });
+                let target = Arc::new(CheapTarget {
+                    current: std::sync::Mutex::new(3),
+                    pods: pods.clone(),
+                    runs: runs.clone(),
+                });
                 Arc::new(
                     Autoscaler::new(
                         spec(i, interval),
                         target,
-                        Guests { metrics: guest.clone(), evaluator: guest.clone() },
+                        Guests {
+                            metrics: guest.clone(),
+                            evaluator: guest.clone(),
+                        },
                         None,
                         Arc::new(NoPersistence),
                         system_clock(),
@@ -138,7 +182,12 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
         let (cpu1, runs1, wall) = (cpu_seconds(), runs.load(Ordering::Relaxed), t0.elapsed());
         stop.cancel();
         let _ = running.await;
-        let failed: usize = engine.autoscalers().iter().flat_map(|a| a.records()).filter(|r| r.error.is_some()).count();
+        let failed: usize = engine
+            .autoscalers()
+            .iter()
+            .flat_map(|a| a.records())
+            .filter(|r| r.error.is_some())
+            .count();
         println!(
             "{}",
             serde_json::json!({
@@ -155,9 +204,15 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--fleet-child") {
-        let n: usize = args.get(i + 1).and_then(|n| n.parse().ok()).expect("fleet size");
+        let n: usize = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("fleet size");
         let secs = |flag: &str, default: u64| {
-            args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1)?.parse().ok())
+                .unwrap_or(default)
         };
         child(
             n,
@@ -172,16 +227,36 @@ fn main() {
         vec![(0, &[]), (1_000, &[]), (10_000, &[])]
     } else {
         // Smoke test under `cargo test`: a small fast fleet, to prove the harness works.
-        vec![(50, &["--interval-ms", "500", "--warmup-ms", "600", "--window-ms", "1000"])]
+        vec![(
+            50,
+            &[
+                "--interval-ms",
+                "500",
+                "--warmup-ms",
+                "600",
+                "--window-ms",
+                "1000",
+            ],
+        )]
     };
     let exe = std::env::current_exe().expect("current exe");
     println!("\n| autoscalers | runs in window | failed runs | CPU (% of one core) | peak RSS |");
     println!("|---|---|---|---|---|");
     for (n, extra) in plan {
-        let out = Command::new(&exe).arg("--fleet-child").arg(n.to_string()).args(extra).output().expect("child");
-        assert!(out.status.success(), "fleet child failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&exe)
+            .arg("--fleet-child")
+            .arg(n.to_string())
+            .args(extra)
+            .output()
+            .expect("child");
+        assert!(
+            out.status.success(),
+            "fleet child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let line = String::from_utf8_lossy(&out.stdout);
-        let r: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or("{}")).expect("child JSON");
+        let r: serde_json::Value =
+            serde_json::from_str(line.trim().lines().last().unwrap_or("{}")).expect("child JSON");
         if n > 0 {
             assert!(r["runs"].as_u64().unwrap_or(0) > 0, "the fleet ran");
             assert_eq!(r["failedRuns"], 0, "no run failed");

@@ -159,6 +159,7 @@ pub fn test_sandbox() -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
             pooling: Some(wasmscaler::sandbox::PoolingConfig {
                 max_concurrent_calls: 16,
                 max_memory_bytes: 256 << 20,
+                ..Default::default()
             }),
             ..Default::default()
         },

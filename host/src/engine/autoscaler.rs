@@ -38,10 +38,12 @@ type GatherResult = Result<CallOutcome<Vec<Sample>>, SandboxError>;
 
 /// A stable offset within `interval` derived from `name` (FNV-1a).
 fn spread(name: &str, interval: Duration) -> Duration {
-    let hash = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let millis = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
     Duration::from_millis(hash % millis)
 }
 
@@ -411,7 +413,9 @@ impl Autoscaler {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let wait = match self.spec.start_time {
             Some(align) => {
-                let period = i64::try_from(align.0.as_millis()).unwrap_or(i64::MAX).max(1);
+                let period = i64::try_from(align.0.as_millis())
+                    .unwrap_or(i64::MAX)
+                    .max(1);
                 let now = (self.clock)();
                 let wait = (now.div_euclid(period) + 1) * period - now;
                 Duration::from_millis(u64::try_from(wait).unwrap_or(0))
