@@ -17,6 +17,16 @@ use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, test_sandbox}
 
 const T0: i64 = 1_763_776_800_000;
 
+/// The harness hands the autoscaler its target directly; the spec's target is not used.
+fn unused_target() -> TargetSpec {
+    TargetSpec::Kubernetes(KubernetesRef {
+        api_version: "v1".into(),
+        kind: "unused".into(),
+        name: "unused".into(),
+        namespace: None,
+    })
+}
+
 struct Harness {
     server: JsonServer,
     target: Arc<MemoryTarget>,
@@ -43,24 +53,7 @@ impl Harness {
     fn spec(&self) -> AutoscalerSpec {
         let url = format!("http://{}/decide", self.server.addr);
         AutoscalerSpec {
-            name: "test".into(),
-            namespace: String::new(),
-            target: TargetSpec::Kubernetes(KubernetesRef {
-                api_version: "v1".into(),
-                kind: "unused".into(),
-                name: "unused".into(),
-                namespace: None,
-            }),
-            policy: Some("unused.wasm".into()),
-            metrics: None,
-            evaluator: None,
-            min_replicas: 1,
-            max_replicas: 10,
-            interval: wasmscaler::engine::HumanDuration(std::time::Duration::from_secs(15)),
-            start_time: None,
-            run_mode: RunMode::PerResource,
             max_concurrent_gathers: 4,
-            tolerance: None,
             // No stabilization unless a test asks: decisions apply at once.
             behavior: Behavior {
                 scale_up: None,
@@ -69,16 +62,12 @@ impl Harness {
                     ..Default::default()
                 }),
             },
-            fallback: None,
-            paused: false,
-            paused_replicas: None,
-            dry_run: false,
             config: [("url".to_string(), url.clone())].into(),
-            limits: Default::default(),
             capabilities: Capabilities {
                 http: Some(HttpGrant::allow([url])),
                 ..Default::default()
             },
+            ..AutoscalerSpec::new("test", unused_target(), "unused.wasm", 10)
         }
     }
 
@@ -381,5 +370,69 @@ async fn runs_are_recorded_in_a_bounded_ring() -> anyhow::Result<()> {
     let records = a.records();
     assert_eq!(records.len(), 16);
     assert!(records.iter().all(|r| r.fuel > 0 && r.decision.is_some()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stuck_autoscaler_does_not_delay_another() -> anyhow::Result<()> {
+    use wasmscaler::engine::{Engine, HumanDuration};
+    let h = Harness::new(2).await?;
+    h.decide(r#"{"replicas": 2}"#);
+    // An endpoint that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let silent_url = format!("http://{}/decide", silent.local_addr()?);
+
+    let fast = AutoscalerSpec {
+        name: "fast".into(),
+        interval: HumanDuration(std::time::Duration::from_millis(100)),
+        ..h.spec()
+    };
+    let mut stuck = AutoscalerSpec {
+        name: "stuck".into(),
+        interval: HumanDuration(std::time::Duration::from_millis(100)),
+        ..h.spec()
+    };
+    stuck.config.insert("url".into(), silent_url.clone());
+    stuck.capabilities.http = Some(HttpGrant::allow([silent_url]));
+    stuck.limits.timeout_ms = 10_000;
+    let clock = wasmscaler::engine::system_clock();
+    let make = |spec: AutoscalerSpec| {
+        Autoscaler::new(
+            spec,
+            MemoryTarget::new(2),
+            h.guests.clone(),
+            None,
+            Arc::new(NoPersistence),
+            clock.clone(),
+        )
+        .map(Arc::new)
+        .map_err(anyhow::Error::msg)
+    };
+    let engine = Engine::new(vec![make(fast)?, make(stuck)?]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+            stop.cancel();
+        })
+    };
+    engine.run(stop).await;
+    stopper.await?;
+    let [fast, stuck] = engine.autoscalers() else {
+        anyhow::bail!("two autoscalers")
+    };
+    // The stuck one is still in its first run (its HTTP call waits for 2 s); the fast one
+    // kept its 100 ms rhythm meanwhile.
+    assert!(
+        fast.records().len() >= 8,
+        "fast ran {} times",
+        fast.records().len()
+    );
+    assert!(
+        stuck.records().len() <= 1,
+        "stuck ran {} times",
+        stuck.records().len()
+    );
     Ok(())
 }

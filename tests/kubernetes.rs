@@ -256,34 +256,18 @@ async fn server_errors_and_timeouts_write_nothing() -> anyhow::Result<()> {
 
 fn cpu_spec() -> AutoscalerSpec {
     AutoscalerSpec {
-        name: "web".into(),
         namespace: "default".into(),
-        target: wasmscaler::engine::TargetSpec::Kubernetes(reference(
-            "apps/v1",
-            "Deployment",
-            "web",
-        )),
-        policy: Some("cpu_target.wasm".into()),
-        metrics: None,
-        evaluator: None,
-        min_replicas: 1,
-        max_replicas: 10,
-        interval: wasmscaler::engine::HumanDuration(Duration::from_secs(15)),
-        start_time: None,
-        run_mode: Default::default(),
-        max_concurrent_gathers: 4,
-        tolerance: None,
-        behavior: Default::default(),
-        fallback: None,
-        paused: false,
-        paused_replicas: None,
-        dry_run: false,
         config: [("targetUtilization".to_string(), "50".to_string())].into(),
-        limits: Default::default(),
         capabilities: Capabilities {
             kubernetes_metrics: true,
             ..Default::default()
         },
+        ..AutoscalerSpec::new(
+            "web",
+            wasmscaler::engine::TargetSpec::Kubernetes(reference("apps/v1", "Deployment", "web")),
+            "cpu_target.wasm",
+            10,
+        )
     }
 }
 

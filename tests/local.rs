@@ -189,19 +189,8 @@ async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -
         .await?
         .component;
     let spec = AutoscalerSpec {
-        name: "cap".into(),
-        namespace: String::new(),
-        target: TargetSpec::Local(local),
-        policy: Some("capacity.wasm".into()),
-        metrics: None,
-        evaluator: None,
-        min_replicas: 1,
         max_replicas: 4,
         interval: HumanDuration(Duration::from_secs(1)),
-        start_time: None,
-        run_mode: Default::default(),
-        max_concurrent_gathers: 4,
-        tolerance: None,
         behavior: Behavior {
             scale_up: None,
             scale_down: Some(ScalingRules {
@@ -209,10 +198,6 @@ async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -
                 ..Default::default()
             }),
         },
-        fallback: None,
-        paused: false,
-        paused_replicas: None,
-        dry_run: false,
         config: [
             ("replicaCapacity", "4"),
             ("minAvailableResources", "2"),
@@ -221,11 +206,11 @@ async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
-        limits: Default::default(),
         capabilities: Capabilities {
             http: Some(HttpGrant::allow(["http://{replica}/status"])),
             ..Default::default()
         },
+        ..AutoscalerSpec::new("cap", TargetSpec::Local(local), "capacity.wasm", 4)
     };
     let autoscaler = Autoscaler::new(
         spec,

@@ -1,6 +1,6 @@
 //! Many autoscalers in one host: CPU share and peak RSS at 1,000 and 10,000 autoscalers with
 //! the default 15 s interval, each running the cpu-target guest (fresh instance per call)
-//! against a cheap in-process target. A host with no autoscalers is the baseline row.
+//! against a cheap in-process target (the tests' `MemoryTarget`). A host with no autoscalers is the baseline row.
 //!
 //! Each fleet size runs in its own child process (this binary, re-executed), so peak RSS is
 //! per size. `cargo bench --bench fleet` measures a 30 s window after a 16 s warm-up (every
@@ -8,106 +8,39 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use wasmscaler::contract::model::{PodMetrics, Replica};
+use wasmscaler::contract::model::PodMetrics;
 use wasmscaler::engine::store::NoPersistence;
 use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, HumanDuration, system_clock};
 use wasmscaler::sandbox::{
-    BoxFuture, Capabilities, PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics,
+    Capabilities, PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics,
 };
-use wasmscaler::targets::{Observation, Target, TargetError, TargetIdentity};
-use wasmscaler_tests::{build_rust_guest, read_fixture};
+use wasmscaler_tests::{MemoryTarget, build_rust_guest, read_fixture};
 
 // The same allocator as the `wasmscaler` binary, so the figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Three pods whose metrics never change; scaling only moves a counter.
-struct CheapTarget {
-    current: std::sync::Mutex<u32>,
-    pods: Arc<StaticPodMetrics>,
-    runs: Arc<AtomicU64>,
-}
-
-impl Target for CheapTarget {
-    fn identity(&self) -> TargetIdentity {
-        TargetIdentity {
-            kind: "memory".into(),
-            name: "fleet".into(),
-            namespace: String::new(),
-        }
-    }
-    fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
-        Box::pin(async move {
-            self.runs.fetch_add(1, Ordering::Relaxed);
-            Ok(Observation {
-                current: self.current.lock().map(|c| *c).unwrap_or(3),
-                replicas: (0..3)
-                    .map(|i| Replica {
-                        name: format!("web-{}", ["a", "b", "c"][i]),
-                        ready: true,
-                        ..Default::default()
-                    })
-                    .collect(),
-                object: serde_json::json!({}),
-                version: None,
-            })
-        })
-    }
-    fn scale<'a>(
-        &'a self,
-        _: &'a Observation,
-        n: u32,
-        _: &'a [String],
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            if let Ok(mut c) = self.current.lock() {
-                *c = n;
-            }
-            Ok(())
-        })
-    }
-    fn pod_metrics(&self) -> Option<Arc<dyn PodMetricsProvider>> {
-        Some(self.pods.clone())
-    }
-}
-
 fn spec(i: usize, interval: Duration) -> AutoscalerSpec {
+    let unused = wasmscaler::engine::TargetSpec::Kubernetes(
+        wasmscaler::targets::kubernetes::KubernetesRef {
+            api_version: "v1".into(),
+            kind: "unused".into(),
+            name: "unused".into(),
+            namespace: None,
+        },
+    );
     AutoscalerSpec {
-        name: format!("fleet-{i}"),
-        namespace: String::new(),
-        target: wasmscaler::engine::TargetSpec::Kubernetes(
-            wasmscaler::targets::kubernetes::KubernetesRef {
-                api_version: "v1".into(),
-                kind: "unused".into(),
-                name: "unused".into(),
-                namespace: None,
-            },
-        ),
-        policy: Some("cpu_target.wasm".into()),
-        metrics: None,
-        evaluator: None,
-        min_replicas: 1,
-        max_replicas: 10,
         interval: HumanDuration(interval),
-        start_time: None,
-        run_mode: Default::default(),
-        max_concurrent_gathers: 4,
-        tolerance: None,
-        behavior: Default::default(),
-        fallback: None,
-        paused: false,
-        paused_replicas: None,
-        dry_run: false,
         config: [("targetUtilization".to_string(), "50".to_string())].into(),
-        limits: Default::default(),
         capabilities: Capabilities {
             kubernetes_metrics: true,
             ..Default::default()
         },
+        ..AutoscalerSpec::new(format!("fleet-{i}"), unused, "cpu_target.wasm", 10)
     }
 }
 
@@ -144,16 +77,26 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
         let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
         let wasm = build_rust_guest("guests/cpu-target").expect("guest");
         let guest = sandbox.load_file(&wasm).await.expect("load").component;
-        let pods: Vec<PodMetrics> = read_fixture("pod-metrics.json").expect("pods");
-        let pods = Arc::new(StaticPodMetrics(pods));
-        let runs = Arc::new(AtomicU64::new(0));
-        let autoscalers = (0..n)
-            .map(|i| {
-                let target = Arc::new(CheapTarget {
-                    current: std::sync::Mutex::new(3),
-                    pods: pods.clone(),
-                    runs: runs.clone(),
-                });
+        // The fixture's three pods, renamed to the memory target's replicas r-0..r-2.
+        let mut pods: Vec<PodMetrics> = read_fixture("pod-metrics.json").expect("pods");
+        for (i, pod) in pods.iter_mut().enumerate() {
+            pod.pod = format!("r-{i}");
+        }
+        let pods: Arc<dyn PodMetricsProvider> = Arc::new(StaticPodMetrics(pods));
+        let targets: Vec<Arc<MemoryTarget>> = (0..n)
+            .map(|_| MemoryTarget::with_pod_metrics(3, Some(pods.clone())))
+            .collect();
+        let runs = || {
+            targets
+                .iter()
+                .map(|t| t.observations.load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let autoscalers = targets
+            .iter()
+            .enumerate()
+            .map(|(i, target)| {
+                let target = target.clone();
                 Arc::new(
                     Autoscaler::new(
                         spec(i, interval),
@@ -177,9 +120,9 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
             async move { engine.run(stop).await }
         });
         tokio::time::sleep(warmup).await;
-        let (cpu0, runs0, t0) = (cpu_seconds(), runs.load(Ordering::Relaxed), Instant::now());
+        let (cpu0, runs0, t0) = (cpu_seconds(), runs(), Instant::now());
         tokio::time::sleep(window).await;
-        let (cpu1, runs1, wall) = (cpu_seconds(), runs.load(Ordering::Relaxed), t0.elapsed());
+        let (cpu1, runs1, wall) = (cpu_seconds(), runs(), t0.elapsed());
         stop.cancel();
         let _ = running.await;
         let failed: usize = engine

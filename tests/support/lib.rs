@@ -173,35 +173,49 @@ pub fn read_fixture<T: serde::de::DeserializeOwned>(name: &str) -> anyhow::Resul
     Ok(serde_json::from_str(&text)?)
 }
 
-/// An in-process target for engine tests: a replica count and named replicas in memory,
-/// recording every scale call; observation can be made to fail.
+/// An in-process target for engine tests and benchmarks: a replica count and replicas
+/// `r-0`, `r-1`, ... in memory, recording every scale call; observation can be made to fail,
+/// and pod metrics can be attached.
 pub struct MemoryTarget {
-    state: Mutex<(u32, Vec<String>)>,
+    state: Mutex<u32>,
     /// Every `scale(n, remove_first)` call, in order.
     pub scales: Mutex<Vec<(u32, Vec<String>)>>,
     /// When set, `observe` fails with this error.
     pub fail_observe: Mutex<Option<wasmscaler::targets::TargetError>>,
+    /// How many times it was observed (one per run).
+    pub observations: std::sync::atomic::AtomicU64,
+    pod_metrics: Option<Arc<dyn wasmscaler::sandbox::PodMetricsProvider>>,
 }
 
 impl MemoryTarget {
     /// A target at `current` replicas named `r-0`, `r-1`, ...
     pub fn new(current: u32) -> Arc<Self> {
+        Self::with_pod_metrics(current, None)
+    }
+
+    /// The same, answering the `kubernetes-metrics` capability from `provider`.
+    pub fn with_pod_metrics(
+        current: u32,
+        provider: Option<Arc<dyn wasmscaler::sandbox::PodMetricsProvider>>,
+    ) -> Arc<Self> {
         Arc::new(MemoryTarget {
-            state: Mutex::new((current, (0..current).map(|i| format!("r-{i}")).collect())),
+            state: Mutex::new(current),
             scales: Mutex::default(),
             fail_observe: Mutex::default(),
+            observations: Default::default(),
+            pod_metrics: provider,
         })
     }
 
     /// The replica count now.
     pub fn current(&self) -> u32 {
-        self.state.lock().map(|s| s.0).unwrap_or(0)
+        self.state.lock().map(|s| *s).unwrap_or(0)
     }
 
     /// Changes the count behind the engine's back (a user or another controller).
     pub fn set(&self, n: u32) {
         if let Ok(mut s) = self.state.lock() {
-            *s = (n, (0..n).map(|i| format!("r-{i}")).collect());
+            *s = n;
         }
     }
 
@@ -230,13 +244,14 @@ impl wasmscaler::targets::Target for MemoryTarget {
             if let Some(e) = self.fail_observe.lock().ok().and_then(|f| f.clone()) {
                 return Err(e);
             }
-            let (current, names) = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+            self.observations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let current = self.current();
             Ok(wasmscaler::targets::Observation {
                 current,
-                replicas: names
-                    .into_iter()
-                    .map(|name| wasmscaler::contract::model::Replica {
-                        name,
+                replicas: (0..current)
+                    .map(|i| wasmscaler::contract::model::Replica {
+                        name: format!("r-{i}"),
                         ready: true,
                         ..Default::default()
                     })
@@ -260,5 +275,9 @@ impl wasmscaler::targets::Target for MemoryTarget {
             self.set(replicas);
             Ok(())
         })
+    }
+
+    fn pod_metrics(&self) -> Option<Arc<dyn wasmscaler::sandbox::PodMetricsProvider>> {
+        self.pod_metrics.clone()
     }
 }

@@ -432,6 +432,8 @@ impl Autoscaler {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Stop wins over an overdue tick: no new run starts once stop has fired.
+                biased;
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }

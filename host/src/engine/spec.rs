@@ -225,6 +225,38 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 impl AutoscalerSpec {
+    /// A spec for one `policy` component with every other field at the config file's default.
+    pub fn new(
+        name: impl Into<String>,
+        target: TargetSpec,
+        policy: impl Into<PathBuf>,
+        max_replicas: u32,
+    ) -> Self {
+        AutoscalerSpec {
+            name: name.into(),
+            namespace: String::new(),
+            target,
+            policy: Some(policy.into()),
+            metrics: None,
+            evaluator: None,
+            min_replicas: one(),
+            max_replicas,
+            interval: default_interval(),
+            start_time: None,
+            run_mode: RunMode::default(),
+            max_concurrent_gathers: default_concurrency(),
+            tolerance: None,
+            behavior: Behavior::default(),
+            fallback: None,
+            paused: false,
+            paused_replicas: None,
+            dry_run: false,
+            config: BTreeMap::new(),
+            limits: Limits::default(),
+            capabilities: Capabilities::default(),
+        }
+    }
+
     /// Checks what the types cannot: bounds, names, policy sources. Each message names the
     /// field.
     pub fn validate(&self) -> Result<(), String> {
