@@ -337,32 +337,26 @@ fn eval_runs_the_http_guests_with_granted_capabilities() -> anyhow::Result<()> {
     let state = dir.path().join("state.json").to_string_lossy().into_owned();
     let allow = format!("http://{}/queue", queue.addr);
     let ctx_arg = ctx.to_string_lossy().into_owned();
-    write_ctx(1_000_000)?;
-    let report = eval_json(&[
-        "--policy",
-        &wasm,
-        "--context",
-        &ctx_arg,
-        "--allow-http",
-        &allow,
-        "--state-file",
-        &state,
-    ])?;
+    // Two evals, a minute apart, sharing the state file (the job's start time).
+    let eval_at = |now_ms: i64| -> anyhow::Result<serde_json::Value> {
+        write_ctx(now_ms)?;
+        eval_json(&[
+            "--policy",
+            &wasm,
+            "--context",
+            &ctx_arg,
+            "--allow-http",
+            &allow,
+            "--state-file",
+            &state,
+        ])
+    };
+    let report = eval_at(1_000_000)?;
     assert_eq!(
         report["decision"]["targetReplicas"], 2,
         "ahead of schedule: {report}"
     );
-    write_ctx(1_060_000)?;
-    let report = eval_json(&[
-        "--policy",
-        &wasm,
-        "--context",
-        &ctx_arg,
-        "--allow-http",
-        &allow,
-        "--state-file",
-        &state,
-    ])?;
+    let report = eval_at(1_060_000)?;
     assert_eq!(
         report["decision"]["targetReplicas"], 6,
         "60% of the time, 30% done: {report}"
