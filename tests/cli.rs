@@ -242,6 +242,19 @@ fn validate_accepts_a_good_config_and_names_what_is_wrong_in_bad_ones() -> anyho
     Ok(())
 }
 
+/// A plain HTTP/1.1 GET over a TCP stream; returns the whole response.
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
 fn accepting(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(
         &([127, 0, 0, 1], port).into(),
@@ -267,7 +280,7 @@ fn sigterm_to_the_host_stops_every_replica_and_writes_state() -> anyhow::Result<
     let dir = tempfile::tempdir()?;
     let config = write_config(dir.path(), &local_config(&policy, 19_600, ""))?;
     let mut host = Command::new(wasmscaler_bin()?)
-        .args(["run", "--config"])
+        .args(["run", "--listen", "127.0.0.1:19690", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
         .spawn()?;
@@ -275,6 +288,19 @@ fn sigterm_to_the_host_stops_every_replica_and_writes_state() -> anyhow::Result<
     wait_for("a completed run to persist state", || {
         dir.path().join("state/workers.json").exists()
     });
+    // The REST API is up beside the engine.
+    let health = http_get(19_690, "/healthz")?;
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
+        "{health}"
+    );
+    let list = http_get(19_690, "/api/v1/autoscalers")?;
+    assert!(list.contains(r#""name":"workers""#), "{list}");
+    let metrics = http_get(19_690, "/metrics")?;
+    assert!(
+        metrics.contains("wasmscaler_runs_total{autoscaler=\"workers\""),
+        "{metrics}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(host.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

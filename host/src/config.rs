@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::store::FileBackend;
-use crate::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, TargetSpec, system_clock};
+use crate::engine::{
+    Autoscaler, AutoscalerSpec, Engine, Guests, RunObserver, TargetSpec, system_clock,
+};
 use crate::sandbox::{FileState, Sandbox, SandboxConfig, StateStore};
 use crate::targets::Target;
 use crate::targets::kubernetes::{KubernetesTarget, client_from_environment};
@@ -155,8 +157,13 @@ pub async fn load_guests(config: &ConfigFile, sandbox: &Sandbox) -> anyhow::Resu
     Ok(all)
 }
 
-/// Builds the engine: loads guests, connects or starts targets, restores state.
-pub async fn build(config: &ConfigFile, sandbox: &Sandbox) -> anyhow::Result<Engine> {
+/// Builds the engine: loads guests, connects or starts targets, restores state. Every run is
+/// reported to `observer` (the API's metrics) if given.
+pub async fn build(
+    config: &ConfigFile,
+    sandbox: &Sandbox,
+    observer: Option<Arc<dyn RunObserver>>,
+) -> anyhow::Result<Engine> {
     let guests = load_guests(config, sandbox).await?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
@@ -200,7 +207,7 @@ pub async fn build(config: &ConfigFile, sandbox: &Sandbox) -> anyhow::Result<Eng
         let backend = Arc::new(FileBackend::new(
             config.state_dir.join(format!("{}.json", spec.name)),
         ));
-        let autoscaler = Autoscaler::new(
+        let mut autoscaler = Autoscaler::new(
             spec.clone(),
             target,
             guests,
@@ -209,6 +216,9 @@ pub async fn build(config: &ConfigFile, sandbox: &Sandbox) -> anyhow::Result<Eng
             system_clock(),
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))?;
+        if let Some(observer) = &observer {
+            autoscaler = autoscaler.with_observer(observer.clone());
+        }
         autoscalers.push(Arc::new(autoscaler));
     }
     Ok(Engine::new(autoscalers))

@@ -6,8 +6,9 @@
 //! - [`sandbox`]: loads components, limits them and calls them;
 //! - [`engine`]: decides safely (clamps, tolerance, stabilization, rate policies, fallback);
 //! - [`targets`]: acts on what is scaled (Kubernetes `/scale`, local processes);
-//! - [`config`] and [`cli`]: the config file and the `wasmscaler` command line.
+//! - [`api`], [`config`] and [`cli`]: the REST API, the config file and the command line.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod contract;

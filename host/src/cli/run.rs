@@ -2,9 +2,13 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{self, ApiState, Metrics};
 use crate::config::{ConfigFile, build, load_guests};
 use crate::engine::HumanDuration;
 use crate::sandbox::Sandbox;
@@ -17,6 +21,14 @@ pub(super) struct RunArgs {
     /// Stop by itself after this long (e.g. 90s); otherwise run until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = |s: &str| HumanDuration::parse(s))]
     duration: Option<HumanDuration>,
+    /// Serve the REST API (health, metrics, status, dry runs) on this address, e.g.
+    /// 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token for API calls that can scale (or set
+    /// WASMSCALER_API_TOKEN); without one those calls are refused.
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -27,15 +39,49 @@ pub(super) struct ValidateArgs {
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ConfigFile::load(&args.config)?;
+    let token = match &args.api_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the API token from {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("WASMSCALER_API_TOKEN").ok(),
+    };
     let sandbox = Sandbox::new(config.sandbox.clone())?;
-    let engine = build(&config, &sandbox).await?;
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(build(&config, &sandbox, Some(metrics.clone())).await?);
+    let stop = CancellationToken::new();
+    let api = match args.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            let state = ApiState::new(engine.clone(), metrics, token);
+            let shutdown = stop.clone();
+            tracing::info!(%addr, "REST API listening");
+            Some(tokio::spawn(async move {
+                let serve = axum::serve(listener, api::router(state.clone()))
+                    .with_graceful_shutdown(async move {
+                        shutdown.cancelled().await;
+                        state.set_not_ready();
+                    });
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "REST API failed");
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(
         autoscalers = engine.autoscalers().len(),
         "wasmscaler running"
     );
-    let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone(), args.duration));
     engine.run(stop).await;
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     tracing::info!("stopped: state written, replicas stopped");
     Ok(())
 }

@@ -36,6 +36,23 @@ const RECORDS_KEPT: usize = 16;
 
 type GatherResult = Result<CallOutcome<Vec<Sample>>, SandboxError>;
 
+/// Whether a run acts or only shows what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Run,
+    Preview,
+}
+
+/// Receives every completed run (metrics, events).
+pub trait RunObserver: Send + Sync {
+    /// Called once per run, after it was logged.
+    fn observe(&self, spec: &AutoscalerSpec, record: &RunRecord);
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// A stable offset within `interval` derived from `name` (FNV-1a).
 fn spread(name: &str, interval: Duration) -> Duration {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -89,6 +106,7 @@ pub struct Autoscaler {
     state: tokio::sync::Mutex<EngineState>,
     records: Mutex<VecDeque<RunRecord>>,
     clock: Clock,
+    observer: Option<Arc<dyn RunObserver>>,
 }
 
 impl Autoscaler {
@@ -124,6 +142,7 @@ impl Autoscaler {
             state: tokio::sync::Mutex::new(state),
             records: Mutex::new(VecDeque::with_capacity(RECORDS_KEPT)),
             clock,
+            observer: None,
         })
     }
 
@@ -156,7 +175,75 @@ impl Autoscaler {
         let now = (self.clock)();
         let mut state = self.state.lock().await;
         let before = state.clone();
-        let mut record = RunRecord {
+        let mut record = self.execute(&mut state, now, Mode::Run, None).await;
+        if *state != before
+            && let Err(error) = self.backend.save(&state)
+        {
+            tracing::error!(autoscaler = %self.spec.name, %error, "cannot persist engine state");
+        }
+        drop(state);
+        record.duration_micros = micros(started.elapsed());
+        self.log(&record);
+        if let Some(observer) = &self.observer {
+            observer.observe(&self.spec, &record);
+        }
+        if let Ok(mut records) = self.records.lock() {
+            if records.len() == RECORDS_KEPT {
+                records.pop_front();
+            }
+            records.push_back(record.clone());
+        }
+        record
+    }
+
+    /// Runs the whole pipeline on a copy of the engine state, never writing to the target and
+    /// keeping nothing: the API's dry-run evaluation.
+    /// With `samples`, those are evaluated instead of gathering (CPA's evaluation with
+    /// provided metrics).
+    pub async fn preview(&self, samples: Option<Vec<Sample>>) -> RunRecord {
+        let started = Instant::now();
+        let now = (self.clock)();
+        let mut scratch = self.state.lock().await.clone();
+        let mut record = self
+            .execute(&mut scratch, now, Mode::Preview, samples)
+            .await;
+        record.duration_micros = micros(started.elapsed());
+        record
+    }
+
+    /// Observes the target and gathers once, without evaluating: the API's dry-run metrics.
+    pub async fn gather_preview(&self) -> Result<Vec<Sample>, String> {
+        let observed = self
+            .target
+            .observe()
+            .await
+            .map_err(|e| Failure::target(e).message)?;
+        let mut ctx = self.context(&observed, (self.clock)());
+        ctx.run_type = RunType::Api;
+        let samples = match self.spec.run_mode {
+            RunMode::PerResource => self
+                .guests
+                .metrics
+                .gather(&ctx, &self.env)
+                .await
+                .map(|out| out.value)
+                .map_err(|e| Failure::sandbox("gather", e)),
+            RunMode::PerReplica => {
+                let mut scratch = self.empty_record(ctx.now_ms);
+                self.gather_all(&ctx, &observed, &mut scratch).await
+            }
+        };
+        samples.map_err(|failure| failure.message)
+    }
+
+    /// Reports every run to `observer` (metrics, events).
+    pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn empty_record(&self, now: i64) -> RunRecord {
+        RunRecord {
             autoscaler: self.spec.name.clone(),
             at_ms: now,
             current_replicas: None,
@@ -172,9 +259,20 @@ impl Autoscaler {
             error: None,
             error_kind: None,
             fuel: 0,
+            guest_micros: 0,
             duration_micros: 0,
-        };
-        match self.pipeline(&mut state, now, &mut record).await {
+        }
+    }
+
+    async fn execute(
+        &self,
+        state: &mut EngineState,
+        now: i64,
+        mode: Mode,
+        given: Option<Vec<Sample>>,
+    ) -> RunRecord {
+        let mut record = self.empty_record(now);
+        match self.pipeline(state, now, &mut record, mode, given).await {
             Ok(outcome) => record.outcome = outcome,
             Err(failure) => {
                 record.outcome = Outcome::Held {
@@ -183,20 +281,6 @@ impl Autoscaler {
                 record.error = Some(failure.message);
                 record.error_kind = Some(failure.kind);
             }
-        }
-        if *state != before
-            && let Err(error) = self.backend.save(&state)
-        {
-            tracing::error!(autoscaler = %self.spec.name, %error, "cannot persist engine state");
-        }
-        drop(state);
-        record.duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.log(&record);
-        if let Ok(mut records) = self.records.lock() {
-            if records.len() == RECORDS_KEPT {
-                records.pop_front();
-            }
-            records.push_back(record.clone());
         }
         record
     }
@@ -232,6 +316,8 @@ impl Autoscaler {
         state: &mut EngineState,
         now: i64,
         record: &mut RunRecord,
+        mode: Mode,
+        given: Option<Vec<Sample>>,
     ) -> Result<Outcome, Failure> {
         let spec = &self.spec;
         let observed = self.target.observe().await.map_err(Failure::target)?;
@@ -241,7 +327,7 @@ impl Autoscaler {
 
         if spec.paused {
             return match spec.paused_replicas {
-                Some(n) if n != current => self.apply(state, now, &observed, n, &[]).await,
+                Some(n) if n != current => self.apply(state, now, &observed, n, &[], mode).await,
                 _ => Ok(Outcome::Paused {
                     reason: "spec.paused is set".into(),
                 }),
@@ -255,8 +341,11 @@ impl Autoscaler {
         }
 
         let (min, max) = (spec.min_replicas, spec.max_replicas);
-        let ctx = self.context(&observed, now);
-        let decision = match self.decide(&ctx, &observed, record).await {
+        let mut ctx = self.context(&observed, now);
+        if mode == Mode::Preview {
+            ctx.run_type = RunType::Api;
+        }
+        let decision = match self.decide(&ctx, &observed, record, given).await {
             Ok(decision) => {
                 state.consecutive_failures = 0;
                 decision
@@ -273,7 +362,7 @@ impl Autoscaler {
                 record.error = Some(failure.message);
                 record.error_kind = Some(failure.kind);
                 let to = fallback.replicas.unwrap_or(current).clamp(min, max);
-                return self.apply(state, now, &observed, to, &[]).await;
+                return self.apply(state, now, &observed, to, &[], mode).await;
             }
         };
         record.decision = Some(decision.clone());
@@ -300,7 +389,7 @@ impl Autoscaler {
                 .limit_rate(now, current, stabilized, (min, max), up, down);
         record.limited = Some((limited, reason));
         let remove_first = decision.remove_first.unwrap_or_default();
-        self.apply(state, now, &observed, limited, &remove_first)
+        self.apply(state, now, &observed, limited, &remove_first, mode)
             .await
     }
 
@@ -309,9 +398,11 @@ impl Autoscaler {
         ctx: &Context,
         observed: &Observation,
         record: &mut RunRecord,
+        given: Option<Vec<Sample>>,
     ) -> Result<Decision, Failure> {
-        let samples = match self.spec.run_mode {
-            RunMode::PerResource => {
+        let samples = match (given, self.spec.run_mode) {
+            (Some(samples), _) => samples,
+            (None, RunMode::PerResource) => {
                 let out = self
                     .guests
                     .metrics
@@ -319,33 +410,10 @@ impl Autoscaler {
                     .await
                     .map_err(|e| Failure::sandbox("gather", e))?;
                 record.fuel += out.fuel_consumed;
+                record.guest_micros += micros(out.duration);
                 out.value
             }
-            RunMode::PerReplica => {
-                // Collected (and boxed) up front: a lazily mapped iterator of futures trips the
-                // compiler's higher-ranked `Send` check once the run is spawned.
-                let gathers: Vec<BoxFuture<'_, GatherResult>> = observed
-                    .replicas
-                    .iter()
-                    .map(|replica| {
-                        let mut one = ctx.clone();
-                        one.replicas = vec![replica.clone()];
-                        Box::pin(async move { self.guests.metrics.gather(&one, &self.env).await })
-                            as BoxFuture<'_, GatherResult>
-                    })
-                    .collect();
-                let results: Vec<GatherResult> = futures::stream::iter(gathers)
-                    .buffered(self.spec.max_concurrent_gathers)
-                    .collect()
-                    .await;
-                let mut samples = Vec::new();
-                for result in results {
-                    let out = result.map_err(|e| Failure::sandbox("gather", e))?;
-                    record.fuel += out.fuel_consumed;
-                    samples.extend(out.value);
-                }
-                samples
-            }
+            (None, RunMode::PerReplica) => self.gather_all(ctx, observed, record).await?,
         };
         record.sample_count = samples.len();
         let out = self
@@ -355,7 +423,41 @@ impl Autoscaler {
             .await
             .map_err(|e| Failure::sandbox("evaluate", e))?;
         record.fuel += out.fuel_consumed;
+        record.guest_micros += micros(out.duration);
         Ok(out.value)
+    }
+
+    /// Gathers once per replica, concurrently up to `maxConcurrentGathers`, in replica order.
+    async fn gather_all(
+        &self,
+        ctx: &Context,
+        observed: &Observation,
+        record: &mut RunRecord,
+    ) -> Result<Vec<Sample>, Failure> {
+        // Collected (and boxed) up front: a lazily mapped iterator of futures trips the
+        // compiler's higher-ranked `Send` check once the run is spawned.
+        let gathers: Vec<BoxFuture<'_, GatherResult>> = observed
+            .replicas
+            .iter()
+            .map(|replica| {
+                let mut one = ctx.clone();
+                one.replicas = vec![replica.clone()];
+                Box::pin(async move { self.guests.metrics.gather(&one, &self.env).await })
+                    as BoxFuture<'_, GatherResult>
+            })
+            .collect();
+        let results: Vec<GatherResult> = futures::stream::iter(gathers)
+            .buffered(self.spec.max_concurrent_gathers)
+            .collect()
+            .await;
+        let mut samples = Vec::new();
+        for result in results {
+            let out = result.map_err(|e| Failure::sandbox("gather", e))?;
+            record.fuel += out.fuel_consumed;
+            record.guest_micros += micros(out.duration);
+            samples.extend(out.value);
+        }
+        Ok(samples)
     }
 
     async fn apply(
@@ -365,12 +467,13 @@ impl Autoscaler {
         observed: &Observation,
         to: u32,
         remove_first: &[String],
+        mode: Mode,
     ) -> Result<Outcome, Failure> {
         let from = observed.current;
         if to == from {
             return Ok(Outcome::Unchanged);
         }
-        if self.spec.dry_run {
+        if self.spec.dry_run || mode == Mode::Preview {
             return Ok(Outcome::WouldScale { from, to });
         }
         self.target

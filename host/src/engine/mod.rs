@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-pub use autoscaler::{Autoscaler, Clock, Guests, system_clock};
+pub use autoscaler::{Autoscaler, Clock, Guests, RunObserver, system_clock};
 pub use record::{Outcome, RunRecord};
 pub use spec::{AutoscalerSpec, Fallback, HumanDuration, RunMode, TargetSpec};
 

@@ -72,6 +72,8 @@ pub struct RunRecord {
     pub error_kind: Option<String>,
     /// Fuel used by the guests.
     pub fuel: u64,
+    /// Wall-clock time spent in guest calls, in microseconds.
+    pub guest_micros: u64,
     /// Wall-clock duration of the run in microseconds.
     pub duration_micros: u64,
 }

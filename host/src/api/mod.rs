@@ -1,0 +1,259 @@
+//! The REST API (axum): health, readiness, Prometheus metrics, autoscaler status, and the
+//! Custom Pod Autoscaler's dry runs.
+//!
+//! Read-only endpoints are open. Endpoints that can change a target (`POST …/evaluation`
+//! without `dry_run=true`) need `Authorization: Bearer TOKEN`; with no token configured they
+//! are refused. Errors are JSON: `{"error": "...", "code": 401}`. Request bodies are capped.
+
+pub mod metrics;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::contract::model::Sample;
+use crate::engine::{Autoscaler, Engine};
+pub use metrics::Metrics;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 << 10;
+
+/// What the handlers share.
+pub struct ApiState {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    token: Option<String>,
+    ready: AtomicBool,
+}
+
+impl ApiState {
+    /// State for `engine`; `token` guards the mutating endpoints (none: they are refused).
+    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>, token: Option<String>) -> Arc<Self> {
+        Arc::new(ApiState {
+            engine,
+            metrics,
+            token: token.filter(|t| !t.is_empty()),
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// Marks the host as shutting down: `/readyz` answers 503 from now on.
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .route("/api/v1/autoscalers", get(list))
+        .route("/api/v1/autoscalers/{name}", get(status))
+        .route("/api/v1/autoscalers/{name}/metrics", get(dry_run_metrics))
+        .route("/api/v1/autoscalers/{name}/evaluation", post(evaluation))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": message, "code": status}`.
+#[derive(Debug)]
+struct ApiError {
+    code: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.message, "code": self.code.as_u16() });
+        (self.code, Json(body)).into_response()
+    }
+}
+
+fn error(code: StatusCode, message: &str) -> Response {
+    ApiError::new(code, message).into_response()
+}
+
+fn find<'a>(state: &'a ApiState, name: &str) -> Result<&'a Arc<Autoscaler>, ApiError> {
+    state
+        .engine
+        .autoscalers()
+        .iter()
+        .find(|a| a.spec().name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no autoscaler named {name:?}"),
+            )
+        })
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no API token is configured, so endpoints that can scale are disabled",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token",
+        )),
+        Some(token) if same(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong bearer token")),
+    }
+}
+
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    }
+}
+
+async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"),
+    }
+}
+
+fn summary(a: &Autoscaler) -> serde_json::Value {
+    let spec = a.spec();
+    json!({
+        "name": spec.name,
+        "namespace": spec.namespace,
+        "target": a.target().identity(),
+        "minReplicas": spec.min_replicas,
+        "maxReplicas": spec.max_replicas,
+        "interval": spec.interval,
+        "paused": spec.paused,
+        "dryRun": spec.dry_run,
+        "lastRun": a.records().last(),
+    })
+}
+
+async fn list(State(state): State<Arc<ApiState>>) -> Response {
+    let all: Vec<_> = state
+        .engine
+        .autoscalers()
+        .iter()
+        .map(|a| summary(a))
+        .collect();
+    Json(all).into_response()
+}
+
+async fn status(State(state): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
+    let autoscaler = match find(&state, &name) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let mut body = summary(autoscaler);
+    body["engineState"] = json!(autoscaler.engine_state().await);
+    body["records"] = json!(autoscaler.records());
+    Json(body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct DryRun {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// CPA's `GET /api/v1/metrics?dry_run=true`: gather once and return the samples. Gathering
+/// never writes to the target, so it is open either way.
+async fn dry_run_metrics(State(state): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
+    let autoscaler = match find(&state, &name) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match autoscaler.gather_preview().await {
+        Ok(samples) => Json(json!({ "autoscaler": name, "samples": samples })).into_response(),
+        Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    }
+}
+
+/// Optional body of an evaluation: samples to evaluate instead of gathering.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluationBody {
+    samples: Vec<Sample>,
+}
+
+/// CPA's `POST /api/v1/evaluation?dry_run=true`: the whole pipeline without writing
+/// (open), on gathered samples or on `{"samples": [...]}` from the body; without
+/// `dry_run=true` a real run that may scale (needs the token).
+async fn evaluation(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(query): Query<DryRun>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let autoscaler = match find(&state, &name) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let given = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<EvaluationBody>(&body) {
+            Ok(parsed) => Some(parsed.samples),
+            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &format!("body: {e}")),
+        }
+    };
+    let record = if query.dry_run {
+        autoscaler.preview(given).await
+    } else if given.is_some() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "provided samples are only accepted with dry_run=true",
+        );
+    } else {
+        if let Err(e) = authorize(&state, &headers) {
+            return e.into_response();
+        }
+        autoscaler.run_once().await
+    };
+    if record.error.is_some() && record.decision.is_none() && !record.fallback {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!(record))).into_response();
+    }
+    Json(record).into_response()
+}

@@ -1,0 +1,254 @@
+//! The REST API over real HTTP: health, Prometheus metrics, status, CPA-style dry runs,
+//! bearer-token auth, body limits and JSON errors.
+
+use std::sync::Arc;
+
+use wasmscaler::api::{ApiState, Metrics, router};
+use wasmscaler::engine::behavior::{Behavior, ScalingRules};
+use wasmscaler::engine::store::NoPersistence;
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, TargetSpec, system_clock};
+use wasmscaler::sandbox::{Capabilities, HttpGrant};
+use wasmscaler::targets::kubernetes::KubernetesRef;
+use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, test_sandbox};
+
+struct Api {
+    base: String,
+    target: Arc<MemoryTarget>,
+    engine: Arc<Engine>,
+    _decisions: JsonServer,
+    http: reqwest::Client,
+}
+
+async fn start(token: Option<&str>) -> anyhow::Result<Api> {
+    let sandbox = test_sandbox()?;
+    let guest = sandbox
+        .load_file(&build_rust_guest("tests/hostile/scripted")?)
+        .await?
+        .component;
+    let decisions = JsonServer::start()?;
+    decisions.route("/decide", 200, r#"{"replicas": 5}"#);
+    let url = format!("http://{}/decide", decisions.addr);
+    let unused = TargetSpec::Kubernetes(KubernetesRef {
+        api_version: "v1".into(),
+        kind: "unused".into(),
+        name: "unused".into(),
+        namespace: None,
+    });
+    let spec = AutoscalerSpec {
+        behavior: Behavior {
+            scale_up: None,
+            scale_down: Some(ScalingRules {
+                stabilization_window_seconds: Some(0),
+                ..Default::default()
+            }),
+        },
+        config: [("url".to_string(), url.clone())].into(),
+        capabilities: Capabilities {
+            http: Some(HttpGrant::allow([url])),
+            ..Default::default()
+        },
+        ..AutoscalerSpec::new("web", unused, "scripted.wasm", 10)
+    };
+    let metrics = Arc::new(Metrics::new());
+    let target = MemoryTarget::new(2);
+    let autoscaler = Autoscaler::new(
+        spec,
+        target.clone(),
+        Guests {
+            metrics: guest.clone(),
+            evaluator: guest,
+        },
+        None,
+        Arc::new(NoPersistence),
+        system_clock(),
+    )
+    .map_err(anyhow::Error::msg)?
+    .with_observer(metrics.clone());
+    let engine = Arc::new(Engine::new(vec![Arc::new(autoscaler)]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = router(ApiState::new(
+        engine.clone(),
+        metrics,
+        token.map(str::to_owned),
+    ));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Api {
+        base,
+        target,
+        engine,
+        _decisions: decisions,
+        http: reqwest::Client::new(),
+    })
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, serde_json::from_str(&response.text().await?)?))
+    }
+}
+
+#[tokio::test]
+async fn health_status_and_metrics_after_a_run() -> anyhow::Result<()> {
+    let api = start(Some("s3cret")).await?;
+    assert_eq!(api.get("/healthz").await?, (200, "ok".to_string()));
+    assert_eq!(api.get("/readyz").await?.0, 200);
+
+    let (status, body) = api
+        .post("/api/v1/autoscalers/web/evaluation", Some("s3cret"), vec![])
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "scaled");
+    assert_eq!(api.target.current(), 5);
+
+    let (status, text) = api.get("/metrics").await?;
+    assert_eq!(status, 200);
+    for line in [
+        r#"wasmscaler_runs_total{autoscaler="web",namespace="",outcome="scaled"} 1"#,
+        r#"wasmscaler_scale_events_total{autoscaler="web",namespace=""} 1"#,
+        r#"wasmscaler_replicas_current{autoscaler="web",namespace=""} 2"#,
+        r#"wasmscaler_replicas_desired{autoscaler="web",namespace=""} 5"#,
+        r#"wasmscaler_guest_call_duration_seconds_count{autoscaler="web",namespace=""} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    assert!(text.contains("wasmscaler_fuel_used_total{"));
+
+    let (status, list) = api.get("/api/v1/autoscalers").await?;
+    let list: serde_json::Value = serde_json::from_str(&list)?;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["name"], "web");
+    assert_eq!(list[0]["lastRun"]["outcome"], "scaled");
+    let (status, one) = api.get("/api/v1/autoscalers/web").await?;
+    let one: serde_json::Value = serde_json::from_str(&one)?;
+    assert_eq!(status, 200);
+    assert_eq!(one["records"].as_array().map(Vec::len), Some(1));
+    assert_eq!(one["engineState"]["lastScaleMs"], one["records"][0]["atMs"]);
+
+    let (status, missing) = api.get("/api/v1/autoscalers/nope").await?;
+    let missing: serde_json::Value = serde_json::from_str(&missing)?;
+    assert_eq!((status, missing["code"].as_u64()), (404, Some(404)));
+    assert!(
+        missing["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nope"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn dry_runs_decide_without_writing_or_remembering() -> anyhow::Result<()> {
+    let api = start(None).await?;
+    let (status, text) = api
+        .get("/api/v1/autoscalers/web/metrics?dry_run=true")
+        .await?;
+    let samples: serde_json::Value = serde_json::from_str(&text)?;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(samples["samples"][0]["name"], "replicas");
+    assert_eq!(samples["samples"][0]["value"], 5.0);
+
+    let (status, record) = api
+        .post(
+            "/api/v1/autoscalers/web/evaluation?dry_run=true",
+            None,
+            vec![],
+        )
+        .await?;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["outcome"], "would-scale");
+    assert_eq!(record["to"], 5);
+
+    // Provided samples are evaluated instead of gathered.
+    let body = br#"{"samples": [{"name": "replicas", "value": 7}]}"#.to_vec();
+    let (status, record) = api
+        .post(
+            "/api/v1/autoscalers/web/evaluation?dry_run=true",
+            None,
+            body,
+        )
+        .await?;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["decision"]["targetReplicas"], 7);
+
+    assert_eq!(api.target.current(), 2, "dry runs never write");
+    assert!(api.target.scale_calls().is_empty());
+    let autoscaler = &api.engine.autoscalers()[0];
+    assert!(autoscaler.records().is_empty(), "dry runs are not recorded");
+    assert!(
+        autoscaler
+            .engine_state()
+            .await
+            .history
+            .recommendations
+            .is_empty(),
+        "nor remembered"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_that_can_scale_need_the_bearer_token() -> anyhow::Result<()> {
+    let path = "/api/v1/autoscalers/web/evaluation";
+    let open = start(None).await?;
+    let (status, body) = open.post(path, Some("anything"), vec![]).await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no API token"))
+    );
+
+    let api = start(Some("s3cret")).await?;
+    let (status, body) = api.post(path, None, vec![]).await?;
+    assert_eq!((status, body["code"].as_u64()), (401, Some(401)));
+    let (status, _) = api.post(path, Some("guess"), vec![]).await?;
+    assert_eq!(status, 403);
+    assert!(
+        api.target.scale_calls().is_empty(),
+        "refused calls change nothing"
+    );
+    let (status, _) = api.post(path, Some("s3cret"), vec![]).await?;
+    assert_eq!(status, 200);
+    assert_eq!(api.target.current(), 5);
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_bodies_are_refused() -> anyhow::Result<()> {
+    let api = start(None).await?;
+    let path = "/api/v1/autoscalers/web/evaluation?dry_run=true";
+    let huge = vec![b' '; wasmscaler::api::MAX_BODY_BYTES + 1];
+    let response = api
+        .http
+        .post(format!("{}{path}", api.base))
+        .body(huge)
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 413);
+    let (status, body) = api.post(path, None, br#"{"samplez": []}"#.to_vec()).await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("samplez"))
+    );
+    Ok(())
+}
