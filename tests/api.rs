@@ -7,12 +7,14 @@ use wasmscaler::api::{ApiState, Metrics, router};
 use wasmscaler::engine::behavior::{Behavior, ScalingRules};
 use wasmscaler::engine::store::NoPersistence;
 use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, TargetSpec, system_clock};
+use wasmscaler::policies::PolicyStore;
 use wasmscaler::sandbox::{Capabilities, HttpGrant};
 use wasmscaler::targets::kubernetes::KubernetesRef;
 use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, test_sandbox};
 
 struct Api {
     base: String,
+    policies: tempfile::TempDir,
     target: Arc<MemoryTarget>,
     engine: Arc<Engine>,
     _decisions: JsonServer,
@@ -20,7 +22,11 @@ struct Api {
 }
 
 async fn start(token: Option<&str>) -> anyhow::Result<Api> {
-    let sandbox = test_sandbox()?;
+    start_with_limit(token, 64 << 20).await
+}
+
+async fn start_with_limit(token: Option<&str>, max_policy_bytes: u64) -> anyhow::Result<Api> {
+    let sandbox = Arc::new(test_sandbox()?);
     let guest = sandbox
         .load_file(&build_rust_guest("tests/hostile/scripted")?)
         .await?
@@ -67,16 +73,18 @@ async fn start(token: Option<&str>) -> anyhow::Result<Api> {
     let engine = Arc::new(Engine::new(vec![Arc::new(autoscaler)]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = router(ApiState::new(
-        engine.clone(),
-        metrics,
-        token.map(str::to_owned),
+    let policies = tempfile::tempdir()?;
+    let store = PolicyStore::open(policies.path(), sandbox.clone(), max_policy_bytes)?;
+    let app = router(Arc::new(
+        ApiState::new(engine.clone(), metrics, token.map(str::to_owned))
+            .with_policies(Arc::new(store)),
     ));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Ok(Api {
         base,
+        policies,
         target,
         engine,
         _decisions: decisions,
@@ -250,5 +258,203 @@ async fn oversized_and_malformed_bodies_are_refused() -> anyhow::Result<()> {
             .as_str()
             .is_some_and(|e| e.contains("samplez"))
     );
+    Ok(())
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((
+            status,
+            if text.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(&text)?
+            },
+        ))
+    }
+}
+
+#[tokio::test]
+async fn policies_are_validated_stored_listed_and_deleted_only_when_unused() -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = start(Some("s3cret")).await?;
+    let cpu = std::fs::read(build_rust_guest("guests/cpu-target")?)?;
+    let scripted = std::fs::read(build_rust_guest("tests/hostile/scripted")?)?;
+
+    let (status, record) = api
+        .send(
+            Method::PUT,
+            "/api/v1/policies/cpu",
+            Some("s3cret"),
+            cpu.clone(),
+        )
+        .await?;
+    assert_eq!(status, 201, "{record}");
+    assert_eq!(record["world"], "policy");
+    assert_eq!(
+        record["capabilities"],
+        serde_json::json!(["kubernetes-metrics"])
+    );
+    let sha = record["sha256"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        api.policies
+            .path()
+            .join(format!("blobs/{sha}.wasm"))
+            .exists()
+    );
+    let (_, list) = api
+        .send(Method::GET, "/api/v1/policies", None, vec![])
+        .await?;
+    assert_eq!(list[0]["name"], "cpu");
+    let (status, one) = api
+        .send(Method::GET, "/api/v1/policies/cpu", None, vec![])
+        .await?;
+    assert_eq!((status, one["sha256"].as_str()), (200, Some(sha.as_str())));
+
+    // Refusals, each with its reason, and none of them changes the store.
+    // (path, token, body, expected status, words of the reason)
+    type Refusal<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Refusal> = vec![
+        (
+            "/api/v1/policies/x",
+            None,
+            cpu.clone(),
+            401,
+            "missing bearer token",
+        ),
+        (
+            "/api/v1/policies/x",
+            Some("nope"),
+            cpu.clone(),
+            403,
+            "wrong bearer token",
+        ),
+        (
+            "/api/v1/policies/x",
+            Some("s3cret"),
+            b"not wasm at all".to_vec(),
+            422,
+            "not a WebAssembly binary",
+        ),
+        (
+            "/api/v1/policies/x",
+            Some("s3cret"),
+            wasmscaler_tests::hostile_wat("wrong-world.wat")?,
+            422,
+            "world mismatch",
+        ),
+        (
+            "/api/v1/policies/x",
+            Some("s3cret"),
+            wasmscaler_tests::hostile_wat("unknown-import.wat")?,
+            422,
+            "wasmscaler:policy/secrets@0.1.0",
+        ),
+        (
+            "/api/v1/policies/Bad_Name",
+            Some("s3cret"),
+            cpu.clone(),
+            422,
+            "policy name",
+        ),
+    ];
+    for (path, token, body, code, reason) in cases {
+        let (status, error) = api.send(Method::PUT, path, token, body).await?;
+        assert_eq!(status, code, "{error}");
+        assert!(
+            error["error"].as_str().is_some_and(|e| e.contains(reason)),
+            "{reason}: {error}"
+        );
+    }
+    let (_, list) = api
+        .send(Method::GET, "/api/v1/policies", None, vec![])
+        .await?;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "refused uploads changed nothing"
+    );
+
+    // The engine's autoscaler runs the scripted guest: its upload cannot be deleted.
+    api.send(
+        Method::PUT,
+        "/api/v1/policies/scripted",
+        Some("s3cret"),
+        scripted,
+    )
+    .await?;
+    let (status, error) = api
+        .send(
+            Method::DELETE,
+            "/api/v1/policies/scripted",
+            Some("s3cret"),
+            vec![],
+        )
+        .await?;
+    assert_eq!(status, 409, "{error}");
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("web")));
+    let (status, _) = api
+        .send(Method::DELETE, "/api/v1/policies/cpu", None, vec![])
+        .await?;
+    assert_eq!(status, 401);
+    let (status, _) = api
+        .send(
+            Method::DELETE,
+            "/api/v1/policies/cpu",
+            Some("s3cret"),
+            vec![],
+        )
+        .await?;
+    assert_eq!(status, 204);
+    assert!(
+        !api.policies
+            .path()
+            .join(format!("blobs/{sha}.wasm"))
+            .exists(),
+        "unshared blob removed"
+    );
+    let (status, _) = api
+        .send(Method::GET, "/api/v1/policies/cpu", None, vec![])
+        .await?;
+    assert_eq!(status, 404);
+
+    // A new store over the same directory (a restarted host) still has the rest.
+    let reopened = PolicyStore::open(api.policies.path(), Arc::new(test_sandbox()?), 1 << 20)?;
+    assert_eq!(
+        reopened
+            .list()?
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["scripted"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_policies_are_refused_with_413() -> anyhow::Result<()> {
+    let api = start_with_limit(Some("t"), 10_000).await?;
+    let cpu = std::fs::read(build_rust_guest("guests/cpu-target")?)?;
+    let (status, error) = api
+        .send(reqwest::Method::PUT, "/api/v1/policies/big", Some("t"), cpu)
+        .await?;
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["code"], 413);
     Ok(())
 }

@@ -283,6 +283,7 @@ fn sigterm_to_the_host_stops_every_replica_and_writes_state() -> anyhow::Result<
         .args(["run", "--listen", "127.0.0.1:19690", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
+        .env("WASMSCALER_API_TOKEN", "t0ken")
         .spawn()?;
     wait_for("two replicas", || accepting(19_600) && accepting(19_601));
     wait_for("a completed run to persist state", || {
@@ -296,6 +297,40 @@ fn sigterm_to_the_host_stops_every_replica_and_writes_state() -> anyhow::Result<
     );
     let list = http_get(19_690, "/api/v1/autoscalers")?;
     assert!(list.contains(r#""name":"workers""#), "{list}");
+    // `wasmscaler policy` against the running host.
+    let policy_cli =
+        |args: &[&str], token: Option<&str>| -> anyhow::Result<(bool, String, String)> {
+            let mut cmd = Command::new(wasmscaler_bin()?);
+            cmd.arg("policy")
+                .args(args)
+                .args(["--server", "http://127.0.0.1:19690"]);
+            match token {
+                Some(t) => cmd.env("WASMSCALER_API_TOKEN", t),
+                None => cmd.env_remove("WASMSCALER_API_TOKEN"),
+            };
+            let out = cmd.output()?;
+            Ok((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        };
+    let wasm = policy.to_string_lossy().into_owned();
+    let (ok, _, stderr) = policy_cli(&["push", "cap", &wasm], None)?;
+    assert!(
+        !ok && stderr.contains("401") && stderr.contains("missing bearer token"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = policy_cli(&["push", "cap", &wasm], Some("t0ken"))?;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(r#""world": "policy""#), "{stdout}");
+    let (ok, stdout, _) = policy_cli(&["list"], None)?;
+    assert!(ok && stdout.contains(r#""name": "cap""#), "{stdout}");
+    let (ok, _, stderr) = policy_cli(&["delete", "cap"], Some("t0ken"))?;
+    assert!(
+        !ok && stderr.contains("used by autoscaler(s) workers"),
+        "{stderr}"
+    );
     let metrics = http_get(19_690, "/metrics")?;
     assert!(
         metrics.contains("wasmscaler_runs_total{autoscaler=\"workers\""),

@@ -14,6 +14,7 @@ pub mod config;
 pub mod contract;
 pub mod engine;
 mod fsutil;
+pub mod policies;
 pub mod sandbox;
 pub mod targets;
 pub mod telemetry;

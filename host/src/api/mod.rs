@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +22,7 @@ use serde_json::json;
 
 use crate::contract::model::Sample;
 use crate::engine::{Autoscaler, Engine};
+use crate::policies::{PolicyError, PolicyStore};
 pub use metrics::Metrics;
 
 /// Largest request body accepted.
@@ -32,17 +34,25 @@ pub struct ApiState {
     metrics: Arc<Metrics>,
     token: Option<String>,
     ready: AtomicBool,
+    policies: Option<Arc<PolicyStore>>,
 }
 
 impl ApiState {
     /// State for `engine`; `token` guards the mutating endpoints (none: they are refused).
-    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>, token: Option<String>) -> Arc<Self> {
-        Arc::new(ApiState {
+    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>, token: Option<String>) -> Self {
+        ApiState {
             engine,
             metrics,
             token: token.filter(|t| !t.is_empty()),
             ready: AtomicBool::new(true),
-        })
+            policies: None,
+        }
+    }
+
+    /// Serves uploads into `store` under `/api/v1/policies`.
+    pub fn with_policies(mut self, store: Arc<PolicyStore>) -> Self {
+        self.policies = Some(store);
+        self
     }
 
     /// Marks the host as shutting down: `/readyz` answers 503 from now on.
@@ -61,6 +71,21 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/autoscalers/{name}", get(status))
         .route("/api/v1/autoscalers/{name}/metrics", get(dry_run_metrics))
         .route("/api/v1/autoscalers/{name}/evaluation", post(evaluation))
+        .route("/api/v1/policies", get(list_policies))
+        .route(
+            "/api/v1/policies/{name}",
+            get(get_policy)
+                .delete(delete_policy)
+                .put(put_policy)
+                .layer(DefaultBodyLimit::max(state.policies.as_ref().map_or(
+                    MAX_BODY_BYTES,
+                    |p| {
+                        usize::try_from(p.max_bytes())
+                            .unwrap_or(usize::MAX)
+                            .saturating_add(1)
+                    },
+                ))),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -225,8 +250,14 @@ async fn evaluation(
     Path(name): Path<String>,
     Query(query): Query<DryRun>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return ApiError::new(rejection.status(), rejection.body_text()).into_response();
+        }
+    };
     let autoscaler = match find(&state, &name) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
@@ -256,4 +287,77 @@ async fn evaluation(
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!(record))).into_response();
     }
     Json(record).into_response()
+}
+
+fn store(state: &ApiState) -> Result<&Arc<PolicyStore>, ApiError> {
+    state
+        .policies
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "this host has no policy store"))
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        let code = match &e {
+            PolicyError::InvalidName(_) | PolicyError::Invalid(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            PolicyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PolicyError::NotFound(_) => StatusCode::NOT_FOUND,
+            PolicyError::InUse { .. } => StatusCode::CONFLICT,
+            PolicyError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match &e {
+            PolicyError::Invalid(sandbox) => format!("policy rejected: {}", sandbox.summary()),
+            other => other.to_string(),
+        };
+        ApiError::new(code, message)
+    }
+}
+
+async fn list_policies(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    Ok(Json(store(&state)?.list()?).into_response())
+}
+
+async fn get_policy(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(store(&state)?.get(&name)?).into_response())
+}
+
+/// `PUT /api/v1/policies/NAME` with the `.wasm` as body: validated, then stored.
+async fn put_policy(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let store = store(&state)?;
+    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let now = (crate::engine::system_clock())();
+    let record = store.put(&name, body.to_vec(), now).await?;
+    tracing::info!(policy = %record.name, sha256 = %record.sha256, "policy uploaded");
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+/// `DELETE /api/v1/policies/NAME`: refused (409) while an autoscaler runs its content.
+async fn delete_policy(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let users_of = |sha256: &str| {
+        state
+            .engine
+            .autoscalers()
+            .iter()
+            .filter(|a| a.guest_digests().iter().any(|d| d == sha256))
+            .map(|a| a.spec().name.clone())
+            .collect()
+    };
+    store(&state)?.delete(&name, users_of)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -2,6 +2,7 @@
 
 mod eval;
 mod inspect;
+mod policy;
 mod run;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     Run(run::RunArgs),
     /// Check a config file and load every policy it names, without starting anything.
     Validate(run::ValidateArgs),
+    /// Upload, list or delete policies on a running host (`run --listen`).
+    Policy(policy::PolicyArgs),
 }
 
 /// Where compiled components are cached.
@@ -82,6 +85,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Validate(args) => run::validate(args).await,
+        Command::Policy(args) => policy::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

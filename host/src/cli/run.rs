@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, Metrics};
 use crate::config::{ConfigFile, build, load_guests};
 use crate::engine::HumanDuration;
+use crate::policies::PolicyStore;
 use crate::sandbox::Sandbox;
 
 #[derive(Debug, Args)]
@@ -48,7 +49,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         None => std::env::var("WASMSCALER_API_TOKEN").ok(),
     };
-    let sandbox = Sandbox::new(config.sandbox.clone())?;
+    let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build(&config, &sandbox, Some(metrics.clone())).await?);
     let stop = CancellationToken::new();
@@ -57,7 +58,14 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
-            let state = ApiState::new(engine.clone(), metrics, token);
+            let policies = PolicyStore::open(
+                config.state_dir.join("policies"),
+                sandbox.clone(),
+                config.sandbox.max_component_bytes,
+            )?;
+            let state = Arc::new(
+                ApiState::new(engine.clone(), metrics, token).with_policies(Arc::new(policies)),
+            );
             let shutdown = stop.clone();
             tracing::info!(%addr, "REST API listening");
             Some(tokio::spawn(async move {

@@ -151,6 +151,11 @@ impl Autoscaler {
         &self.spec
     }
 
+    /// Hex sha256 of the components it runs (metric source, evaluator).
+    pub fn guest_digests(&self) -> [String; 2] {
+        [self.guests.metrics.sha256(), self.guests.evaluator.sha256()]
+    }
+
     /// The target it scales.
     pub fn target(&self) -> &Arc<dyn Target> {
         &self.target
