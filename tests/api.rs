@@ -4,13 +4,10 @@
 use std::sync::Arc;
 
 use wasmscaler::api::{ApiState, Metrics, router};
-use wasmscaler::engine::behavior::{Behavior, ScalingRules};
 use wasmscaler::engine::store::NoPersistence;
-use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, TargetSpec, system_clock};
+use wasmscaler::engine::{Autoscaler, Engine, Guests, system_clock};
 use wasmscaler::policies::PolicyStore;
-use wasmscaler::sandbox::{Capabilities, HttpGrant};
-use wasmscaler::targets::kubernetes::KubernetesRef;
-use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, test_sandbox};
+use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, scripted_spec, test_sandbox};
 
 struct Api {
     base: String,
@@ -34,27 +31,7 @@ async fn start_with_limit(token: Option<&str>, max_policy_bytes: u64) -> anyhow:
     let decisions = JsonServer::start()?;
     decisions.route("/decide", 200, r#"{"replicas": 5}"#);
     let url = format!("http://{}/decide", decisions.addr);
-    let unused = TargetSpec::Kubernetes(KubernetesRef {
-        api_version: "v1".into(),
-        kind: "unused".into(),
-        name: "unused".into(),
-        namespace: None,
-    });
-    let spec = AutoscalerSpec {
-        behavior: Behavior {
-            scale_up: None,
-            scale_down: Some(ScalingRules {
-                stabilization_window_seconds: Some(0),
-                ..Default::default()
-            }),
-        },
-        config: [("url".to_string(), url.clone())].into(),
-        capabilities: Capabilities {
-            http: Some(HttpGrant::allow([url])),
-            ..Default::default()
-        },
-        ..AutoscalerSpec::new("web", unused, "scripted.wasm", 10)
-    };
+    let spec = scripted_spec("web", &url);
     let metrics = Arc::new(Metrics::new());
     let target = MemoryTarget::new(2);
     let autoscaler = Autoscaler::new(

@@ -5,27 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use wasmscaler::engine::behavior::{Behavior, ScalingRules};
+use wasmscaler::engine::behavior::ScalingRules;
 use wasmscaler::engine::store::{FileBackend, NoPersistence, StateBackend};
-use wasmscaler::engine::{
-    Autoscaler, AutoscalerSpec, Clock, Fallback, Guests, Outcome, RunMode, TargetSpec,
-};
-use wasmscaler::sandbox::{Capabilities, HttpGrant};
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Clock, Fallback, Guests, Outcome, RunMode};
+use wasmscaler::sandbox::HttpGrant;
 use wasmscaler::targets::TargetError;
-use wasmscaler::targets::kubernetes::KubernetesRef;
-use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, test_sandbox};
+use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, scripted_spec, test_sandbox};
 
 const T0: i64 = 1_763_776_800_000;
-
-/// The harness hands the autoscaler its target directly; the spec's target is not used.
-fn unused_target() -> TargetSpec {
-    TargetSpec::Kubernetes(KubernetesRef {
-        api_version: "v1".into(),
-        kind: "unused".into(),
-        name: "unused".into(),
-        namespace: None,
-    })
-}
 
 struct Harness {
     server: JsonServer,
@@ -51,23 +38,9 @@ impl Harness {
     }
 
     fn spec(&self) -> AutoscalerSpec {
-        let url = format!("http://{}/decide", self.server.addr);
         AutoscalerSpec {
             max_concurrent_gathers: 4,
-            // No stabilization unless a test asks: decisions apply at once.
-            behavior: Behavior {
-                scale_up: None,
-                scale_down: Some(ScalingRules {
-                    stabilization_window_seconds: Some(0),
-                    ..Default::default()
-                }),
-            },
-            config: [("url".to_string(), url.clone())].into(),
-            capabilities: Capabilities {
-                http: Some(HttpGrant::allow([url])),
-                ..Default::default()
-            },
-            ..AutoscalerSpec::new("test", unused_target(), "unused.wasm", 10)
+            ..scripted_spec("test", &format!("http://{}/decide", self.server.addr))
         }
     }
 

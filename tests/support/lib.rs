@@ -281,3 +281,33 @@ impl wasmscaler::targets::Target for MemoryTarget {
         self.pod_metrics.clone()
     }
 }
+
+/// A spec for the `scripted` test guest reading its decisions from `url`: HTTP granted for
+/// that URL, no scale-down stabilization (decisions apply at once), bounds 1..=10. The
+/// target section is a placeholder: tests hand the autoscaler its target directly.
+pub fn scripted_spec(name: &str, url: &str) -> wasmscaler::engine::AutoscalerSpec {
+    use wasmscaler::engine::behavior::{Behavior, ScalingRules};
+    let placeholder = wasmscaler::engine::TargetSpec::Kubernetes(
+        wasmscaler::targets::kubernetes::KubernetesRef {
+            api_version: "v1".into(),
+            kind: "unused".into(),
+            name: "unused".into(),
+            namespace: None,
+        },
+    );
+    wasmscaler::engine::AutoscalerSpec {
+        behavior: Behavior {
+            scale_up: None,
+            scale_down: Some(ScalingRules {
+                stabilization_window_seconds: Some(0),
+                ..Default::default()
+            }),
+        },
+        config: [("url".to_string(), url.to_string())].into(),
+        capabilities: wasmscaler::sandbox::Capabilities {
+            http: Some(wasmscaler::sandbox::HttpGrant::allow([url])),
+            ..Default::default()
+        },
+        ..wasmscaler::engine::AutoscalerSpec::new(name, placeholder, "scripted.wasm", 10)
+    }
+}
