@@ -203,10 +203,7 @@ fn classify(
     if let Some(abort) = err.downcast_ref::<HostAbort>() {
         return match abort {
             HostAbort::HostCallLimit(limit) => SandboxError::HostCallLimit { limit: *limit },
-            HostAbort::NotGranted { capability } => SandboxError::CapabilityNotGranted {
-                capability: *capability,
-                import: crate::contract::interface_name(capability.interface()),
-            },
+            HostAbort::NotGranted { capability } => SandboxError::not_granted(*capability),
             HostAbort::Deadline => SandboxError::DeadlineExceeded {
                 timeout: env.limits.timeout(),
             },

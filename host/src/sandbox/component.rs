@@ -154,18 +154,10 @@ impl GuestComponent {
         }
     }
 
-    /// The capabilities it imports.
-    pub fn capabilities(&self) -> impl Iterator<Item = Capability> + '_ {
-        self.capabilities.iter().copied()
-    }
-
     /// Refuses the component if it imports a capability `granted` does not include.
     pub fn check_grants(&self, granted: &Capabilities) -> Result<(), SandboxError> {
         match self.capabilities.iter().find(|c| !granted.grants(**c)) {
-            Some(&capability) => Err(SandboxError::CapabilityNotGranted {
-                capability,
-                import: interface_name(capability.interface()),
-            }),
+            Some(&capability) => Err(SandboxError::not_granted(capability)),
             None => Ok(()),
         }
     }

@@ -125,6 +125,14 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// The component imports `capability`, which its autoscaler did not grant.
+    pub fn not_granted(capability: Capability) -> Self {
+        SandboxError::CapabilityNotGranted {
+            capability,
+            import: crate::contract::interface_name(capability.interface()),
+        }
+    }
+
     /// A short stable name of the error's kind, for metrics labels and JSON output.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -172,11 +172,6 @@ impl Sandbox {
         })
     }
 
-    /// The underlying engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Reads and loads a component file.
     pub async fn load_file(&self, path: &Path) -> Result<Loaded, SandboxError> {
         let bytes = tokio::fs::read(path)

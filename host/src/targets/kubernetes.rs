@@ -443,18 +443,14 @@ pub async fn client_from_environment() -> Result<kube::Client, TargetError> {
 /// delays one run, not the process, and no built-in retries (kube-rs would otherwise back off
 /// for minutes on a persistent 503; the next run is the retry, and it sees fresh state).
 pub fn client_for(mut config: kube::Config) -> Result<kube::Client, TargetError> {
-    config.connect_timeout = config
-        .connect_timeout
-        .map(|t| t.min(Duration::from_secs(5)))
-        .or(Some(Duration::from_secs(5)));
-    config.read_timeout = config
-        .read_timeout
-        .map(|t| t.min(Duration::from_secs(15)))
-        .or(Some(Duration::from_secs(15)));
-    config.write_timeout = config
-        .write_timeout
-        .map(|t| t.min(Duration::from_secs(15)))
-        .or(Some(Duration::from_secs(15)));
+    let at_most = |t: Option<Duration>, max: u64| {
+        Some(t.map_or(Duration::from_secs(max), |t| {
+            t.min(Duration::from_secs(max))
+        }))
+    };
+    config.connect_timeout = at_most(config.connect_timeout, 5);
+    config.read_timeout = at_most(config.read_timeout, 15);
+    config.write_timeout = at_most(config.write_timeout, 15);
     config.default_retry = false;
     kube::Client::try_from(config)
         .map_err(|e| TargetError::Unavailable(format!("Kubernetes client: {e}")))

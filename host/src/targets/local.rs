@@ -283,21 +283,27 @@ impl Target for LocalProcesses {
                     .collect();
                 (desired, slots)
             };
-            let mut replicas = Vec::with_capacity(slots.len());
-            for (index, started_ms, restarts, alive) in slots {
-                let port = self.port(index)?;
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                replicas.push(Replica {
-                    name: self.replica_name(index),
-                    ready: alive && accepting(addr).await,
-                    start_time_ms: Some(started_ms),
-                    labels: BTreeMap::from([
-                        ("index".to_owned(), index.to_string()),
-                        ("restarts".to_owned(), restarts.to_string()),
-                    ]),
-                    address: Some(addr.to_string()),
+            // Readiness probes run concurrently: replicas still starting must not add their
+            // probe timeouts up in front of every run.
+            let probes = slots
+                .into_iter()
+                .map(|(index, started_ms, restarts, alive)| async move {
+                    let addr = SocketAddr::from(([127, 0, 0, 1], self.port(index)?));
+                    Ok(Replica {
+                        name: self.replica_name(index),
+                        ready: alive && accepting(addr).await,
+                        start_time_ms: Some(started_ms),
+                        labels: BTreeMap::from([
+                            ("index".to_owned(), index.to_string()),
+                            ("restarts".to_owned(), restarts.to_string()),
+                        ]),
+                        address: Some(addr.to_string()),
+                    })
                 });
-            }
+            let replicas = futures::future::join_all(probes)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, TargetError>>()?;
             Ok(Observation {
                 current: desired,
                 replicas,
