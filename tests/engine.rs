@@ -392,7 +392,8 @@ async fn a_stuck_autoscaler_does_not_delay_another() -> anyhow::Result<()> {
     };
     engine.run(stop).await;
     stopper.await?;
-    let [fast, stuck] = engine.autoscalers() else {
+    let all = engine.autoscalers();
+    let [fast, stuck] = all.as_slice() else {
         anyhow::bail!("two autoscalers")
     };
     // The stuck one is still in its first run (its HTTP call waits for 2 s); the fast one

@@ -11,7 +11,8 @@ use crate::engine::store::FileBackend;
 use crate::engine::{
     Autoscaler, AutoscalerSpec, Engine, Guests, RunObserver, TargetSpec, system_clock,
 };
-use crate::sandbox::{FileState, Sandbox, SandboxConfig, StateStore};
+use crate::policies::{FetchConfig, PolicyRef, PolicySources};
+use crate::sandbox::{FileState, GuestComponent, SandboxConfig, StateStore};
 use crate::targets::Target;
 use crate::targets::kubernetes::{KubernetesTarget, client_from_environment};
 use crate::targets::local::LocalProcesses;
@@ -27,6 +28,9 @@ pub struct ConfigFile {
     /// Engine-wide sandbox settings (cache directory, pool size).
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// How `https://` and `oci://` policies are fetched.
+    #[serde(default)]
+    pub fetch: FetchConfig,
     /// The autoscalers.
     pub autoscalers: Vec<AutoscalerSpec>,
 }
@@ -82,11 +86,13 @@ impl ConfigFile {
                     "{at}: name is used by another autoscaler"
                 )));
             }
-            for p in [&mut spec.policy, &mut spec.metrics, &mut spec.evaluator]
+            for reference in [&mut spec.policy, &mut spec.metrics, &mut spec.evaluator]
                 .into_iter()
                 .flatten()
             {
-                *p = base.join(&*p);
+                if let PolicyRef::File(path) = reference {
+                    *path = base.join(&*path);
+                }
             }
             if let TargetSpec::Local(local) = &mut spec.target
                 && let Some(dir) = &mut local.working_dir
@@ -102,57 +108,56 @@ impl ConfigFile {
     }
 }
 
+/// Loads the guests of one autoscaler and checks them against its spec: worlds and grants.
+pub async fn load_spec_guests(
+    spec: &AutoscalerSpec,
+    sources: &PolicySources,
+) -> anyhow::Result<Guests> {
+    let load = |reference: &PolicyRef| {
+        let reference = reference.clone();
+        async move {
+            sources
+                .load(&reference)
+                .await
+                .with_context(|| format!("loading {reference}"))
+        }
+    };
+    let guests = match (&spec.policy, &spec.metrics, &spec.evaluator) {
+        (Some(policy), _, _) => {
+            let component: Arc<GuestComponent> = load(policy).await?;
+            Guests {
+                metrics: component.clone(),
+                evaluator: component,
+            }
+        }
+        (None, Some(metrics), Some(evaluator)) => Guests {
+            metrics: load(metrics).await?,
+            evaluator: load(evaluator).await?,
+        },
+        _ => anyhow::bail!("give policy, or metrics with evaluator"),
+    };
+    for component in [&guests.metrics, &guests.evaluator] {
+        component
+            .check_grants(&spec.capabilities)
+            .context("capabilities")?;
+    }
+    guests.metrics.require_world_metrics()?;
+    guests.evaluator.require_world_evaluation()?;
+    Ok(guests)
+}
+
 /// Loads every autoscaler's guests and checks the grants, without touching any target.
-pub async fn load_guests(config: &ConfigFile, sandbox: &Sandbox) -> anyhow::Result<Vec<Guests>> {
+pub async fn load_guests(
+    config: &ConfigFile,
+    sources: &PolicySources,
+) -> anyhow::Result<Vec<Guests>> {
     let mut all = Vec::new();
     for (i, spec) in config.autoscalers.iter().enumerate() {
-        let load = |path: &Path| {
-            let path = path.to_path_buf();
-            async move {
-                sandbox
-                    .load_file(&path)
-                    .await
-                    .map(|l| l.component)
-                    .with_context(|| {
-                        format!(
-                            "autoscalers[{i}] ({}): loading {}",
-                            spec.name,
-                            path.display()
-                        )
-                    })
-            }
-        };
-        let guests = match (&spec.policy, &spec.metrics, &spec.evaluator) {
-            (Some(policy), _, _) => {
-                let component = load(policy).await?;
-                Guests {
-                    metrics: component.clone(),
-                    evaluator: component,
-                }
-            }
-            (None, Some(metrics), Some(evaluator)) => Guests {
-                metrics: load(metrics).await?,
-                evaluator: load(evaluator).await?,
-            },
-            _ => anyhow::bail!(
-                "autoscalers[{i}] ({}): give policy, or metrics with evaluator",
-                spec.name
-            ),
-        };
-        for component in [&guests.metrics, &guests.evaluator] {
-            component
-                .check_grants(&spec.capabilities)
-                .with_context(|| format!("autoscalers[{i}] ({}): capabilities", spec.name))?;
-        }
-        guests
-            .metrics
-            .require_world_metrics()
-            .with_context(|| format!("autoscalers[{i}] ({})", spec.name))?;
-        guests
-            .evaluator
-            .require_world_evaluation()
-            .with_context(|| format!("autoscalers[{i}] ({})", spec.name))?;
-        all.push(guests);
+        all.push(
+            load_spec_guests(spec, sources)
+                .await
+                .with_context(|| format!("autoscalers[{i}] ({})", spec.name))?,
+        );
     }
     Ok(all)
 }
@@ -161,10 +166,10 @@ pub async fn load_guests(config: &ConfigFile, sandbox: &Sandbox) -> anyhow::Resu
 /// reported to `observer` (the API's metrics) if given.
 pub async fn build(
     config: &ConfigFile,
-    sandbox: &Sandbox,
+    sources: &PolicySources,
     observer: Option<Arc<dyn RunObserver>>,
 ) -> anyhow::Result<Engine> {
-    let guests = load_guests(config, sandbox).await?;
+    let guests = load_guests(config, sources).await?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "creating the state directory {}",

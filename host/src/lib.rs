@@ -6,12 +6,15 @@
 //! - [`sandbox`]: loads components, limits them and calls them;
 //! - [`engine`]: decides safely (clamps, tolerance, stabilization, rate policies, fallback);
 //! - [`targets`]: acts on what is scaled (Kubernetes `/scale`, local processes);
-//! - [`api`], [`config`] and [`cli`]: the REST API, the config file and the command line.
+//! - [`api`], [`controller`], [`config`] and [`cli`]: the REST API, cluster mode (the
+//!   `WasmAutoscaler` controller), the config file and the command line;
+//! - [`policies`]: where policies come from (files, pinned URLs, OCI, uploads).
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod controller;
 pub mod engine;
 mod fsutil;
 pub mod policies;

@@ -13,9 +13,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+use super::fake_store::{self, Key, Store, Target as StoreTarget};
 
 /// A scalable object held by the server.
 #[derive(Debug, Clone)]
@@ -78,15 +80,18 @@ pub enum Route {
     PatchScale,
 }
 
+/// Everything the server holds.
 #[derive(Default)]
-struct World {
+pub struct World {
     objects: Vec<Scalable>,
+    store: Store,
     pods: Vec<FakePod>,
     faults: Vec<(Route, VecDeque<Fault>)>,
     requests: Vec<(String, String, String)>,
 }
 
 /// The running server.
+#[derive(Clone)]
 pub struct FakeKube {
     /// Its address.
     pub addr: SocketAddr,
@@ -173,10 +178,18 @@ fn object_json(o: &Scalable) -> Value {
     })
 }
 
+impl World {
+    /// The generic object store (custom resources, Leases, Events).
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+}
+
 async fn handle(
     State(world): State<Arc<Mutex<World>>>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
@@ -219,6 +232,9 @@ async fn handle(
             }
         }
         None => {}
+    }
+    if let Some(target) = StoreTarget::parse(&segments) {
+        return fake_store::handle(&world, target, &method, &uri, &headers, &body);
     }
     let Ok(mut w) = world.lock() else {
         return status(500, "InternalError", "poisoned");
@@ -429,6 +445,19 @@ impl FakeKube {
         });
     }
 
+    /// Sets the CPU usage metrics.k8s.io reports for every pod of app `app`.
+    pub fn set_cpu_usage(&self, app: &str, cpu_usage_m: u64) {
+        self.with(|w| {
+            for pod in w
+                .pods
+                .iter_mut()
+                .filter(|p| p.labels.get("app").is_some_and(|a| a == app))
+            {
+                pod.cpu_usage_m = cpu_usage_m;
+            }
+        });
+    }
+
     /// The annotations of pod `name`.
     pub fn pod_annotations(&self, name: &str) -> BTreeMap<String, String> {
         self.with(|w| {
@@ -438,6 +467,63 @@ impl FakeKube {
                 .map(|p| p.annotations.clone())
                 .unwrap_or_default()
         })
+    }
+
+    fn store_target(gv: &str, plural: &str) -> anyhow::Result<StoreTarget> {
+        let (group, version) = gv.split_once('/').unwrap_or(("", gv));
+        StoreTarget::parse(&["apis", group, version, plural])
+            .ok_or_else(|| anyhow::anyhow!("the fake does not serve {gv} {plural}"))
+    }
+
+    /// Creates an object of a served kind (as `kubectl create` would).
+    pub fn create(&self, gv: &str, plural: &str, object: Value) -> anyhow::Result<Value> {
+        let target = Self::store_target(gv, plural)?;
+        self.with(|w| w.store.create(&target, NAMESPACE, object))
+            .map_err(|r| anyhow::anyhow!("create failed: {}", r.code))
+    }
+
+    fn key(gv: &str, plural: &str, name: &str) -> Key {
+        Key {
+            gv: gv.into(),
+            plural: plural.into(),
+            namespace: NAMESPACE.into(),
+            name: name.into(),
+        }
+    }
+
+    /// An object of a served kind.
+    pub fn get(&self, gv: &str, plural: &str, name: &str) -> Option<Value> {
+        self.with(|w| w.store.get(&Self::key(gv, plural, name)))
+    }
+
+    /// Every object of `plural`.
+    pub fn all(&self, plural: &str) -> Vec<Value> {
+        self.with(|w| w.store.all(plural))
+    }
+
+    /// Merge-patches an object (as `kubectl patch --type merge` would).
+    pub fn patch(&self, gv: &str, plural: &str, name: &str, patch: Value) -> anyhow::Result<Value> {
+        let target = Self::store_target(gv, plural)?;
+        self.with(|w| w.store.patch(&target, &Self::key(gv, plural, name), &patch))
+            .map_err(|r| anyhow::anyhow!("patch failed: {}", r.code))
+    }
+
+    /// Deletes an object.
+    pub fn delete(&self, gv: &str, plural: &str, name: &str) -> anyhow::Result<()> {
+        let target = Self::store_target(gv, plural)?;
+        self.with(|w| w.store.delete(&target, &Self::key(gv, plural, name)))
+            .map(|_| ())
+            .map_err(|r| anyhow::anyhow!("delete failed: {}", r.code))
+    }
+
+    /// Writes a kubeconfig pointing at this server; for controller processes.
+    pub fn kubeconfig(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {NAMESPACE}\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+            self.addr
+        );
+        std::fs::write(path, text)?;
+        Ok(())
     }
 
     /// Requests so far: (method, path with any query, body).

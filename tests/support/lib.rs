@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context as _, bail};
 
+pub mod chart;
 pub mod fake_kube;
+pub mod fake_store;
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {

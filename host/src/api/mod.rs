@@ -6,6 +6,7 @@
 //! are refused. Errors are JSON: `{"error": "...", "code": 401}`. Request bodies are capped.
 
 pub mod metrics;
+mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ use crate::contract::model::Sample;
 use crate::engine::{Autoscaler, Engine};
 use crate::policies::{PolicyError, PolicyStore};
 pub use metrics::Metrics;
+pub use serve::{TlsFiles, serve};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 << 10;
@@ -118,18 +120,13 @@ fn error(code: StatusCode, message: &str) -> Response {
     ApiError::new(code, message).into_response()
 }
 
-fn find<'a>(state: &'a ApiState, name: &str) -> Result<&'a Arc<Autoscaler>, ApiError> {
-    state
-        .engine
-        .autoscalers()
-        .iter()
-        .find(|a| a.spec().name == name)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no autoscaler named {name:?}"),
-            )
-        })
+fn find(state: &ApiState, name: &str) -> Result<Arc<Autoscaler>, ApiError> {
+    state.engine.find(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no autoscaler named {name:?}"),
+        )
+    })
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -210,7 +207,7 @@ async fn status(State(state): State<Arc<ApiState>>, Path(name): Path<String>) ->
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let mut body = summary(autoscaler);
+    let mut body = summary(&autoscaler);
     body["engineState"] = json!(autoscaler.engine_state().await);
     body["records"] = json!(autoscaler.records());
     Json(body).into_response()

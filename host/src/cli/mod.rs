@@ -1,5 +1,6 @@
 //! The `wasmscaler` command line.
 
+mod controller;
 mod eval;
 mod inspect;
 mod policy;
@@ -42,6 +43,12 @@ enum Command {
     Validate(run::ValidateArgs),
     /// Upload, list or delete policies on a running host (`run --listen`).
     Policy(policy::PolicyArgs),
+    /// Run in a cluster: reconcile WasmAutoscaler resources, with leader election.
+    ///
+    /// Example: wasmscaler controller --namespace apps --listen 0.0.0.0:8080
+    Controller(Box<controller::ControllerArgs>),
+    /// Print the WasmAutoscaler CustomResourceDefinition (YAML) generated from the code.
+    Crd,
 }
 
 /// Where compiled components are cached.
@@ -86,6 +93,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args).await,
         Command::Validate(args) => run::validate(args).await,
         Command::Policy(args) => policy::run(args).await,
+        Command::Controller(args) => controller::run(*args).await,
+        Command::Crd => controller::crd(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

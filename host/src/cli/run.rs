@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, Metrics};
 use crate::config::{ConfigFile, build, load_guests};
 use crate::engine::HumanDuration;
-use crate::policies::PolicyStore;
+use crate::policies::{PolicySources, PolicyStore};
 use crate::sandbox::Sandbox;
 
 #[derive(Debug, Args)]
@@ -30,6 +30,41 @@ pub(super) struct RunArgs {
     /// WASMSCALER_API_TOKEN); without one those calls are refused.
     #[arg(long, value_name = "FILE")]
     api_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// HTTPS for the REST API.
+#[derive(Debug, Args)]
+pub(super) struct TlsArgs {
+    /// Serve the API over HTTPS with this PEM certificate chain (with --tls-key-file).
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub(super) fn files(&self) -> Option<api::TlsFiles> {
+        Some(api::TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+        })
+    }
+}
+
+/// The bearer token: from `file`, else `WASMSCALER_API_TOKEN`.
+pub(super) fn api_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    Ok(match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the API token from {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("WASMSCALER_API_TOKEN").ok(),
+    })
 }
 
 #[derive(Debug, Args)]
@@ -40,44 +75,17 @@ pub(super) struct ValidateArgs {
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ConfigFile::load(&args.config)?;
-    let token = match &args.api_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the API token from {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => std::env::var("WASMSCALER_API_TOKEN").ok(),
-    };
+    let token = api_token(args.api_token_file.as_ref())?;
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
+    let (sources, policies) = sources(&config, sandbox)?;
     let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(build(&config, &sandbox, Some(metrics.clone())).await?);
+    let engine = Arc::new(build(&config, &sources, Some(metrics.clone())).await?);
     let stop = CancellationToken::new();
     let api = match args.listen {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
-            let policies = PolicyStore::open(
-                config.state_dir.join("policies"),
-                sandbox.clone(),
-                config.sandbox.max_component_bytes,
-            )?;
-            let state = Arc::new(
-                ApiState::new(engine.clone(), metrics, token).with_policies(Arc::new(policies)),
-            );
-            let shutdown = stop.clone();
-            tracing::info!(%addr, "REST API listening");
-            Some(tokio::spawn(async move {
-                let serve = axum::serve(listener, api::router(state.clone()))
-                    .with_graceful_shutdown(async move {
-                        shutdown.cancelled().await;
-                        state.set_not_ready();
-                    });
-                if let Err(error) = serve.await {
-                    tracing::error!(%error, "REST API failed");
-                }
-            }))
+            let state =
+                Arc::new(ApiState::new(engine.clone(), metrics, token).with_policies(policies));
+            Some(api::serve(addr, state, args.tls.files(), stop.clone()).await?)
         }
         None => None,
     };
@@ -94,7 +102,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stop_on_signal(stop: CancellationToken, duration: Option<HumanDuration>) {
+pub(super) async fn stop_on_signal(stop: CancellationToken, duration: Option<HumanDuration>) {
     let deadline = async {
         match duration {
             Some(d) => tokio::time::sleep(d.0).await,
@@ -117,10 +125,25 @@ async fn stop_on_signal(stop: CancellationToken, duration: Option<HumanDuration>
     stop.cancel();
 }
 
+/// The policy sources of a config file: its fetch settings and its upload store.
+fn sources(
+    config: &ConfigFile,
+    sandbox: Arc<Sandbox>,
+) -> anyhow::Result<(PolicySources, Arc<PolicyStore>)> {
+    let store = Arc::new(PolicyStore::open(
+        config.state_dir.join("policies"),
+        sandbox.clone(),
+        config.sandbox.max_component_bytes,
+    )?);
+    let sources = PolicySources::new(sandbox, &config.fetch)?.with_uploads(store.clone());
+    Ok((sources, store))
+}
+
 pub(super) async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let config = ConfigFile::load(&args.config)?;
-    let sandbox = Sandbox::new(config.sandbox.clone())?;
-    let guests = load_guests(&config, &sandbox).await?;
+    let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
+    let (sources, _) = sources(&config, sandbox)?;
+    let guests = load_guests(&config, &sources).await?;
     for (spec, guests) in config.autoscalers.iter().zip(guests) {
         println!(
             "{}: ok (gather {} {}, evaluate {} {})",

@@ -106,7 +106,7 @@ pub struct Autoscaler {
     state: tokio::sync::Mutex<EngineState>,
     records: Mutex<VecDeque<RunRecord>>,
     clock: Clock,
-    observer: Option<Arc<dyn RunObserver>>,
+    observers: Vec<Arc<dyn RunObserver>>,
 }
 
 impl Autoscaler {
@@ -142,7 +142,7 @@ impl Autoscaler {
             state: tokio::sync::Mutex::new(state),
             records: Mutex::new(VecDeque::with_capacity(RECORDS_KEPT)),
             clock,
-            observer: None,
+            observers: Vec::new(),
         })
     }
 
@@ -189,7 +189,7 @@ impl Autoscaler {
         drop(state);
         record.duration_micros = micros(started.elapsed());
         self.log(&record);
-        if let Some(observer) = &self.observer {
+        for observer in &self.observers {
             observer.observe(&self.spec, &record);
         }
         if let Ok(mut records) = self.records.lock() {
@@ -241,9 +241,9 @@ impl Autoscaler {
         samples.map_err(|failure| failure.message)
     }
 
-    /// Reports every run to `observer` (metrics, events).
+    /// Also reports every run to `observer` (metrics, status).
     pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 

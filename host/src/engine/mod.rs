@@ -11,7 +11,8 @@ mod record;
 mod spec;
 pub mod store;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
@@ -19,27 +20,65 @@ pub use autoscaler::{Autoscaler, Clock, Guests, RunObserver, system_clock};
 pub use record::{Outcome, RunRecord};
 pub use spec::{AutoscalerSpec, Fallback, HumanDuration, RunMode, TargetSpec};
 
-/// Many autoscalers, one task each.
+/// Many autoscalers, one task each. The set can change while it runs (cluster mode adds and
+/// removes autoscalers as resources come and go); readers get snapshots.
+#[derive(Default)]
 pub struct Engine {
-    autoscalers: Vec<Arc<Autoscaler>>,
+    autoscalers: RwLock<BTreeMap<String, Arc<Autoscaler>>>,
 }
 
 impl Engine {
-    /// An engine for these autoscalers.
+    /// An engine for these autoscalers, each keyed by its name.
     pub fn new(autoscalers: Vec<Arc<Autoscaler>>) -> Self {
-        Engine { autoscalers }
+        Engine {
+            autoscalers: RwLock::new(
+                autoscalers
+                    .into_iter()
+                    .map(|a| (a.spec().name.clone(), a))
+                    .collect(),
+            ),
+        }
     }
 
-    /// The autoscalers.
-    pub fn autoscalers(&self) -> &[Arc<Autoscaler>] {
-        &self.autoscalers
+    /// A snapshot of the autoscalers, ordered by key.
+    pub fn autoscalers(&self) -> Vec<Arc<Autoscaler>> {
+        self.autoscalers
+            .read()
+            .map(|all| all.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The autoscaler under `key` (its name; `namespace/name` in cluster mode), or the only
+    /// one named `key`.
+    pub fn find(&self, key: &str) -> Option<Arc<Autoscaler>> {
+        let all = self.autoscalers.read().ok()?;
+        if let Some(found) = all.get(key) {
+            return Some(found.clone());
+        }
+        let mut named = all.values().filter(|a| a.spec().name == key);
+        match (named.next(), named.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        }
+    }
+
+    /// Adds or replaces the autoscaler under `key`; the caller runs it.
+    pub fn insert(&self, key: &str, autoscaler: Arc<Autoscaler>) {
+        if let Ok(mut all) = self.autoscalers.write() {
+            all.insert(key.to_owned(), autoscaler);
+        }
+    }
+
+    /// Removes the autoscaler under `key`.
+    pub fn remove(&self, key: &str) -> Option<Arc<Autoscaler>> {
+        self.autoscalers.write().ok()?.remove(key)
     }
 
     /// Runs every autoscaler until `stop`, lets in-flight runs finish, then releases the
     /// targets (local replicas are stopped).
     pub async fn run(&self, stop: CancellationToken) {
-        let tasks: Vec<_> = self
-            .autoscalers
+        let autoscalers = self.autoscalers();
+        let tasks: Vec<_> = autoscalers
             .iter()
             .map(|a| tokio::spawn(a.clone().run(stop.clone())))
             .collect();
@@ -48,6 +87,6 @@ impl Engine {
                 tracing::error!(%error, "an autoscaler task failed");
             }
         }
-        futures::future::join_all(self.autoscalers.iter().map(|a| a.target().shutdown())).await;
+        futures::future::join_all(autoscalers.iter().map(|a| a.target().shutdown())).await;
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::behavior::Behavior;
+use crate::policies::PolicyRef;
 use crate::sandbox::{Capabilities, Limits};
 use crate::targets::kubernetes::KubernetesRef;
 use crate::targets::local::LocalSpec;
@@ -26,13 +27,13 @@ pub struct AutoscalerSpec {
     pub target: TargetSpec,
     /// A component implementing the `policy` world.
     #[serde(default)]
-    pub policy: Option<PathBuf>,
+    pub policy: Option<PolicyRef>,
     /// A `metric-source` component (with `evaluator`), instead of `policy`.
     #[serde(default)]
-    pub metrics: Option<PathBuf>,
+    pub metrics: Option<PolicyRef>,
     /// An `evaluator` component (with `metrics`), instead of `policy`.
     #[serde(default)]
-    pub evaluator: Option<PathBuf>,
+    pub evaluator: Option<PolicyRef>,
     /// Lower bound; 0 allows scaling to zero.
     #[serde(default = "one")]
     pub min_replicas: u32,
@@ -138,7 +139,9 @@ impl From<TargetSpec> for TargetSpecRepr {
 }
 
 /// How often `gather` runs per run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunMode {
     /// Once, with every replica in the context.
@@ -149,7 +152,7 @@ pub enum RunMode {
 }
 
 /// KEDA-style fallback.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fallback {
     /// Consecutive failed runs before the fallback applies.
@@ -209,6 +212,21 @@ impl Serialize for HumanDuration {
     }
 }
 
+/// In a CRD schema a duration is a string such as `15s`; plain milliseconds are accepted
+/// by the parser but not advertised.
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m|h)?$",
+            "description": "A duration: 500ms, 15s, 2m or 1h.",
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -225,7 +243,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 impl AutoscalerSpec {
-    /// A spec for one `policy` component with every other field at the config file's default.
+    /// A spec for one `policy` component file with every other field at the config file's default.
     pub fn new(
         name: impl Into<String>,
         target: TargetSpec,
@@ -236,7 +254,7 @@ impl AutoscalerSpec {
             name: name.into(),
             namespace: String::new(),
             target,
-            policy: Some(policy.into()),
+            policy: Some(PolicyRef::File(policy.into())),
             metrics: None,
             evaluator: None,
             min_replicas: one(),

@@ -9,7 +9,7 @@ use crate::fsutil::write_atomic;
 
 /// What the engine must not forget across restarts: without the recommendation history a
 /// restarted host would scale down early, before the stabilization window has passed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineState {
     /// Stabilization and rate-limit history.
@@ -68,5 +68,34 @@ impl StateBackend for FileBackend {
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
         write_atomic(&self.path, &bytes)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+}
+
+/// Keeps the state in memory, starting from a given one: cluster mode, where the durable copy
+/// is the resource's status, written after every run.
+#[derive(Debug, Default)]
+pub struct MemoryBackend(std::sync::Mutex<EngineState>);
+
+impl MemoryBackend {
+    /// Starts from `state`.
+    pub fn new(state: EngineState) -> Self {
+        MemoryBackend(std::sync::Mutex::new(state))
+    }
+}
+
+impl StateBackend for MemoryBackend {
+    fn load(&self) -> Result<EngineState, String> {
+        self.0
+            .lock()
+            .map(|s| s.clone())
+            .map_err(|_| "engine state lock poisoned".into())
+    }
+    fn save(&self, state: &EngineState) -> Result<(), String> {
+        let mut slot = self
+            .0
+            .lock()
+            .map_err(|_| "engine state lock poisoned".to_owned())?;
+        *slot = state.clone();
+        Ok(())
     }
 }

@@ -16,7 +16,19 @@ use serde::{Deserialize, Serialize};
 use crate::contract::model::{GuestError, PodMetrics};
 
 /// One capability a guest may import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     /// `wasmscaler:policy/log`.
@@ -61,7 +73,7 @@ impl fmt::Display for Capability {
 }
 
 /// The capabilities granted to one autoscaler's guests.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capabilities {
     /// Structured logging.
@@ -91,7 +103,7 @@ impl Capabilities {
 }
 
 /// Grant of the `state` capability.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StateGrant {
     /// Quota of the whole store (keys plus values), in bytes.
@@ -114,7 +126,7 @@ impl Default for StateGrant {
 }
 
 /// Grant of the `http` capability.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpGrant {
     /// URL patterns a guest may GET. `*` matches any run of characters other than `/`;

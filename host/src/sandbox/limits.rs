@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// thousands of fuel units per call, an interpreted one (Python, JavaScript) around 10^5–10^6,
 /// so the default fuel budget leaves an interpreter ten times its need while an infinite loop
 /// in any language still ends in about 10–50 ms of CPU.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Limits {
     /// Fuel units per call: the deterministic CPU budget (roughly one unit per wasm operator).

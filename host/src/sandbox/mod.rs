@@ -183,6 +183,11 @@ impl Sandbox {
         self.load(bytes).await
     }
 
+    /// The largest component [`Sandbox::load`] accepts, in bytes.
+    pub fn max_component_bytes(&self) -> u64 {
+        self.max_component_bytes
+    }
+
     /// Validates, compiles (or fetches from cache) and pre-links a component.
     pub async fn load(&self, bytes: Vec<u8>) -> Result<Loaded, SandboxError> {
         let started = Instant::now();

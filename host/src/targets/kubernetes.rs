@@ -31,7 +31,7 @@ pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 const CONFLICT_RETRIES: usize = 3;
 
 /// `target.kubernetes` in the config file: a `scaleTargetRef`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubernetesRef {
     /// e.g. `apps/v1`, `example.com/v1`.

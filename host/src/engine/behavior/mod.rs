@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `behavior` of an autoscaler, in the shape of `HorizontalPodAutoscalerBehavior`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Behavior {
     /// Rules for scaling up; the HPA's defaults when absent.
@@ -23,7 +23,7 @@ pub struct Behavior {
 }
 
 /// `HPAScalingRules`: every field optional, defaulted per direction as the HPA does.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScalingRules {
     /// Seconds of past recommendations to consider (up: 0, down: 300 by default).
@@ -38,7 +38,7 @@ pub struct ScalingRules {
 }
 
 /// `selectPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SelectPolicy {
     /// The policy allowing the largest change.
     Max,
@@ -49,7 +49,7 @@ pub enum SelectPolicy {
 }
 
 /// `HPAScalingPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScalingPolicy {
     /// `Pods` or `Percent`.
@@ -62,7 +62,7 @@ pub struct ScalingPolicy {
 }
 
 /// `HPAScalingPolicyType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum PolicyType {
     /// An absolute number of replicas.
     Pods,
@@ -144,7 +144,7 @@ impl Behavior {
 }
 
 /// A past recommendation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Recommendation {
     /// Recommended replicas.
@@ -154,7 +154,7 @@ pub struct Recommendation {
 }
 
 /// A past scale change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleEvent {
     /// Replicas added (scale-up events) or removed (scale-down events).
@@ -164,7 +164,7 @@ pub struct ScaleEvent {
 }
 
 /// What stabilization and rate limits need to remember between runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct History {
     /// Recent recommendations (before stabilization).
@@ -176,7 +176,7 @@ pub struct History {
 }
 
 /// Why the rate step produced what it did (the HPA's `ScalingLimited` reasons).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum LimitReason {
     /// Nothing limited the recommendation.
     DesiredWithinRange,

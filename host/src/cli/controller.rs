@@ -1,0 +1,107 @@
+//! `wasmscaler controller` and `wasmscaler crd`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::run::{TlsArgs, api_token, stop_on_signal};
+use crate::controller::lease::LeaseSettings;
+use crate::controller::{self, ControllerConfig};
+use crate::engine::HumanDuration;
+use crate::policies::FetchConfig;
+use crate::sandbox::SandboxConfig;
+use crate::targets::kubernetes::client_from_environment;
+
+#[derive(Debug, Args)]
+pub(super) struct ControllerArgs {
+    /// Watch WasmAutoscalers in this namespace only; without it, in every namespace.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// This replica's name for the lease and Events [default: hostname-pid].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Act without leader election (only with a single replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// The Lease used for leader election.
+    #[arg(long, default_value = "wasmscaler")]
+    lease_name: String,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long a leader's lease lasts without renewal; a standby takes over after it.
+    #[arg(long, default_value = "15s", value_parser = |s: &str| HumanDuration::parse(s))]
+    lease_duration: HumanDuration,
+    /// Uploaded policies, guest state and (by default) the compiled cache.
+    #[arg(
+        long,
+        env = "WASMSCALER_STATE_DIR",
+        default_value = "/var/lib/wasmscaler"
+    )]
+    state_dir: PathBuf,
+    /// Compiled-component cache [default: STATE_DIR/cache].
+    #[arg(long, env = "WASMSCALER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// An OCI registry reached over plain HTTP (host or host:port); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// Serve the REST API on this address, e.g. 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token for mutating API calls (or set WASMSCALER_API_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "wasmscaler".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let election = (!args.no_leader_election).then(|| {
+        LeaseSettings::with_duration(
+            &args.lease_name,
+            &args.lease_namespace,
+            &identity,
+            args.lease_duration.0,
+        )
+    });
+    let config = ControllerConfig {
+        // The chart sets WATCH_NAMESPACE="" for "every namespace".
+        namespace: args.namespace.clone().filter(|ns| !ns.is_empty()),
+        identity,
+        election,
+        sandbox: SandboxConfig {
+            cache_dir: Some(
+                args.cache_dir
+                    .clone()
+                    .unwrap_or_else(|| args.state_dir.join("cache")),
+            ),
+            ..SandboxConfig::default()
+        },
+        state_dir: args.state_dir.clone(),
+        fetch: FetchConfig {
+            insecure_registries: args.insecure_registries.clone(),
+            ..FetchConfig::default()
+        },
+        listen: args.listen,
+        api_token: api_token(args.api_token_file.as_ref())?,
+        tls: args.tls.files(),
+    };
+    let client = client_from_environment().await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone(), None));
+    controller::run(client, config, stop).await
+}
+
+pub(super) fn crd() -> anyhow::Result<()> {
+    print!("{}", controller::crd::crd_yaml()?);
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Cluster mode: `WasmAutoscaler` resources ([`crd`]) reconciled into engine tasks
+//! ([`reconciler`]), status and Events ([`status`]), and leader election ([`lease`]) so that
+//! of several replicas exactly one acts.
+
+pub mod crd;
+pub mod lease;
+pub mod reconciler;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState, Metrics, TlsFiles};
+use crate::engine::Engine;
+use crate::policies::{FetchConfig, PolicySources, PolicyStore};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crd::WasmAutoscaler;
+use lease::{LeaderElector, LeaseEnd, LeaseSettings};
+use reconciler::{Reconciler, Shared};
+
+/// The name Events are reported under.
+pub const CONTROLLER_NAME: &str = "wasmscaler";
+
+/// Everything `wasmscaler controller` is configured with.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Watch this namespace only; `None` watches all.
+    pub namespace: Option<String>,
+    /// This replica's identity (pod name) for the lease and Events.
+    pub identity: String,
+    /// Leader election; `None` acts without (a single replica).
+    pub election: Option<LeaseSettings>,
+    /// Uploaded policies and guest state.
+    pub state_dir: PathBuf,
+    /// The sandbox.
+    pub sandbox: SandboxConfig,
+    /// Fetching `https://` and `oci://` policies.
+    pub fetch: FetchConfig,
+    /// Serve the REST API here.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Bearer token of the mutating API calls.
+    pub api_token: Option<String>,
+    /// HTTPS for the API.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Runs the controller until `stop`.
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "creating the state directory {}: {e}",
+            config.state_dir.display()
+        )
+    })?;
+    let store = Arc::new(PolicyStore::open(
+        config.state_dir.join("policies"),
+        sandbox.clone(),
+        config.sandbox.max_component_bytes,
+    )?);
+    let sources = Arc::new(PolicySources::new(sandbox, &config.fetch)?.with_uploads(store.clone()));
+    let engine = Arc::new(Engine::default());
+    let metrics = Arc::new(Metrics::new());
+    let api_task = match config.listen {
+        Some(addr) => {
+            let state = Arc::new(
+                ApiState::new(engine.clone(), metrics.clone(), config.api_token.clone())
+                    .with_policies(store),
+            );
+            Some(api::serve(addr, state, config.tls.clone(), stop.clone()).await?)
+        }
+        None => None,
+    };
+    let resources: Api<WasmAutoscaler> = match &config.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        api: resources,
+        engine,
+        sources,
+        recorder: Arc::new(Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.into(),
+                instance: Some(config.identity.clone()),
+            },
+        )),
+        observer: Some(metrics),
+        state_dir: config.state_dir.join("guest-state"),
+    });
+    let elector = config
+        .election
+        .clone()
+        .map(|settings| LeaderElector::new(client.clone(), settings));
+    tracing::info!(
+        identity = %config.identity,
+        namespace = config.namespace.as_deref().unwrap_or("(all)"),
+        leader_election = elector.is_some(),
+        "controller starting"
+    );
+    loop {
+        if let Some(elector) = &elector
+            && !elector.acquire(&stop).await
+        {
+            break;
+        }
+        let term = stop.child_token();
+        let mut reconciler = Reconciler::new(shared.clone());
+        let lost = match &elector {
+            Some(elector) => {
+                tokio::select! {
+                    end = elector.hold(&stop) => match end {
+                        LeaseEnd::Lost(why) => Some(why),
+                        LeaseEnd::Stopped => None,
+                    },
+                    _ = reconciler.run(&term) => None,
+                }
+            }
+            None => {
+                reconciler.run(&term).await;
+                None
+            }
+        };
+        term.cancel();
+        match &lost {
+            // Another replica may already act: stop mid-run rather than finish a write.
+            Some(why) => {
+                tracing::warn!(%why, "lost the lease; stopping every autoscaler at once");
+                reconciler.shutdown(true).await;
+            }
+            None => reconciler.shutdown(false).await,
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        if lost.is_none() {
+            // The watch ended without a stop or a lost lease: start a new term.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    if let Some(elector) = &elector {
+        // Only now that nothing acts any more may a standby start.
+        elector.release().await;
+    }
+    if let Some(task) = api_task {
+        let _ = task.await;
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}

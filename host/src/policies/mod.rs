@@ -1,0 +1,11 @@
+//! Policies before they reach the sandbox: how they are named ([`PolicyRef`]), where they
+//! come from ([`PolicySources`]: files, pinned URLs, OCI artifacts, uploads), and the upload
+//! store ([`PolicyStore`]).
+
+mod reference;
+mod sources;
+mod store;
+
+pub use reference::PolicyRef;
+pub use sources::{FetchConfig, OCI_LAYER_MEDIA_TYPES, PolicySources, SourceError};
+pub use store::{PolicyError, PolicyRecord, PolicyStore};

@@ -1,0 +1,196 @@
+//! Where a policy comes from: a file, an HTTPS URL pinned by digest, an OCI artifact, or an
+//! upload to this host's policy store. Written as one string so a config file or a
+//! `WasmAutoscaler` names a policy the way an image is named.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A reference to a policy component.
+///
+/// | written as | meaning |
+/// |---|---|
+/// | `file:/policies/cpu.wasm`, or a bare path | a file (in the config file, relative to it) |
+/// | `https://host/cpu.wasm@sha256:HEX` | fetched, and refused unless its sha256 is `HEX` |
+/// | `oci://registry/repo:tag`, `oci://registry/repo@sha256:HEX` | an OCI artifact |
+/// | `policy:NAME`, `policy:NAME@sha256:HEX` | uploaded to this host (`PUT /api/v1/policies/NAME`) |
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PolicyRef {
+    /// A file on the host.
+    File(PathBuf),
+    /// An HTTP(S) URL and the sha256 its content must have.
+    Url {
+        /// The URL, without the digest suffix.
+        url: String,
+        /// Hex sha256 of the content.
+        sha256: String,
+    },
+    /// An OCI artifact: `registry/repository[:tag][@sha256:HEX]`.
+    Oci(String),
+    /// An uploaded policy, optionally pinned to a digest.
+    Uploaded {
+        /// Its name in the store.
+        name: String,
+        /// Hex sha256 it must have.
+        sha256: Option<String>,
+    },
+}
+
+const DIGEST_PREFIX: &str = "@sha256:";
+
+fn hex_digest(text: &str) -> Result<String, String> {
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{text:?} is not a sha256 digest (64 hexadecimal digits)"
+        ))
+    }
+}
+
+impl PolicyRef {
+    /// Parses the string form (see the type's table).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("policy reference is empty".into());
+        }
+        if let Some(path) = text.strip_prefix("file://") {
+            return Ok(PolicyRef::File(PathBuf::from(path)));
+        }
+        if let Some(path) = text.strip_prefix("file:") {
+            return Ok(PolicyRef::File(PathBuf::from(path)));
+        }
+        if text.starts_with("https://") || text.starts_with("http://") {
+            let Some((url, digest)) = text.rsplit_once(DIGEST_PREFIX) else {
+                return Err(format!(
+                    "{text}: a URL reference must pin the content: append @sha256:HEX"
+                ));
+            };
+            url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+            return Ok(PolicyRef::Url {
+                url: url.to_owned(),
+                sha256: hex_digest(digest).map_err(|e| format!("{text}: {e}"))?,
+            });
+        }
+        if let Some(reference) = text.strip_prefix("oci://") {
+            reference
+                .parse::<oci_client::Reference>()
+                .map_err(|e| format!("{text}: not an OCI reference: {e}"))?;
+            return Ok(PolicyRef::Oci(reference.to_owned()));
+        }
+        if let Some(rest) = text.strip_prefix("policy:") {
+            let (name, sha256) = match rest.split_once(DIGEST_PREFIX) {
+                Some((name, digest)) => (
+                    name,
+                    Some(hex_digest(digest).map_err(|e| format!("{text}: {e}"))?),
+                ),
+                None => (rest, None),
+            };
+            if name.is_empty() {
+                return Err(format!("{text}: the policy name is missing"));
+            }
+            return Ok(PolicyRef::Uploaded {
+                name: name.to_owned(),
+                sha256,
+            });
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(format!(
+                "{text}: unknown scheme {scheme:?} (use file:, https://, oci:// or policy:)"
+            ));
+        }
+        Ok(PolicyRef::File(PathBuf::from(text)))
+    }
+}
+
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyRef::File(path) => write!(f, "{}", path.display()),
+            PolicyRef::Url { url, sha256 } => write!(f, "{url}{DIGEST_PREFIX}{sha256}"),
+            PolicyRef::Oci(reference) => write!(f, "oci://{reference}"),
+            PolicyRef::Uploaded { name, sha256: None } => write!(f, "policy:{name}"),
+            PolicyRef::Uploaded {
+                name,
+                sha256: Some(sha256),
+            } => write!(f, "policy:{name}{DIGEST_PREFIX}{sha256}"),
+        }
+    }
+}
+
+impl From<PathBuf> for PolicyRef {
+    fn from(path: PathBuf) -> Self {
+        PolicyRef::File(path)
+    }
+}
+
+impl From<&std::path::Path> for PolicyRef {
+    fn from(path: &std::path::Path) -> Self {
+        PolicyRef::File(path.to_path_buf())
+    }
+}
+
+impl Serialize for PolicyRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        PolicyRef::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for PolicyRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PolicyRef".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "description": "file:PATH, https://URL@sha256:HEX, oci://REGISTRY/REPO[:TAG][@sha256:HEX] or policy:NAME[@sha256:HEX]",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PolicyRef;
+
+    const D: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn every_form_round_trips() {
+        for text in [
+            "guests/cpu.wasm".to_string(),
+            format!("https://example.com/p/cpu.wasm@sha256:{D}"),
+            "oci://ghcr.io/acme/cpu:v1".into(),
+            format!("oci://127.0.0.1:5000/acme/cpu@sha256:{D}"),
+            "policy:cpu-target".into(),
+            format!("policy:cpu-target@sha256:{D}"),
+        ] {
+            let parsed = PolicyRef::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert_eq!(
+            PolicyRef::parse("file:/p/cpu.wasm"),
+            Ok(PolicyRef::File("/p/cpu.wasm".into()))
+        );
+    }
+
+    #[test]
+    fn bad_references_say_why() {
+        let err = |t: &str| PolicyRef::parse(t).expect_err(t);
+        assert!(err("https://example.com/cpu.wasm").contains("must pin"));
+        assert!(err("https://example.com/cpu.wasm@sha256:abc").contains("not a sha256"));
+        assert!(err("ftp://example.com/cpu.wasm").contains("unknown scheme"));
+        assert!(err("oci://UPPER/Case").contains("not an OCI reference"));
+        assert!(err("policy:").contains("name is missing"));
+        assert!(err("").contains("empty"));
+    }
+}

@@ -1,0 +1,433 @@
+//! Cluster mode against the fake API server over real HTTP: `WasmAutoscaler` resources run,
+//! edited and deleted; status, Events and history; restart mid-window; leader election with
+//! real controller processes and a failover; and the chart's RBAC checked against every call
+//! the controller made.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wasmscaler::controller::lease::LeaseSettings;
+use wasmscaler::controller::{self, ControllerConfig};
+use wasmscaler::policies::FetchConfig;
+use wasmscaler::sandbox::SandboxConfig;
+
+#[allow(dead_code)] // shared helpers, not all of which these tests use
+#[path = "support/lib.rs"]
+mod support;
+
+use support::build_rust_guest;
+use support::chart::assert_rbac_covers;
+use support::fake_kube::FakeKube;
+
+const WSA: (&str, &str) = ("wasmscaler.dev/v1alpha1", "wasmautoscalers");
+
+/// A deployment `web` with three pods at 450m, 400m and 500m of 500m requests: the cpu-target
+/// guest at 50 % asks for ceil(3 × 1.8) = 6 (and more once the deployment has grown, as the
+/// fake's pods do not follow it: the resources cap it at 6).
+async fn cluster() -> anyhow::Result<FakeKube> {
+    let fake = FakeKube::start().await?;
+    fake.add_scalable("apps/v1", "Deployment", "deployments", "web", 3);
+    for (i, cpu) in [450, 400, 500].into_iter().enumerate() {
+        fake.add_pod(FakeKube::pod(&format!("web-{i}"), "web", cpu));
+    }
+    Ok(fake)
+}
+
+fn resource(name: &str, extra: Value) -> anyhow::Result<Value> {
+    let policy = build_rust_guest("guests/cpu-target")?;
+    let mut spec = json!({
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "policy": format!("file:{}", policy.display()),
+        "maxReplicas": 6,
+        "interval": "200ms",
+        "config": {"targetUtilization": "50"},
+        "capabilities": {"kubernetesMetrics": true},
+    });
+    support::fake_store::merge_patch(&mut spec, &extra);
+    Ok(json!({"metadata": {"name": name}, "spec": spec}))
+}
+
+fn config(state: &std::path::Path, election: Option<LeaseSettings>) -> ControllerConfig {
+    ControllerConfig {
+        namespace: Some("default".into()),
+        identity: "test-controller".into(),
+        election,
+        state_dir: state.to_path_buf(),
+        sandbox: SandboxConfig::default(),
+        fetch: FetchConfig::default(),
+        listen: None,
+        api_token: None,
+        tls: None,
+    }
+}
+
+/// Starts a controller in this process; stopping the token stops it.
+fn spawn_controller(
+    fake: &FakeKube,
+    config: ControllerConfig,
+) -> anyhow::Result<(
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let client = fake.client(Duration::from_secs(15))?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(controller::run(client, config, stop.clone()));
+    Ok((stop, task))
+}
+
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+fn status(fake: &FakeKube, name: &str) -> Value {
+    fake.get(WSA.0, WSA.1, name)
+        .map(|o| o["status"].clone())
+        .unwrap_or_default()
+}
+
+fn condition(status: &Value, type_: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+fn scale_reads(fake: &FakeKube) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|(m, path, _)| m == "GET" && path.ends_with("/deployments/web/scale"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_is_run_edited_without_losing_history_and_stopped_on_delete()
+-> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    fake.create(WSA.0, WSA.1, resource("web", json!({}))?)?;
+
+    // Created → target scaled → status and Events written.
+    wait_for("the deployment at 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    wait_for("status after the scale", Duration::from_secs(10), || {
+        status(&fake, "web")["desiredReplicas"] == 6 && status(&fake, "web")["currentReplicas"] == 6
+    })
+    .await
+    .with_context(|| format!("{:#}", status(&fake, "web")))?;
+    let s = status(&fake, "web");
+    assert_eq!(condition(&s, "Ready")["status"], "True", "{s:#}");
+    assert_eq!(condition(&s, "Active")["status"], "True", "{s:#}");
+    assert_eq!(condition(&s, "PolicyFailed")["status"], "False", "{s:#}");
+    assert_eq!(s["observedGeneration"], 1);
+    assert!(
+        s["lastDecision"]["targetReplicas"].as_u64() >= Some(6),
+        "{s:#}"
+    );
+    assert!(s["lastScaleTime"].is_string(), "{s:#}");
+    assert_eq!(s["policyDigests"].as_array().map(Vec::len), Some(1));
+    let history = s["engineState"]["history"]["recommendations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!history.is_empty(), "{s:#}");
+    let events = fake.all("events");
+    let scaled = events
+        .iter()
+        .find(|e| e["reason"] == "Scaled")
+        .ok_or_else(|| anyhow::anyhow!("no Scaled event in {events:#?}"))?;
+    assert_eq!(scaled["regarding"]["kind"], "WasmAutoscaler");
+    assert_eq!(scaled["regarding"]["name"], "web");
+    assert_eq!(scaled["reportingController"], "wasmscaler");
+    assert!(
+        scaled["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("from 3 to 6")),
+        "{scaled:#}"
+    );
+
+    // Spec edited → task rebuilt with the history: the guest still wants 6, the new max is 4,
+    // but the 6s recommended before the edit hold the count inside the scale-down window.
+    let first_at = history[0]["atMs"].clone();
+    fake.patch(WSA.0, WSA.1, "web", json!({"spec": {"maxReplicas": 4}}))?;
+    wait_for("the edited spec observed", Duration::from_secs(10), || {
+        let s = status(&fake, "web");
+        s["observedGeneration"] == 2
+            && condition(&s, "ScalingLimited")["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("clamped to 4"))
+    })
+    .await
+    .with_context(|| format!("{:#}", status(&fake, "web")))?;
+    let s = status(&fake, "web");
+    assert_eq!(
+        condition(&s, "ScalingLimited")["reason"],
+        "TooManyReplicas",
+        "{s:#}"
+    );
+    let kept = s["engineState"]["history"]["recommendations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        kept.iter().any(|r| r["atMs"] == first_at),
+        "history lost on edit: {s:#}"
+    );
+    assert_eq!(
+        fake.replicas("web"),
+        Some(6),
+        "scaled down early after the edit"
+    );
+
+    // Deleted → task stopped: no more reads, and an outside change is left alone.
+    fake.delete(WSA.0, WSA.1, "web")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reads = scale_reads(&fake);
+    fake.set_replicas("web", 2);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        scale_reads(&fake),
+        reads,
+        "the deleted autoscaler still runs"
+    );
+    assert_eq!(fake.replicas("web"), Some(2));
+
+    stop.cancel();
+    task.await??;
+    assert_rbac_covers(&fake.requests())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_window_resumes_the_history_from_status() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    fake.create(WSA.0, WSA.1, resource("web", json!({}))?)?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    wait_for("the deployment at 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    stop.cancel();
+    task.await??;
+
+    // Load drops while no controller runs: the guest now asks for 2 (10 % against 50 %).
+    fake.set_cpu_usage("web", 50);
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    let reads = scale_reads(&fake);
+    wait_for(
+        "five runs of the restarted controller",
+        Duration::from_secs(20),
+        || scale_reads(&fake) >= reads + 5,
+    )
+    .await?;
+    let s = status(&fake, "web");
+    assert_eq!(s["lastDecision"]["targetReplicas"], 2, "{s:#}");
+    assert_eq!(
+        fake.replicas("web"),
+        Some(6),
+        "scaled down inside the window after a restart: {s:#}"
+    );
+    stop.cancel();
+    task.await??;
+
+    // The same restart without the history in the status does scale down at once: the
+    // status is what held the count.
+    let mut cleared = fake.get(WSA.0, WSA.1, "web").unwrap_or_default();
+    cleared["status"]["engineState"] = Value::Null;
+    fake.patch(WSA.0, WSA.1, "web", json!({"status": cleared["status"]}))?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    wait_for(
+        "the scale-down without history",
+        Duration::from_secs(20),
+        || fake.replicas("web") == Some(2),
+    )
+    .await?;
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_stops_acting_at_once() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let election = LeaseSettings::with_duration(
+        "wasmscaler",
+        "default",
+        "test-controller",
+        Duration::from_secs(3),
+    );
+    let (stop, task) = spawn_controller(&fake, config(state.path(), Some(election)))?;
+    fake.create(WSA.0, WSA.1, resource("web", json!({}))?)?;
+    wait_for("the deployment at 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    let lease = fake
+        .get("coordination.k8s.io/v1", "leases", "wasmscaler")
+        .unwrap_or_default();
+    assert_eq!(
+        lease["spec"]["holderIdentity"], "test-controller",
+        "{lease:#}"
+    );
+
+    // Another replica takes the lease (as after a partition): the next renewal finds it, and
+    // from then on this one writes nothing.
+    // The intruder keeps renewing, as a live leader would.
+    let renewing = CancellationToken::new();
+    let intruder = {
+        let (fake, renewing) = (fake.clone(), renewing.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !renewing.is_cancelled() {
+                n += 1;
+                let renewed = format!("2026-11-22T04:00:{:02}.000000Z", n % 60);
+                let _ = fake.patch(
+                    "coordination.k8s.io/v1",
+                    "leases",
+                    "wasmscaler",
+                    json!({"spec": {"holderIdentity": "intruder", "renewTime": renewed}}),
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    fake.set_replicas("web", 3);
+    let reads = scale_reads(&fake);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(fake.replicas("web"), Some(3), "a deposed leader scaled");
+    assert_eq!(scale_reads(&fake), reads, "a deposed leader still runs");
+    renewing.cancel();
+    intruder.await?;
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn controller_process(
+    fake_kubeconfig: &std::path::Path,
+    identity: &str,
+    state: &std::path::Path,
+) -> anyhow::Result<Controller> {
+    let child = Command::new(env!("CARGO_BIN_EXE_wasmscaler"))
+        .args([
+            "controller",
+            "--namespace",
+            "default",
+            "--lease-duration",
+            "3s",
+            "--identity",
+            identity,
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .env("KUBECONFIG", fake_kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok(Controller(child))
+}
+
+fn holder(fake: &FakeKube) -> String {
+    fake.get("coordination.k8s.io/v1", "leases", "wasmscaler")
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controller_processes_elect_one_leader_and_fail_over() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.kubeconfig(&kubeconfig)?;
+    fake.create(WSA.0, WSA.1, resource("web", json!({}))?)?;
+    let mut a = Some(controller_process(
+        &kubeconfig,
+        "replica-a",
+        &dir.path().join("a"),
+    )?);
+    let mut b = Some(controller_process(
+        &kubeconfig,
+        "replica-b",
+        &dir.path().join("b"),
+    )?);
+
+    wait_for("a leader", Duration::from_secs(30), || {
+        !holder(&fake).is_empty()
+    })
+    .await?;
+    wait_for("the deployment at 6", Duration::from_secs(60), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    let leader = holder(&fake);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let instances: std::collections::BTreeSet<String> = fake
+        .all("events")
+        .iter()
+        .filter_map(|e| e["reportingInstance"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(instances, [leader.clone()].into(), "events from a standby");
+
+    // Kill the leader without a chance to release: the standby waits out the lease, then acts.
+    let (killed, survivor) = if leader == "replica-a" {
+        (a.take(), "replica-b")
+    } else {
+        (b.take(), "replica-a")
+    };
+    drop(killed);
+    fake.set_replicas("web", 3);
+    wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(30),
+        || holder(&fake) == survivor,
+    )
+    .await?;
+    wait_for("the new leader to scale", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    let from_survivor = fake
+        .all("events")
+        .iter()
+        .any(|e| e["reportingInstance"] == survivor && e["reason"] == "Scaled");
+    assert!(from_survivor, "no Scaled event from the new leader");
+    let lease = fake
+        .get("coordination.k8s.io/v1", "leases", "wasmscaler")
+        .unwrap_or_default();
+    assert!(
+        lease["spec"]["leaseTransitions"].as_i64() >= Some(1),
+        "{lease:#}"
+    );
+    drop((a, b));
+    assert_rbac_covers(&fake.requests())?;
+    Ok(())
+}
