@@ -1,0 +1,168 @@
+//! The Helm chart, checked without a Helm binary: every template is YAML once its actions are
+//! stripped, every value a template uses exists in values.yaml, the chart's CRD is the one
+//! the code generates, and the pod is hardened. (Its RBAC is checked against the controller's
+//! real requests in tests/controller.rs.)
+
+use std::collections::BTreeSet;
+
+use wasmscaler_tests::chart::{chart_dir, strip_actions, templates};
+
+fn values() -> anyhow::Result<serde_yaml::Value> {
+    Ok(serde_yaml::from_str(&std::fs::read_to_string(
+        chart_dir().join("values.yaml"),
+    )?)?)
+}
+
+/// Every `.Values.a.b` path used in the templates, with the file using it.
+fn values_used() -> anyhow::Result<BTreeSet<(String, String)>> {
+    let mut used = BTreeSet::new();
+    for entry in std::fs::read_dir(chart_dir().join("templates"))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&path)?;
+        for (at, _) in text.match_indices(".Values.") {
+            let rest = &text[at + ".Values.".len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                .unwrap_or(rest.len());
+            used.insert((name.clone(), rest[..end].trim_end_matches('.').to_owned()));
+        }
+    }
+    Ok(used)
+}
+
+#[test]
+fn every_template_is_well_formed_yaml_once_actions_are_stripped() -> anyhow::Result<()> {
+    let mut kinds = BTreeSet::new();
+    for (file, docs) in templates()? {
+        assert!(!docs.is_empty(), "templates/{file} has no document");
+        for doc in docs {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            assert!(!kind.is_empty(), "templates/{file}: a document without kind");
+            assert!(
+                doc["apiVersion"].as_str().is_some(),
+                "templates/{file}: {kind} without apiVersion"
+            );
+            kinds.insert(kind);
+        }
+    }
+    for expected in [
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "PersistentVolumeClaim",
+        "Secret",
+        "ServiceMonitor",
+        "NetworkPolicy",
+    ] {
+        assert!(kinds.contains(expected), "no {expected} in the chart");
+    }
+    // The stripping itself: actions go, text around them stays, emptied lines go.
+    assert_eq!(
+        strip_actions("a: {{ .Values.x }}\n  {{- if .y }}\nb: \"{{ .z }}:1\"\n"),
+        "a:\nb: \":1\"\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn every_value_a_template_uses_is_in_values_yaml() -> anyhow::Result<()> {
+    let values = values()?;
+    let used = values_used()?;
+    assert!(used.len() > 20, "suspiciously few values used: {used:?}");
+    for (file, path) in used {
+        let mut node = &values;
+        for key in path.split('.') {
+            node = node
+                .get(key)
+                .unwrap_or_else(|| panic!("templates/{file} uses .Values.{path}, which values.yaml lacks"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_chart_crd_is_the_one_the_code_generates() -> anyhow::Result<()> {
+    let chart = std::fs::read_to_string(chart_dir().join("crds").join("wasmautoscalers.yaml"))?;
+    let code = wasmscaler::controller::crd::crd_yaml()?;
+    assert!(
+        chart == code,
+        "charts/wasmscaler/crds/wasmautoscalers.yaml differs from `wasmscaler crd`; regenerate it with\n  cargo run -p wasmscaler -- crd > charts/wasmscaler/crds/wasmautoscalers.yaml"
+    );
+    let crd: serde_yaml::Value = serde_yaml::from_str(&chart)?;
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "wsa");
+    let columns: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_sequence()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        columns,
+        ["Target", "Min", "Max", "Current", "Desired", "Age", "Ready"]
+    );
+    assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_mapping());
+    Ok(())
+}
+
+#[test]
+fn the_pod_is_hardened_probed_and_leader_elected() -> anyhow::Result<()> {
+    let values = values()?;
+    assert_eq!(values["replicaCount"], 2);
+    assert_eq!(values["leaderElection"]["enabled"], true);
+    let pod = &values["podSecurityContext"];
+    assert_eq!(pod["runAsNonRoot"], true);
+    assert_eq!(pod["seccompProfile"]["type"], "RuntimeDefault");
+    let container = &values["securityContext"];
+    assert_eq!(container["readOnlyRootFilesystem"], true);
+    assert_eq!(container["allowPrivilegeEscalation"], false);
+    assert_eq!(container["capabilities"]["drop"][0], "ALL");
+    assert!(values["resources"]["requests"]["cpu"].is_string());
+    assert!(values["resources"]["limits"]["memory"].is_string());
+
+    let deployment = std::fs::read_to_string(chart_dir().join("templates").join("deployment.yaml"))?;
+    for wiring in [
+        "{{- toYaml .Values.podSecurityContext | nindent 8 }}",
+        "{{- toYaml .Values.securityContext | nindent 12 }}",
+        "{{- toYaml .Values.resources | nindent 12 }}",
+    ] {
+        assert!(deployment.contains(wiring), "deployment.yaml lacks {wiring}");
+    }
+    let (_, docs) = templates()?
+        .into_iter()
+        .find(|(f, _)| f == "deployment.yaml")
+        .ok_or_else(|| anyhow::anyhow!("no deployment.yaml"))?;
+    let container = &docs[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(args.first(), Some(&"controller"));
+    // Every flag the chart passes is one the binary accepts.
+    let mut cli = <wasmscaler::cli::Cli as clap::CommandFactory>::command();
+    // Built, so global flags (--log-json) are propagated to the subcommand.
+    cli.build();
+    let help = cli
+        .find_subcommand_mut("controller")
+        .map(|c| c.render_long_help().to_string())
+        .unwrap_or_default();
+    for arg in &args[1..] {
+        let flag = arg.split('=').next().unwrap_or_default();
+        assert!(help.contains(flag), "the chart passes {flag}, unknown to `wasmscaler controller`");
+    }
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_sequence()
+        .map(|m| m.iter().filter_map(|v| v["mountPath"].as_str()).collect())
+        .unwrap_or_default();
+    for writable in ["/var/lib/wasmscaler", "/var/cache/wasmscaler", "/tmp"] {
+        assert!(mounts.contains(&writable), "{writable} is not mounted (read-only root)");
+    }
+    Ok(())
+}
