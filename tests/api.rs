@@ -435,3 +435,98 @@ async fn oversized_policies_are_refused_with_413() -> anyhow::Result<()> {
     assert_eq!(error["code"], 413);
     Ok(())
 }
+
+/// A self-signed certificate for 127.0.0.1, made by the openssl command line.
+fn self_signed(dir: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=wasmscaler",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // A leaf, not a CA: rustls refuses a CA certificate as a server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "openssl could not make a certificate");
+    Ok((cert, key))
+}
+
+#[tokio::test]
+async fn the_api_serves_https_when_given_a_certificate() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = self_signed(dir.path())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let state = Arc::new(ApiState::new(
+        Arc::new(Engine::default()),
+        Arc::new(Metrics::new()),
+        None,
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = wasmscaler::api::serve(
+        addr,
+        state,
+        Some(wasmscaler::api::TlsFiles {
+            cert: cert.clone(),
+            key,
+        }),
+        stop.clone(),
+    )
+    .await?;
+    let trusted = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert)?)?)
+        .build()?;
+    let response = trusted
+        .get(format!("https://{addr}/healthz"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await?, "ok");
+    // Plain HTTP to the TLS port gets no API answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+    // An untrusting client refuses the self-signed certificate: it is really TLS.
+    assert!(
+        reqwest::get(format!("https://{addr}/healthz"))
+            .await
+            .is_err()
+    );
+    stop.cancel();
+    server.await?;
+
+    // A missing key is an error at start, naming the files.
+    let err = wasmscaler::api::serve(
+        addr,
+        Arc::new(ApiState::new(
+            Arc::new(Engine::default()),
+            Arc::new(Metrics::new()),
+            None,
+        )),
+        Some(wasmscaler::api::TlsFiles {
+            cert,
+            key: dir.path().join("absent.key"),
+        }),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("a missing key was accepted"))?;
+    assert!(format!("{err:#}").contains("absent.key"), "{err:#}");
+    Ok(())
+}

@@ -41,7 +41,10 @@ fn every_template_is_well_formed_yaml_once_actions_are_stripped() -> anyhow::Res
         assert!(!docs.is_empty(), "templates/{file} has no document");
         for doc in docs {
             let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
-            assert!(!kind.is_empty(), "templates/{file}: a document without kind");
+            assert!(
+                !kind.is_empty(),
+                "templates/{file}: a document without kind"
+            );
             assert!(
                 doc["apiVersion"].as_str().is_some(),
                 "templates/{file}: {kind} without apiVersion"
@@ -80,9 +83,9 @@ fn every_value_a_template_uses_is_in_values_yaml() -> anyhow::Result<()> {
     for (file, path) in used {
         let mut node = &values;
         for key in path.split('.') {
-            node = node
-                .get(key)
-                .unwrap_or_else(|| panic!("templates/{file} uses .Values.{path}, which values.yaml lacks"));
+            node = node.get(key).unwrap_or_else(|| {
+                panic!("templates/{file} uses .Values.{path}, which values.yaml lacks")
+            });
         }
     }
     Ok(())
@@ -125,13 +128,17 @@ fn the_pod_is_hardened_probed_and_leader_elected() -> anyhow::Result<()> {
     assert!(values["resources"]["requests"]["cpu"].is_string());
     assert!(values["resources"]["limits"]["memory"].is_string());
 
-    let deployment = std::fs::read_to_string(chart_dir().join("templates").join("deployment.yaml"))?;
+    let deployment =
+        std::fs::read_to_string(chart_dir().join("templates").join("deployment.yaml"))?;
     for wiring in [
         "{{- toYaml .Values.podSecurityContext | nindent 8 }}",
         "{{- toYaml .Values.securityContext | nindent 12 }}",
         "{{- toYaml .Values.resources | nindent 12 }}",
     ] {
-        assert!(deployment.contains(wiring), "deployment.yaml lacks {wiring}");
+        assert!(
+            deployment.contains(wiring),
+            "deployment.yaml lacks {wiring}"
+        );
     }
     let (_, docs) = templates()?
         .into_iter()
@@ -155,14 +162,20 @@ fn the_pod_is_hardened_probed_and_leader_elected() -> anyhow::Result<()> {
         .unwrap_or_default();
     for arg in &args[1..] {
         let flag = arg.split('=').next().unwrap_or_default();
-        assert!(help.contains(flag), "the chart passes {flag}, unknown to `wasmscaler controller`");
+        assert!(
+            help.contains(flag),
+            "the chart passes {flag}, unknown to `wasmscaler controller`"
+        );
     }
     let mounts: Vec<&str> = container["volumeMounts"]
         .as_sequence()
         .map(|m| m.iter().filter_map(|v| v["mountPath"].as_str()).collect())
         .unwrap_or_default();
     for writable in ["/var/lib/wasmscaler", "/var/cache/wasmscaler", "/tmp"] {
-        assert!(mounts.contains(&writable), "{writable} is not mounted (read-only root)");
+        assert!(
+            mounts.contains(&writable),
+            "{writable} is not mounted (read-only root)"
+        );
     }
     Ok(())
 }

@@ -431,3 +431,64 @@ async fn two_controller_processes_elect_one_leader_and_fail_over() -> anyhow::Re
     assert_rbac_covers(&fake.requests())?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oci_policy_runs_and_a_bad_reference_fails_static_with_an_event() -> anyhow::Result<()> {
+    let registry = support::registry::start_registry()?;
+    let wasm = std::fs::read(build_rust_guest("guests/cpu-target")?)?;
+    let digest = support::registry::push(&registry.addr, "policies/cpu:v1", &wasm).await?;
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let mut config = config(state.path(), None);
+    config.fetch.insecure_registries = vec![registry.addr.clone()];
+    let (stop, task) = spawn_controller(&fake, config)?;
+
+    // A digest that is not in the registry: not Ready, a Warning event, nothing scaled.
+    let wrong = format!(
+        "oci://{}/policies/cpu@sha256:{}",
+        registry.addr,
+        "3".repeat(64)
+    );
+    fake.create(WSA.0, WSA.1, resource("web", json!({"policy": wrong}))?)?;
+    wait_for(
+        "the load failure in status",
+        Duration::from_secs(20),
+        || condition(&status(&fake, "web"), "PolicyFailed")["status"] == "True",
+    )
+    .await?;
+    let s = status(&fake, "web");
+    let ready = condition(&s, "Ready");
+    assert_eq!(ready["status"], "False", "{s:#}");
+    assert_eq!(ready["reason"], "PolicyLoadFailed", "{s:#}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("policies/cpu")),
+        "{s:#}"
+    );
+    wait_for("a Warning event", Duration::from_secs(10), || {
+        fake.all("events")
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == "PolicyLoadFailed")
+    })
+    .await?;
+    assert_eq!(fake.replicas("web"), Some(3));
+
+    // Fixed to the pushed digest: pulled, run, scaled.
+    let right = format!("oci://{}/policies/cpu@{digest}", registry.addr);
+    fake.patch(WSA.0, WSA.1, "web", json!({"spec": {"policy": right}}))?;
+    wait_for("the deployment at 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    let s = status(&fake, "web");
+    assert_eq!(condition(&s, "Ready")["status"], "True", "{s:#}");
+    assert_eq!(
+        s["policyDigests"][0],
+        support::registry::sha256_hex(&wasm),
+        "{s:#}"
+    );
+    stop.cancel();
+    task.await??;
+    Ok(())
+}

@@ -11,6 +11,18 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 command -v python3 >/dev/null || { echo "python3 is needed for the benchmark baseline (apt-get install python3)" >&2; exit 1; }
 
+# Debian's docker-registry serves the oci:// policy tests; openssl makes the TLS test's
+# certificate.
+packages=()
+[ -x /usr/bin/docker-registry ] || packages+=(docker-registry)
+command -v openssl >/dev/null || packages+=(openssl)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "installing ${packages[*]} from Debian for the tests" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  apt_install() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null; }
+  apt_install || { $sudo apt-get update -qq >/dev/null && apt_install; }
+fi
+
 # One profile for everything (tests, the CLI binary, benches in test mode): wasmtime and
 # cranelift compile once.
 cargo test --workspace --all-targets

@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 pub mod chart;
 pub mod fake_kube;
 pub mod fake_store;
+pub mod registry;
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
