@@ -179,3 +179,21 @@ fn the_pod_is_hardened_probed_and_leader_elected() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn the_example_resources_are_valid_wasm_autoscalers() -> anyhow::Result<()> {
+    let dir = chart_dir().join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        let resource: wasmscaler::controller::crd::WasmAutoscaler =
+            serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        resource
+            .autoscaler_spec()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        checked += 1;
+    }
+    assert!(checked > 0, "no examples in {}", dir.display());
+    Ok(())
+}

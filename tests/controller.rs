@@ -118,7 +118,12 @@ async fn a_resource_is_run_edited_without_losing_history_and_stopped_on_delete()
 -> anyhow::Result<()> {
     let fake = cluster().await?;
     let state = tempfile::tempdir()?;
-    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut config = config(state.path(), None);
+    config.listen = Some(format!("127.0.0.1:{port}").parse()?);
+    let (stop, task) = spawn_controller(&fake, config)?;
     fake.create(WSA.0, WSA.1, resource("web", json!({}))?)?;
 
     // Created → target scaled → status and Events written.
@@ -126,6 +131,15 @@ async fn a_resource_is_run_edited_without_losing_history_and_stopped_on_delete()
         fake.replicas("web") == Some(6)
     })
     .await?;
+    // The REST API sees the resource under namespace/name.
+    let url = format!("http://127.0.0.1:{port}/api/v1/namespaces/default/autoscalers/web");
+    let api: Value = reqwest::get(url).await?.json().await?;
+    assert_eq!(api["name"], "web", "{api:#}");
+    assert_eq!(api["namespace"], "default", "{api:#}");
+    assert!(
+        api["records"].as_array().is_some_and(|r| !r.is_empty()),
+        "{api:#}"
+    );
     wait_for("status after the scale", Duration::from_secs(10), || {
         status(&fake, "web")["desiredReplicas"] == 6 && status(&fake, "web")["currentReplicas"] == 6
     })
@@ -441,6 +455,8 @@ async fn an_oci_policy_runs_and_a_bad_reference_fails_static_with_an_event() -> 
     let state = tempfile::tempdir()?;
     let mut config = config(state.path(), None);
     config.fetch.insecure_registries = vec![registry.addr.clone()];
+    // Cluster-wide: watches every namespace.
+    config.namespace = None;
     let (stop, task) = spawn_controller(&fake, config)?;
 
     // A digest that is not in the registry: not Ready, a Warning event, nothing scaled.

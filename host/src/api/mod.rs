@@ -73,6 +73,19 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/autoscalers/{name}", get(status))
         .route("/api/v1/autoscalers/{name}/metrics", get(dry_run_metrics))
         .route("/api/v1/autoscalers/{name}/evaluation", post(evaluation))
+        // Cluster mode: autoscalers are `namespace/name`.
+        .route(
+            "/api/v1/namespaces/{namespace}/autoscalers/{name}",
+            get(status),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/autoscalers/{name}/metrics",
+            get(dry_run_metrics),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/autoscalers/{name}/evaluation",
+            post(evaluation),
+        )
         .route("/api/v1/policies", get(list_policies))
         .route(
             "/api/v1/policies/{name}",
@@ -127,6 +140,24 @@ fn find(state: &ApiState, name: &str) -> Result<Arc<Autoscaler>, ApiError> {
             format!("no autoscaler named {name:?}"),
         )
     })
+}
+
+/// An autoscaler's key from the path: `NAME`, or `NAMESPACE/NAME` on the namespaced routes.
+struct AutoscalerKey(String);
+
+impl<'de> Deserialize<'de> for AutoscalerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Params {
+            namespace: Option<String>,
+            name: String,
+        }
+        let p = Params::deserialize(d)?;
+        Ok(AutoscalerKey(match p.namespace {
+            Some(namespace) => format!("{namespace}/{}", p.name),
+            None => p.name,
+        }))
+    }
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -202,8 +233,8 @@ async fn list(State(state): State<Arc<ApiState>>) -> Response {
     Json(all).into_response()
 }
 
-async fn status(State(state): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
-    let autoscaler = match find(&state, &name) {
+async fn status(State(state): State<Arc<ApiState>>, Path(key): Path<AutoscalerKey>) -> Response {
+    let autoscaler = match find(&state, &key.0) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -221,13 +252,16 @@ struct DryRun {
 
 /// CPA's `GET /api/v1/metrics?dry_run=true`: gather once and return the samples. Gathering
 /// never writes to the target, so it is open either way.
-async fn dry_run_metrics(State(state): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
-    let autoscaler = match find(&state, &name) {
+async fn dry_run_metrics(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<AutoscalerKey>,
+) -> Response {
+    let autoscaler = match find(&state, &key.0) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
     match autoscaler.gather_preview().await {
-        Ok(samples) => Json(json!({ "autoscaler": name, "samples": samples })).into_response(),
+        Ok(samples) => Json(json!({ "autoscaler": key.0, "samples": samples })).into_response(),
         Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
     }
 }
@@ -244,7 +278,7 @@ struct EvaluationBody {
 /// `dry_run=true` a real run that may scale (needs the token).
 async fn evaluation(
     State(state): State<Arc<ApiState>>,
-    Path(name): Path<String>,
+    Path(key): Path<AutoscalerKey>,
     Query(query): Query<DryRun>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -255,7 +289,7 @@ async fn evaluation(
             return ApiError::new(rejection.status(), rejection.body_text()).into_response();
         }
     };
-    let autoscaler = match find(&state, &name) {
+    let autoscaler = match find(&state, &key.0) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
