@@ -6,7 +6,11 @@
 //! stdin and prints `{"targetReplicas": n}`. `load/*`: getting a runnable component from a
 //! fresh compile, from the on-disk cache and from memory.
 //!
-//! After the run, a table of medians and ratios (measured in this same run) is printed.
+//! `decision/wasm-LANG`: the same decision by the cpu-target guest written in another
+//! language (tests/languages.rs checks they agree).
+//!
+//! After the run, a table of medians and ratios (measured in this same run) is printed, and a
+//! table of first and cached loads per language.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -18,7 +22,7 @@ use wasmscaler::contract::model::{Context, PodMetrics};
 use wasmscaler::sandbox::{
     CallEnv, Capabilities, LoadSource, PoolingConfig, Sandbox, SandboxConfig, StaticPodMetrics,
 };
-use wasmscaler_tests::{build_rust_guest, fixture, read_fixture, repo_root};
+use wasmscaler_tests::{build_language_guest, build_rust_guest, fixture, read_fixture, repo_root};
 
 fn sandbox(pooling: bool, cache_dir: Option<std::path::PathBuf>) -> Sandbox {
     Sandbox::new(SandboxConfig {
@@ -61,6 +65,27 @@ fn benches(c: &mut Criterion) {
             .expect("load")
             .component;
         group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let samples = guest.gather(&ctx, &env).await.expect("gather");
+                let decision = guest
+                    .evaluate(&ctx, &samples.value, &env)
+                    .await
+                    .expect("evaluate");
+                assert_eq!(decision.value.target_replicas, 6);
+            });
+        });
+    }
+    // The same decision by the cpu-target guest in each other language (pooling allocator).
+    // Interpreted guests take seconds to build and compile, so a smoke run (`cargo test`)
+    // keeps to the compiled ones.
+    let pooled = sandbox(true, None);
+    for language in languages() {
+        let wasm = build_language_guest(language).expect("language guest build");
+        let guest = rt
+            .block_on(pooled.load_file(&wasm))
+            .expect("load")
+            .component;
+        group.bench_function(format!("wasm-{language}"), |b| {
             b.to_async(&rt).iter(|| async {
                 let samples = guest.gather(&ctx, &env).await.expect("gather");
                 let decision = guest
@@ -133,6 +158,62 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
+fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// The other-language guests benchmarked: all in a full run, the compiled ones in a smoke run.
+fn languages() -> &'static [&'static str] {
+    if full_run() {
+        &["c", "wat", "js", "py"]
+    } else {
+        &["c", "wat"]
+    }
+}
+
+/// Per language: the component's size, its first load (validate + compile with Cranelift)
+/// and a load from the on-disk cache (median of 5), each in a fresh sandbox sharing one
+/// cache directory. Timed by hand: a compile of an interpreted guest takes seconds, too long
+/// for criterion's minimum of ten samples.
+fn print_load_table(rt: &tokio::runtime::Runtime) {
+    println!("\n| guest | size | first load (compile) | cached load (disk) | first ÷ cached |");
+    println!("|---|---|---|---|---|");
+    let rust = build_rust_guest("guests/cpu-target").expect("guest build");
+    let mut guests = vec![("rust".to_owned(), rust)];
+    for language in languages() {
+        let wasm = build_language_guest(language).expect("language guest build");
+        guests.push(((*language).to_owned(), wasm));
+    }
+    for (language, wasm) in guests {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let bytes = std::fs::read(&wasm).expect("guest bytes");
+        let started = std::time::Instant::now();
+        let first = rt
+            .block_on(sandbox(true, Some(cache.path().to_path_buf())).load(bytes.clone()))
+            .expect("first load");
+        let compile = started.elapsed();
+        assert_eq!(first.source, LoadSource::Compiled);
+        let mut cached: Vec<Duration> = (0..5)
+            .map(|_| {
+                let fresh = sandbox(true, Some(cache.path().to_path_buf()));
+                let started = std::time::Instant::now();
+                let loaded = rt.block_on(fresh.load(bytes.clone())).expect("cached load");
+                assert_eq!(loaded.source, LoadSource::Disk);
+                started.elapsed()
+            })
+            .collect();
+        cached.sort();
+        let median = cached[cached.len() / 2];
+        println!(
+            "| {language} | {:.1} MB | {} | {} | {:.0}× |",
+            bytes.len() as f64 / 1e6,
+            human(compile.as_nanos() as f64),
+            human(median.as_nanos() as f64),
+            compile.as_secs_f64() / median.as_secs_f64()
+        );
+    }
+}
+
 /// Median of one benchmark of this run, in nanoseconds, from criterion's own output.
 fn median_ns(group: &str, name: &str) -> Option<f64> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -170,6 +251,10 @@ fn print_table() {
             "cpa-python-process",
         ),
         ("decision", "wasm-pooling", "decision", "cpa-python-process"),
+        ("decision", "wasm-wat", "decision", "cpa-python-process"),
+        ("decision", "wasm-c", "decision", "cpa-python-process"),
+        ("decision", "wasm-js", "decision", "cpa-python-process"),
+        ("decision", "wasm-py", "decision", "cpa-python-process"),
         ("load", "compile", "load", "compile"),
         ("load", "disk-cache", "load", "compile"),
         ("load", "memory-cache", "load", "compile"),
@@ -194,7 +279,9 @@ fn main() {
     benches(&mut criterion);
     criterion.final_summary();
     // `cargo bench` passes --bench; under `cargo test` criterion only runs each benchmark once.
-    if std::env::args().any(|a| a == "--bench") {
+    if full_run() {
         print_table();
     }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    print_load_table(&rt);
 }

@@ -15,6 +15,45 @@ pub mod fake_kube;
 pub mod fake_store;
 pub mod registry;
 
+/// Builds the cpu-target guest written in `language` (`js`, `py`, `c`: its
+/// `guests/cpu-target-LANG/build.sh`, which uses the pinned toolchains of
+/// tests/toolchains/install.sh; `wat`: the component text parsed here), once per test process.
+pub fn build_language_guest(language: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| anyhow::anyhow!("guest build lock poisoned"))?;
+    if let Some(path) = built.get(language) {
+        return Ok(path.clone());
+    }
+    let dir = repo_root()
+        .join("guests")
+        .join(format!("cpu-target-{language}"));
+    std::fs::create_dir_all(guest_target_dir())?;
+    let out = guest_target_dir().join(format!("cpu_target_{language}.wasm"));
+    if language == "wat" {
+        let source = dir.join("cpu-target.wat");
+        let bytes = wat::parse_file(&source).with_context(|| source.display().to_string())?;
+        std::fs::write(&out, bytes)?;
+    } else {
+        let output = Command::new("bash")
+            .arg(dir.join("build.sh"))
+            .arg(&out)
+            .output()
+            .with_context(|| format!("running {}/build.sh", dir.display()))?;
+        if !output.status.success() {
+            bail!(
+                "building the {language} guest failed (toolchains: bash tests/toolchains/install.sh):\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    built.insert(language.to_owned(), out.clone());
+    Ok(out)
+}
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

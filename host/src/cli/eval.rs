@@ -30,7 +30,7 @@ pub(super) struct EvalArgs {
     /// The context as JSON (see README); `-` reads standard input.
     #[arg(long, value_name = "JSON")]
     context: PathBuf,
-    /// Fuel units per call [default: 10000000].
+    /// Fuel units per call [default: 50000000].
     #[arg(long)]
     fuel: Option<u64>,
     /// Wall-clock deadline per call in milliseconds [default: 5000].
