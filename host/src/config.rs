@@ -14,6 +14,8 @@ use crate::engine::{
 use crate::policies::{FetchConfig, PolicyRef, PolicySources};
 use crate::sandbox::{FileState, GuestComponent, SandboxConfig, StateStore};
 use crate::targets::Target;
+use crate::targets::aws::AsgTarget;
+use crate::targets::aws::lifecycle::{LifecycleProcessor, LifecycleSpec};
 use crate::targets::kubernetes::{KubernetesTarget, client_from_environment};
 use crate::targets::local::LocalProcesses;
 
@@ -32,7 +34,11 @@ pub struct ConfigFile {
     #[serde(default)]
     pub fetch: FetchConfig,
     /// The autoscalers.
+    #[serde(default)]
     pub autoscalers: Vec<AutoscalerSpec>,
+    /// Lifecycle hook handlers (AWS Auto Scaling), each consuming its hook's SQS queue.
+    #[serde(default)]
+    pub lifecycle: Vec<LifecycleSpec>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -98,6 +104,11 @@ impl ConfigFile {
                 && let Some(dir) = &mut local.working_dir
             {
                 *dir = base.join(&*dir);
+            }
+        }
+        for spec in &mut config.lifecycle {
+            if let PolicyRef::File(path) = &mut spec.handler {
+                *path = base.join(&*path);
             }
         }
         config.state_dir = base.join(&config.state_dir);
@@ -185,6 +196,11 @@ pub async fn build(
                 LocalProcesses::start(&spec.name, local.clone(), initial)
                     .with_context(|| format!("{}: starting local replicas", spec.name))?
             }
+            TargetSpec::AwsAsg(asg) => Arc::new(
+                AsgTarget::connect(asg.clone())
+                    .await
+                    .with_context(|| format!("{}: connecting to {}", spec.name, asg.group_name))?,
+            ),
             TargetSpec::Kubernetes(reference) => {
                 if kube_client.is_none() {
                     kube_client = Some(client_from_environment().await?);
@@ -227,4 +243,26 @@ pub async fn build(
         autoscalers.push(Arc::new(autoscaler));
     }
     Ok(Engine::new(autoscalers))
+}
+
+/// Builds the lifecycle handlers of the config file: loads each handler and connects to its
+/// queue's region.
+pub async fn build_lifecycle(
+    config: &ConfigFile,
+    sources: &PolicySources,
+) -> anyhow::Result<Vec<LifecycleProcessor>> {
+    let mut processors = Vec::new();
+    for (i, spec) in config.lifecycle.iter().enumerate() {
+        let at = || format!("lifecycle[{i}] ({})", spec.name);
+        let handler = sources
+            .load(&spec.handler)
+            .await
+            .with_context(|| format!("{}: loading {}", at(), spec.handler))?;
+        let processor =
+            LifecycleProcessor::new(spec.clone(), handler, Some(config.state_dir.clone()))
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        processors.push(processor);
+    }
+    Ok(processors)
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context as _, bail};
 
+pub mod aws;
 pub mod chart;
 pub mod fake_kube;
 pub mod fake_store;

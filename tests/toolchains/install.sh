@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned guest toolchains for the JavaScript, Python and C example guests into
-# .cache/toolchains (git-ignored). Idempotent: a toolchain already at its pinned version is
-# left alone. Usage: tests/toolchains/install.sh [all|wasm-tools|c|js|python]
+# .cache/toolchains, and moto's server into .cache/moto (both git-ignored). Idempotent: a
+# toolchain already at its pinned version is left alone.
+# Usage: tests/toolchains/install.sh [all|wasm-tools|c|js|python|moto]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD/.cache/toolchains"
@@ -11,6 +12,7 @@ WASM_TOOLS_VERSION=1.263.0          # crates.io
 WIT_BINDGEN_VERSION=0.63.0          # crates.io, wit-bindgen-cli with only the C generator
 COMPONENTIZE_JS_VERSION=0.23.0      # npm @bytecodealliance/componentize-js (engine bundled; no AOT)
 COMPONENTIZE_PY_VERSION=0.25.1      # PyPI componentize-py
+MOTO_VERSION=5.2.5                  # PyPI moto[server]: AWS APIs on loopback for tests/aws.rs
 ADAPTER_VERSION=48.0.8              # crates.io wasi-preview1-component-adapter-provider (= wasmtime)
 C_PACKAGES=(clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)   # Debian
 
@@ -80,11 +82,20 @@ install_python() {
   stamp componentize-py "$COMPONENTIZE_PY_VERSION"
 }
 
+install_moto() {
+  if stamp_ok moto "$MOTO_VERSION" && [ -x "$root/../moto/bin/moto_server" ]; then return; fi
+  say "installing moto[server] $MOTO_VERSION from PyPI"
+  python3 -m venv "$root/../moto"
+  "$root/../moto/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  stamp moto "$MOTO_VERSION"
+}
+
 case "${1:-all}" in
-  all) install_wasm_tools; install_c; install_js; install_python ;;
+  all) install_wasm_tools; install_c; install_js; install_python; install_moto ;;
+  moto) install_moto ;;
   wasm-tools) install_wasm_tools ;;
   c) install_c ;;
   js) install_js ;;
   python) install_python ;;
-  *) say "unknown toolchain $1 (all, wasm-tools, c, js, python)"; exit 2 ;;
+  *) say "unknown toolchain $1 (all, wasm-tools, c, js, python, moto)"; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 //! The `wasmscaler` command line.
 
+mod agent;
 mod controller;
 mod eval;
 mod inspect;
@@ -49,6 +50,10 @@ enum Command {
     Controller(Box<controller::ControllerArgs>),
     /// Print the WasmAutoscaler CustomResourceDefinition (YAML) generated from the code.
     Crd,
+    /// On a new cloud instance: fire the lifecycle handler's JOIN once and record enrolment.
+    ///
+    /// Example: wasmscaler agent --lifecycle join.wasm
+    Agent(Box<agent::AgentArgs>),
 }
 
 /// Where compiled components are cached.
@@ -95,6 +100,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::run(args).await,
         Command::Controller(args) => controller::run(*args).await,
         Command::Crd => controller::crd(),
+        Command::Agent(args) => agent::run(*args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, Metrics};
-use crate::config::{ConfigFile, build, load_guests};
+use crate::config::{ConfigFile, build, build_lifecycle, load_guests};
 use crate::engine::HumanDuration;
 use crate::policies::{PolicySources, PolicyStore};
 use crate::sandbox::Sandbox;
@@ -93,8 +93,19 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         autoscalers = engine.autoscalers().len(),
         "wasmscaler running"
     );
+    let handlers: Vec<_> = build_lifecycle(&config, &sources)
+        .await?
+        .into_iter()
+        .map(|processor| {
+            let stop = stop.clone();
+            tokio::spawn(async move { processor.run(stop).await })
+        })
+        .collect();
     tokio::spawn(stop_on_signal(stop.clone(), args.duration));
     engine.run(stop).await;
+    for handler in handlers {
+        let _ = handler.await;
+    }
     if let Some(api) = api {
         let _ = api.await;
     }

@@ -5,13 +5,14 @@
 //! API, CLI) works with: they are serde-friendly (camelCase JSON, maps instead of pair lists)
 //! and independent of the bindings' generated names.
 
+pub mod lifecycle_model;
 pub mod model;
 
 /// Generated host bindings for the `wasmscaler:policy` package.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "policy",
+        world: "wasmscaler-host",
         imports: {
             "wasmscaler:policy/http.get": async | trappable,
             "wasmscaler:policy/kubernetes-metrics.pod-metrics": async | trappable,
@@ -21,7 +22,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::exports::wasmscaler::policy::{evaluation, metrics};
+pub use bindings::exports::wasmscaler::policy::{evaluation, lifecycle, metrics};
 pub use bindings::wasmscaler::policy::{http, kubernetes_metrics, log, state, types};
 
 /// The semver of the WIT package this host implements.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::behavior::Behavior;
 use crate::policies::PolicyRef;
 use crate::sandbox::{Capabilities, Limits};
+use crate::targets::aws::AsgSpec;
 use crate::targets::kubernetes::KubernetesRef;
 use crate::targets::local::LocalSpec;
 
@@ -100,6 +101,8 @@ pub enum TargetSpec {
     Local(LocalSpec),
     /// Any Kubernetes resource with a `/scale` subresource.
     Kubernetes(KubernetesRef),
+    /// An AWS Auto Scaling group.
+    AwsAsg(AsgSpec),
 }
 
 /// The one-of map form of [`TargetSpec`] (YAML has no untagged-map enums in serde_yaml).
@@ -110,15 +113,18 @@ struct TargetSpecRepr {
     local: Option<LocalSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kubernetes: Option<KubernetesRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aws_asg: Option<AsgSpec>,
 }
 
 impl TryFrom<TargetSpecRepr> for TargetSpec {
     type Error = String;
     fn try_from(repr: TargetSpecRepr) -> Result<Self, String> {
-        match (repr.local, repr.kubernetes) {
-            (Some(local), None) => Ok(TargetSpec::Local(local)),
-            (None, Some(kubernetes)) => Ok(TargetSpec::Kubernetes(kubernetes)),
-            _ => Err("target needs exactly one of `local` or `kubernetes`".into()),
+        match (repr.local, repr.kubernetes, repr.aws_asg) {
+            (Some(local), None, None) => Ok(TargetSpec::Local(local)),
+            (None, Some(kubernetes), None) => Ok(TargetSpec::Kubernetes(kubernetes)),
+            (None, None, Some(asg)) => Ok(TargetSpec::AwsAsg(asg)),
+            _ => Err("target needs exactly one of `local`, `kubernetes` or `awsAsg`".into()),
         }
     }
 }
@@ -128,11 +134,15 @@ impl From<TargetSpec> for TargetSpecRepr {
         match spec {
             TargetSpec::Local(local) => TargetSpecRepr {
                 local: Some(local),
-                kubernetes: None,
+                ..TargetSpecRepr::default()
             },
             TargetSpec::Kubernetes(k) => TargetSpecRepr {
-                local: None,
                 kubernetes: Some(k),
+                ..TargetSpecRepr::default()
+            },
+            TargetSpec::AwsAsg(asg) => TargetSpecRepr {
+                aws_asg: Some(asg),
+                ..TargetSpecRepr::default()
             },
         }
     }

@@ -7,8 +7,9 @@ use serde::Serialize;
 use wasmtime::component::ResourceTableError;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, WasmBacktrace};
 
+use crate::contract::lifecycle_model::{LifecycleEvent, StepOutcome};
 use crate::contract::model::{Context, Decision, GuestError, OutputSize, Sample};
-use crate::contract::types;
+use crate::contract::{lifecycle, types};
 
 use super::component::GuestComponent;
 use super::error::HostAbort;
@@ -85,6 +86,42 @@ impl GuestComponent {
             started,
             env,
             result.map(|r| r.map(Decision::from)),
+        )
+    }
+
+    /// Calls the component's lifecycle `handle` for one step of `event` in a fresh sandbox.
+    pub async fn handle(
+        &self,
+        event: &LifecycleEvent,
+        env: &CallEnv,
+    ) -> Result<CallOutcome<StepOutcome>, SandboxError> {
+        let indices = self.require_lifecycle()?;
+        let wit_event = lifecycle::Event::from(event);
+        // Capabilities see the instance as the call's only replica.
+        let ctx = Context {
+            autoscaler_name: event.instance.group.clone(),
+            replicas: vec![crate::contract::model::Replica {
+                name: event.instance.id.clone(),
+                ready: true,
+                start_time_ms: event.instance.launch_time_ms,
+                labels: event.instance.tags.clone(),
+                address: event.instance.private_address.clone(),
+            }],
+            ..Context::default()
+        };
+        let (mut store, started) = self.new_store(&ctx, env)?;
+        let result = with_deadline(env, async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let guest = indices.load(&mut store, &instance)?;
+            guest.call_handle(&mut store, &wit_event).await
+        })
+        .await;
+        finish(
+            store,
+            self.shared.pool_slots,
+            started,
+            env,
+            result.map(|r| r.map(StepOutcome::from)),
         )
     }
 

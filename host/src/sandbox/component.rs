@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
-use crate::contract::{evaluation, interface_name, metrics};
+use crate::contract::{evaluation, interface_name, lifecycle, metrics};
 
 use super::cache::Digest;
 use super::host::HostState;
@@ -23,6 +23,8 @@ pub enum World {
     MetricSource,
     /// Exports `evaluation.evaluate` only.
     Evaluator,
+    /// Exports `lifecycle.handle`.
+    LifecycleHandler,
 }
 
 /// What `wasmscaler inspect` reports about a component.
@@ -50,6 +52,7 @@ pub struct GuestComponent {
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) metrics: Option<metrics::GuestIndices>,
     pub(crate) evaluation: Option<evaluation::GuestIndices>,
+    pub(crate) lifecycle: Option<lifecycle::GuestIndices>,
     pub(crate) capabilities: BTreeSet<Capability>,
     imports: Vec<String>,
     exports: Vec<String>,
@@ -89,12 +92,13 @@ impl GuestComponent {
 
         let capabilities = required_capabilities(&imports)?;
         let has = |interface: &str| export_names.iter().any(|n| *n == interface_name(interface));
-        if !has("metrics") && !has("evaluation") {
+        if !has("metrics") && !has("evaluation") && !has("lifecycle") {
             return Err(SandboxError::WorldMismatch {
                 expected: format!(
-                    "an export of {} or {} (world policy, metric-source or evaluator)",
+                    "an export of {}, {} or {} (world policy, metric-source, evaluator or lifecycle-handler)",
                     interface_name("metrics"),
-                    interface_name("evaluation")
+                    interface_name("evaluation"),
+                    interface_name("lifecycle")
                 ),
                 found: export_names,
             });
@@ -127,12 +131,21 @@ impl GuestComponent {
         } else {
             None
         };
+        let lifecycle = if has("lifecycle") {
+            Some(
+                lifecycle::GuestIndices::new(&pre)
+                    .map_err(|e| signature_mismatch("lifecycle", e))?,
+            )
+        } else {
+            None
+        };
         Ok(GuestComponent {
             digest,
             size,
             pre,
             metrics,
             evaluation,
+            lifecycle,
             capabilities,
             imports,
             exports: export_names,
@@ -150,7 +163,8 @@ impl GuestComponent {
         match (self.metrics.is_some(), self.evaluation.is_some()) {
             (true, true) => World::Policy,
             (true, false) => World::MetricSource,
-            _ => World::Evaluator,
+            (false, true) => World::Evaluator,
+            (false, false) => World::LifecycleHandler,
         }
     }
 
@@ -186,6 +200,12 @@ impl GuestComponent {
 
     pub(crate) fn require_metrics(&self) -> Result<&metrics::GuestIndices, SandboxError> {
         self.metrics.as_ref().ok_or_else(|| self.missing("metrics"))
+    }
+
+    pub(crate) fn require_lifecycle(&self) -> Result<&lifecycle::GuestIndices, SandboxError> {
+        self.lifecycle
+            .as_ref()
+            .ok_or_else(|| self.missing("lifecycle"))
     }
 
     pub(crate) fn require_evaluation(&self) -> Result<&evaluation::GuestIndices, SandboxError> {

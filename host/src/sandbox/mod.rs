@@ -143,7 +143,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| internal("linking WASI", &e))?;
-        crate::contract::bindings::Policy::add_to_linker::<HostState, HasSelf<HostState>>(
+        crate::contract::bindings::WasmscalerHost::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut linker,
             |state| state,
         )

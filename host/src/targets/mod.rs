@@ -4,6 +4,7 @@
 //! `n`" (with an optional list of replicas to remove first) — and nothing else. All policy,
 //! safety and history lives in the engine, so every target gets the same behavior.
 
+pub mod aws;
 pub mod kubernetes;
 pub mod local;
 

@@ -1,0 +1,238 @@
+//! The two EC2 calls wasmscaler needs — `DescribeInstances` (addresses, launch times, tags)
+//! and `CreateTags` (lifecycle state, enrolment) — as signed Query API requests, instead of
+//! linking aws-sdk-ec2 (minutes of build time for two calls).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use aws_config::SdkConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
+
+/// The EC2 Query API version these calls use.
+const API_VERSION: &str = "2016-11-15";
+
+/// One instance as DescribeInstances reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ec2Instance {
+    /// Instance id.
+    pub id: String,
+    /// Private IPv4 address.
+    pub private_address: Option<String>,
+    /// Launch time, ms since the Unix epoch.
+    pub launch_time_ms: Option<i64>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A minimal EC2 client.
+#[derive(Clone)]
+pub struct Ec2 {
+    http: reqwest::Client,
+    endpoint: String,
+    region: String,
+    config: SdkConfig,
+}
+
+impl Ec2 {
+    /// A client for the region and endpoint of `config`.
+    pub fn new(config: &SdkConfig) -> Result<Self, String> {
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or("no AWS region configured (set region or AWS_REGION)")?;
+        let endpoint = config
+            .endpoint_url()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("https://ec2.{region}.amazonaws.com"));
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Ec2 {
+            http,
+            endpoint,
+            region,
+            config: config.clone(),
+        })
+    }
+
+    async fn call(&self, params: &[(String, String)]) -> Result<String, String> {
+        // Built in its own scope: the serializer is not Send and must not live across an await.
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in params {
+                form.append_pair(k, v);
+            }
+            form.append_pair("Version", API_VERSION);
+            form.finish()
+        };
+        let credentials = self
+            .config
+            .credentials_provider()
+            .ok_or("no AWS credentials provider")?
+            .provide_credentials()
+            .await
+            .map_err(|e| format!("AWS credentials: {e}"))?;
+        let identity = credentials.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("ec2")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+        let signable = SignableRequest::new(
+            "POST",
+            &self.endpoint,
+            [("content-type", content_type)].into_iter(),
+            SignableBody::Bytes(body.as_bytes()),
+        )
+        .map_err(|e| e.to_string())?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(&self.endpoint)
+            .header("content-type", content_type)
+            .body(body)
+            .map_err(|e| e.to_string())?;
+        instructions.apply_to_request_http1x(&mut request);
+        let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| format!("EC2: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| format!("EC2: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("EC2 answered {status}: {}", error_message(&text)));
+        }
+        Ok(text)
+    }
+
+    /// Sets tags on an instance.
+    pub async fn create_tags(&self, instance: &str, tags: &[(&str, &str)]) -> Result<(), String> {
+        let mut params = vec![
+            ("Action".to_owned(), "CreateTags".to_owned()),
+            ("ResourceId.1".to_owned(), instance.to_owned()),
+        ];
+        for (i, (k, v)) in tags.iter().enumerate() {
+            params.push((format!("Tag.{}.Key", i + 1), (*k).to_owned()));
+            params.push((format!("Tag.{}.Value", i + 1), (*v).to_owned()));
+        }
+        self.call(&params).await.map(|_| ())
+    }
+
+    /// Describes the given instances.
+    pub async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Ec2Instance>, String> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut params = vec![("Action".to_owned(), "DescribeInstances".to_owned())];
+        for (i, id) in ids.iter().enumerate() {
+            params.push((format!("InstanceId.{}", i + 1), id.clone()));
+        }
+        let xml = self.call(&params).await?;
+        parse_instances(&xml).map_err(|e| format!("DescribeInstances answer: {e}"))
+    }
+}
+
+/// The `<Message>` of an EC2 error answer, or the answer itself.
+fn error_message(xml: &str) -> String {
+    xml.split_once("<Message>")
+        .and_then(|(_, rest)| rest.split_once("</Message>"))
+        .map_or_else(|| xml.chars().take(200).collect(), |(m, _)| m.to_owned())
+}
+
+/// Walks `DescribeInstancesResponse/reservationSet/item/instancesSet/item`.
+fn parse_instances(xml: &str) -> Result<Vec<Ec2Instance>, String> {
+    let mut doc = Document::new(xml);
+    let mut root = doc.root_element().map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    while let Some(mut tag) = root.next_tag() {
+        if tag.start_el().matches("reservationSet") {
+            while let Some(mut reservation) = tag.next_tag() {
+                while let Some(mut field) = reservation.next_tag() {
+                    if field.start_el().matches("instancesSet") {
+                        while let Some(mut item) = field.next_tag() {
+                            found.push(parse_instance(&mut item)?);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn text(tag: &mut ScopedDecoder) -> Result<String, String> {
+    try_data(tag)
+        .map(|t| t.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_instance(item: &mut ScopedDecoder) -> Result<Ec2Instance, String> {
+    let mut instance = Ec2Instance::default();
+    while let Some(mut field) = item.next_tag() {
+        let name = field.start_el().local().to_owned();
+        match name.as_str() {
+            "instanceId" => instance.id = text(&mut field)?,
+            "privateIpAddress" => instance.private_address = Some(text(&mut field)?),
+            "launchTime" => {
+                instance.launch_time_ms = text(&mut field)?
+                    .parse::<jiff::Timestamp>()
+                    .ok()
+                    .map(|t| t.as_millisecond());
+            }
+            "tagSet" => {
+                while let Some(mut tag) = field.next_tag() {
+                    let (mut key, mut value) = (String::new(), String::new());
+                    while let Some(mut part) = tag.next_tag() {
+                        if part.start_el().matches("key") {
+                            key = text(&mut part)?;
+                        } else if part.start_el().matches("value") {
+                            value = text(&mut part)?;
+                        }
+                    }
+                    instance.tags.insert(key, value);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(instance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_instances;
+
+    #[test]
+    fn describe_instances_answers_are_parsed() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>r</requestId>
+  <reservationSet><item><reservationId>r-1</reservationId><instancesSet>
+    <item><instanceId>i-1</instanceId><privateIpAddress>10.0.0.5</privateIpAddress>
+      <launchTime>2026-11-22T04:00:00.000Z</launchTime>
+      <tagSet><item><key>role</key><value>node</value></item></tagSet></item>
+    <item><instanceId>i-2</instanceId></item>
+  </instancesSet></item></reservationSet>
+</DescribeInstancesResponse>"#;
+        let found = parse_instances(xml).expect("parse");
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].id, "i-1");
+        assert_eq!(found[0].private_address.as_deref(), Some("10.0.0.5"));
+        assert_eq!(found[0].launch_time_ms, Some(1_795_320_000_000));
+        assert_eq!(found[0].tags.get("role").map(String::as_str), Some("node"));
+        assert_eq!(found[1].private_address, None);
+    }
+}

@@ -1,0 +1,95 @@
+//! AWS: an Auto Scaling group as a target ([`AsgTarget`]), lifecycle hooks handled by a wasm
+//! component ([`lifecycle`]), and the two EC2 calls they need ([`ec2`]).
+//!
+//! Only the Auto Scaling and SQS SDKs are linked; credentials come from the standard chain
+//! (environment, profile, web identity, IMDS). `endpointUrl` points every client at another
+//! endpoint (moto in the tests).
+
+mod asg;
+pub mod ec2;
+pub mod lifecycle;
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use serde::{Deserialize, Serialize};
+
+pub use asg::{AsgSpec, AsgTarget};
+
+/// Where the AWS APIs are.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsEndpoint {
+    /// Region, e.g. `eu-west-1` (default: the standard chain's).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Another endpoint for every service (e.g. `http://127.0.0.1:5000` for moto).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsEndpoint {
+    /// The SDK configuration: the standard credential chain, rustls with ring, short
+    /// timeouts (the next run is the retry).
+    pub async fn sdk_config(&self) -> SdkConfig {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(25))
+                    .build(),
+            );
+        if let Some(region) = &self.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url.clone());
+        }
+        loader.load().await
+    }
+}
+
+/// The error code of an SDK error, when the service sent one.
+pub(crate) fn error_code<E, R>(error: &aws_sdk_autoscaling::error::SdkError<E, R>) -> Option<String>
+where
+    E: aws_sdk_autoscaling::error::ProvideErrorMetadata,
+{
+    match error {
+        aws_sdk_autoscaling::error::SdkError::ServiceError(e) => e.err().code().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// An SDK error in one line, with its code and message when the service sent them.
+pub(crate) fn describe<E, R>(error: &aws_sdk_autoscaling::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_autoscaling::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match error {
+        aws_sdk_autoscaling::error::SdkError::ServiceError(e) => format!(
+            "{}: {}",
+            e.err().code().unwrap_or("error"),
+            e.err().message().unwrap_or("no message")
+        ),
+        other => error_chain(other),
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
