@@ -242,7 +242,15 @@ async fn the_guest_scales_the_group_out_and_in() -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
 
     decisions.route("/decide", 200, r#"{"replicas": 4}"#);
+    // AWS is busy with another activity at first: the write is retried, not lost.
+    w.proxy
+        .fail_next("SetDesiredCapacity", "ScalingActivityInProgress");
+    w.proxy.fail_next("SetDesiredCapacity", "Throttling");
     let record = autoscaler.run_once().await;
+    assert_eq!(
+        w.proxy.faulted(),
+        ["SetDesiredCapacity", "SetDesiredCapacity"]
+    );
     assert_eq!(
         record.outcome,
         Outcome::Scaled { from: 2, to: 4 },
@@ -371,6 +379,26 @@ async fn lifecycle_events_are_stepped_and_completed_once() -> anyhow::Result<()>
         .await?,
         None
     );
+
+    // A terminating instance is drained by the same handler.
+    let terminate = lifecycle_message(
+        "web",
+        "terminate",
+        "autoscaling:EC2_INSTANCE_TERMINATING",
+        &first,
+        "token-t",
+        "{}",
+    );
+    assert_eq!(
+        processor.handle_message(&terminate).await,
+        Handled::Completed {
+            instance: first.clone(),
+            result: ActionResult::Continue,
+            defaulted: false
+        }
+    );
+    let drained = state_tag(wasmscaler::contract::lifecycle_model::Transition::Terminate);
+    assert_eq!(w.tag(&first, &drained).await?.as_deref(), Some("drained"));
 
     // Direct calls show what the loop did with each message.
     assert_eq!(processor.handle_message(&launch).await, Handled::Duplicate);

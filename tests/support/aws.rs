@@ -70,6 +70,8 @@ struct ProxyState {
     recorded: Vec<Recorded>,
     completed_tokens: Vec<String>,
     hold_complete: Option<Duration>,
+    faults: Vec<(String, String)>,
+    faulted: Vec<String>,
 }
 
 /// The recording proxy.
@@ -112,6 +114,16 @@ async fn handle(
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let action = params.get("Action").cloned().unwrap_or_default();
+    {
+        let Ok(mut s) = state.lock() else {
+            return xml_error("InternalFailure", "poisoned");
+        };
+        if let Some(i) = s.faults.iter().position(|(a, _)| *a == action) {
+            let (_, code) = s.faults.remove(i);
+            s.faulted.push(action.clone());
+            return xml_error(&code, "injected by the test proxy");
+        }
+    }
     if ANSWERED.contains(&action.as_str()) {
         let hold = {
             let Ok(mut s) = state.lock() else {
@@ -231,6 +243,21 @@ impl Proxy {
                     && p.get("LifecycleActionToken").map(String::as_str) == Some(token)
             })
             .count()
+    }
+
+    /// Answers the next call of `action` with the error `code` (e.g. throttling).
+    pub fn fail_next(&self, action: &str, code: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.faults.push((action.to_owned(), code.to_owned()));
+        }
+    }
+
+    /// Actions answered with an injected error so far.
+    pub fn faulted(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|s| s.faulted.clone())
+            .unwrap_or_default()
     }
 
     /// Holds every CompleteLifecycleAction this long before answering (a slow AWS, or a
