@@ -29,4 +29,4 @@ bash tests/toolchains/install.sh all
 
 # One profile for everything (tests, the CLI binary, benches in test mode): wasmtime and
 # cranelift compile once.
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets --no-fail-fast
