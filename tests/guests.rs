@@ -6,24 +6,13 @@ use std::sync::Arc;
 use wasmscaler::contract::model::{Context, GuestError, PodMetrics, Replica};
 use wasmscaler::sandbox::{
     CallEnv, Capabilities, GuestComponent, HttpGrant, MemoryState, SandboxError, StateGrant,
-    StateStore, StaticPodMetrics,
+    StateStore,
 };
-use wasmscaler_tests::{JsonServer, build_rust_guest, read_fixture, test_sandbox};
+use wasmscaler_tests::{JsonServer, build_rust_guest, cpu_env, read_fixture, test_sandbox};
 
 async fn load(crate_dir: &str) -> anyhow::Result<Arc<GuestComponent>> {
     let wasm = build_rust_guest(crate_dir)?;
     Ok(test_sandbox()?.load_file(&wasm).await?.component)
-}
-
-fn cpu_env(pods: Vec<PodMetrics>) -> CallEnv {
-    CallEnv {
-        capabilities: Capabilities {
-            kubernetes_metrics: true,
-            ..Default::default()
-        },
-        pod_metrics: Some(Arc::new(StaticPodMetrics(pods))),
-        ..Default::default()
-    }
 }
 
 fn with_cpu(pods: &[PodMetrics], millicores: [u64; 3]) -> Vec<PodMetrics> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wasmscaler::contract::model::{Context, PodMetrics};
 use wasmscaler::policies::{FetchConfig, PolicyRef, PolicySources, PolicyStore, SourceError};
-use wasmscaler::sandbox::{CallEnv, Capabilities, GuestComponent, StaticPodMetrics};
+use wasmscaler::sandbox::GuestComponent;
 use wasmscaler_tests::registry::{push, sha256_hex, start_registry};
 use wasmscaler_tests::{build_rust_guest, read_fixture, test_sandbox};
 
@@ -22,14 +22,7 @@ fn sources_for(fetch: &FetchConfig) -> anyhow::Result<PolicySources> {
 async fn decides_six(guest: &GuestComponent) -> anyhow::Result<()> {
     let ctx: Context = read_fixture("cpu-context.json")?;
     let pods: Vec<PodMetrics> = read_fixture("pod-metrics.json")?;
-    let env = CallEnv {
-        capabilities: Capabilities {
-            kubernetes_metrics: true,
-            ..Default::default()
-        },
-        pod_metrics: Some(Arc::new(StaticPodMetrics(pods))),
-        ..Default::default()
-    };
+    let env = wasmscaler_tests::cpu_env(pods);
     let samples = guest.gather(&ctx, &env).await?;
     let decision = guest.evaluate(&ctx, &samples.value, &env).await?.value;
     assert_eq!(decision.target_replicas, 6, "{decision:?}");

@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use wasmscaler::contract::model::{Context, PodMetrics};
-use wasmscaler::sandbox::{
-    CallEnv, Capabilities, LoadSource, PoolingConfig, Sandbox, SandboxConfig, StaticPodMetrics,
-};
+use wasmscaler::sandbox::{GuestComponent, LoadSource, PoolingConfig, Sandbox, SandboxConfig};
 use wasmscaler_tests::{build_language_guest, build_rust_guest, fixture, read_fixture, repo_root};
 
 fn sandbox(pooling: bool, cache_dir: Option<std::path::PathBuf>) -> Sandbox {
@@ -47,23 +45,12 @@ fn benches(c: &mut Criterion) {
     let bytes = std::fs::read(&wasm).expect("guest bytes");
     let ctx: Context = read_fixture("cpu-context.json").expect("context");
     let pods: Vec<PodMetrics> = read_fixture("pod-metrics.json").expect("pods");
-    let env = CallEnv {
-        capabilities: Capabilities {
-            kubernetes_metrics: true,
-            ..Default::default()
-        },
-        pod_metrics: Some(Arc::new(StaticPodMetrics(pods))),
-        ..Default::default()
-    };
+    let env = wasmscaler_tests::cpu_env(pods);
 
     let mut group = c.benchmark_group("decision");
     group.measurement_time(Duration::from_secs(4));
-    for (name, pooling) in [("wasm-pooling", true), ("wasm-on-demand", false)] {
-        let sandbox = sandbox(pooling, None);
-        let guest = rt
-            .block_on(sandbox.load(bytes.clone()))
-            .expect("load")
-            .component;
+    // Fresh instances for gather and evaluate, as the engine runs them.
+    let mut bench_decision = |name: String, guest: Arc<GuestComponent>| {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 let samples = guest.gather(&ctx, &env).await.expect("gather");
@@ -74,6 +61,14 @@ fn benches(c: &mut Criterion) {
                 assert_eq!(decision.value.target_replicas, 6);
             });
         });
+    };
+    for (name, pooling) in [("wasm-pooling", true), ("wasm-on-demand", false)] {
+        let sandbox = sandbox(pooling, None);
+        let guest = rt
+            .block_on(sandbox.load(bytes.clone()))
+            .expect("load")
+            .component;
+        bench_decision(name.to_owned(), guest);
     }
     // The same decision by the cpu-target guest in each other language (pooling allocator).
     // Interpreted guests take seconds to build and compile, so a smoke run (`cargo test`)
@@ -85,16 +80,7 @@ fn benches(c: &mut Criterion) {
             .block_on(pooled.load_file(&wasm))
             .expect("load")
             .component;
-        group.bench_function(format!("wasm-{language}"), |b| {
-            b.to_async(&rt).iter(|| async {
-                let samples = guest.gather(&ctx, &env).await.expect("gather");
-                let decision = guest
-                    .evaluate(&ctx, &samples.value, &env)
-                    .await
-                    .expect("evaluate");
-                assert_eq!(decision.value.target_replicas, 6);
-            });
-        });
+        bench_decision(format!("wasm-{language}"), guest);
     }
     let script = fixture("cpa_evaluate.py");
     let stdin = serde_json::to_vec(&serde_json::json!({

@@ -55,6 +55,19 @@ pub fn build_language_guest(language: &str) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// What the cpu-target guest needs to run: the kubernetes-metrics capability granted, with
+/// `pods` as metrics.k8s.io's answer; default limits.
+pub fn cpu_env(pods: Vec<wasmscaler::contract::model::PodMetrics>) -> wasmscaler::sandbox::CallEnv {
+    wasmscaler::sandbox::CallEnv {
+        capabilities: wasmscaler::sandbox::Capabilities {
+            kubernetes_metrics: true,
+            ..Default::default()
+        },
+        pod_metrics: Some(Arc::new(wasmscaler::sandbox::StaticPodMetrics(pods))),
+        ..Default::default()
+    }
+}
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{TlsArgs, api_token, stop_on_signal};
+use super::run::{ApiArgs, stop_on_signal};
 use crate::controller::lease::LeaseSettings;
 use crate::controller::{self, ControllerConfig};
 use crate::engine::HumanDuration;
@@ -46,14 +46,8 @@ pub(super) struct ControllerArgs {
     /// An OCI registry reached over plain HTTP (host or host:port); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
-    /// Serve the REST API on this address, e.g. 0.0.0.0:8080.
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<std::net::SocketAddr>,
-    /// File holding the bearer token for mutating API calls (or set WASMSCALER_API_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    api_token_file: Option<PathBuf>,
     #[command(flatten)]
-    tls: TlsArgs,
+    api: ApiArgs,
 }
 
 fn default_identity() -> String {
@@ -91,9 +85,9 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             insecure_registries: args.insecure_registries.clone(),
             ..FetchConfig::default()
         },
-        listen: args.listen,
-        api_token: api_token(args.api_token_file.as_ref())?,
-        tls: args.tls.files(),
+        listen: args.api.listen,
+        api_token: args.api.token()?,
+        tls: args.api.tls(),
     };
     let client = client_from_environment().await?;
     let stop = CancellationToken::new();

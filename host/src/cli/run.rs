@@ -22,21 +22,21 @@ pub(super) struct RunArgs {
     /// Stop by itself after this long (e.g. 90s); otherwise run until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = |s: &str| HumanDuration::parse(s))]
     duration: Option<HumanDuration>,
-    /// Serve the REST API (health, metrics, status, dry runs) on this address, e.g.
-    /// 127.0.0.1:8080.
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// The REST API's address, token and TLS (`run` and `controller`).
+#[derive(Debug, Args)]
+pub(super) struct ApiArgs {
+    /// Serve the REST API (health, metrics, status, dry runs, policy uploads) on this
+    /// address, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
-    listen: Option<std::net::SocketAddr>,
-    /// File holding the bearer token for API calls that can scale (or set
+    pub(super) listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token for API calls that can scale or upload (or set
     /// WASMSCALER_API_TOKEN); without one those calls are refused.
     #[arg(long, value_name = "FILE")]
     api_token_file: Option<PathBuf>,
-    #[command(flatten)]
-    tls: TlsArgs,
-}
-
-/// HTTPS for the REST API.
-#[derive(Debug, Args)]
-pub(super) struct TlsArgs {
     /// Serve the API over HTTPS with this PEM certificate chain (with --tls-key-file).
     #[arg(long, value_name = "FILE", requires = "tls_key_file")]
     tls_cert_file: Option<PathBuf>,
@@ -45,26 +45,27 @@ pub(super) struct TlsArgs {
     tls_key_file: Option<PathBuf>,
 }
 
-impl TlsArgs {
-    pub(super) fn files(&self) -> Option<api::TlsFiles> {
+impl ApiArgs {
+    /// The certificate and key, when HTTPS is asked for.
+    pub(super) fn tls(&self) -> Option<api::TlsFiles> {
         Some(api::TlsFiles {
             cert: self.tls_cert_file.clone()?,
             key: self.tls_key_file.clone()?,
         })
     }
-}
 
-/// The bearer token: from `file`, else `WASMSCALER_API_TOKEN`.
-pub(super) fn api_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
-    Ok(match file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the API token from {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => std::env::var("WASMSCALER_API_TOKEN").ok(),
-    })
+    /// The bearer token: from the file, else `WASMSCALER_API_TOKEN`.
+    pub(super) fn token(&self) -> anyhow::Result<Option<String>> {
+        Ok(match &self.api_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the API token from {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("WASMSCALER_API_TOKEN").ok(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -75,17 +76,17 @@ pub(super) struct ValidateArgs {
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ConfigFile::load(&args.config)?;
-    let token = api_token(args.api_token_file.as_ref())?;
+    let token = args.api.token()?;
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
     let (sources, policies) = sources(&config, sandbox)?;
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build(&config, &sources, Some(metrics.clone())).await?);
     let stop = CancellationToken::new();
-    let api = match args.listen {
+    let api = match args.api.listen {
         Some(addr) => {
             let state =
                 Arc::new(ApiState::new(engine.clone(), metrics, token).with_policies(policies));
-            Some(api::serve(addr, state, args.tls.files(), stop.clone()).await?)
+            Some(api::serve(addr, state, args.api.tls(), stop.clone()).await?)
         }
         None => None,
     };
