@@ -584,6 +584,23 @@ async fn the_example_config_is_valid() -> anyhow::Result<()> {
         TargetSpec::AwsAsg(_)
     ));
     assert_eq!(config.lifecycle.len(), 1);
+    // `validate` loads both guests and checks their worlds and grants.
+    build_rust_guest("guests/capacity")?;
+    build_rust_guest("guests/lifecycle-join")?;
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmscaler"))
+        .arg("validate")
+        .arg(&path)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 autoscaler(s), 1 lifecycle handler(s) valid"),
+        "{stdout}"
+    );
     Ok(())
 }
 

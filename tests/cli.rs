@@ -183,7 +183,8 @@ fn validate_accepts_a_good_config_and_names_what_is_wrong_in_bad_ones() -> anyho
     let (ok, stdout, stderr) = validate(&good)?;
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("workers: ok") && stdout.contains("1 autoscaler(s) valid"),
+        stdout.contains("workers: ok")
+            && stdout.contains("1 autoscaler(s), 0 lifecycle handler(s) valid"),
         "{stdout}"
     );
 

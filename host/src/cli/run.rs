@@ -170,10 +170,32 @@ pub(super) async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         );
     }
+    for (i, spec) in config.lifecycle.iter().enumerate() {
+        let handler = sources
+            .load(&spec.handler)
+            .await
+            .with_context(|| format!("lifecycle[{i}] ({}): loading {}", spec.name, spec.handler))?;
+        if handler.lifecycle.is_none() {
+            anyhow::bail!(
+                "lifecycle[{i}] ({}): {} does not implement the lifecycle-handler world",
+                spec.name,
+                spec.handler
+            );
+        }
+        handler
+            .check_grants(&spec.capabilities)
+            .with_context(|| format!("lifecycle[{i}] ({}): capabilities", spec.name))?;
+        println!(
+            "{}: ok (lifecycle {})",
+            spec.name,
+            handler.sha256().get(..12).unwrap_or_default()
+        );
+    }
     println!(
-        "{}: {} autoscaler(s) valid",
+        "{}: {} autoscaler(s), {} lifecycle handler(s) valid",
         args.config.display(),
-        config.autoscalers.len()
+        config.autoscalers.len(),
+        config.lifecycle.len()
     );
     Ok(())
 }
