@@ -337,16 +337,10 @@ impl LifecycleProcessor {
             },
             autoscaling: AutoScaling::new(&config),
             sqs: Sqs::new(&config),
-            completed: tokio::sync::Mutex::new(Completed::open(None)),
+            completed: tokio::sync::Mutex::new(completed),
             hooks: Default::default(),
             spec,
-        }
-        .with_completed(completed))
-    }
-
-    fn with_completed(mut self, completed: Completed) -> Self {
-        self.completed = tokio::sync::Mutex::new(completed);
-        self
+        })
     }
 
     /// The spec.
