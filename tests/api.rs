@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use wasmscaler::api::{ApiState, Metrics, router};
-use wasmscaler::engine::store::NoPersistence;
-use wasmscaler::engine::{Autoscaler, Engine, Guests, system_clock};
+use wasmscaler::engine::Engine;
 use wasmscaler::policies::PolicyStore;
 use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, scripted_spec, test_sandbox};
 
@@ -34,19 +33,8 @@ async fn start_with_limit(token: Option<&str>, max_policy_bytes: u64) -> anyhow:
     let spec = scripted_spec("web", &url);
     let metrics = Arc::new(Metrics::new());
     let target = MemoryTarget::new(2);
-    let autoscaler = Autoscaler::new(
-        spec,
-        target.clone(),
-        Guests {
-            metrics: guest.clone(),
-            evaluator: guest,
-        },
-        None,
-        Arc::new(NoPersistence),
-        system_clock(),
-    )
-    .map_err(anyhow::Error::msg)?
-    .with_observer(metrics.clone());
+    let autoscaler = wasmscaler_tests::autoscaler_with(spec, target.clone(), guest)?
+        .with_observer(metrics.clone());
     let engine = Arc::new(Engine::new(vec![Arc::new(autoscaler)]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_autoscaling::Client as AutoScaling;
 use aws_sdk_sqs::Client as Sqs;
 use wasmscaler::contract::lifecycle_model::ActionResult;
-use wasmscaler::engine::store::NoPersistence;
-use wasmscaler::engine::{Autoscaler, Guests, Outcome, TargetSpec, system_clock};
+use wasmscaler::engine::{Outcome, TargetSpec};
 use wasmscaler::targets::Target;
 use wasmscaler::targets::aws::lifecycle::{Handled, LifecycleProcessor, LifecycleSpec, state_tag};
 use wasmscaler::targets::aws::{AsgSpec, AsgTarget, AwsEndpoint};
@@ -228,18 +227,7 @@ async fn the_guest_scales_the_group_out_and_in() -> anyhow::Result<()> {
         endpoint: w.endpoint.clone(),
     });
     spec.max_replicas = 6;
-    let autoscaler = Autoscaler::new(
-        spec,
-        target,
-        Guests {
-            metrics: guest.clone(),
-            evaluator: guest,
-        },
-        None,
-        Arc::new(NoPersistence),
-        system_clock(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let autoscaler = support::autoscaler_with(spec, target, guest)?;
 
     decisions.route("/decide", 200, r#"{"replicas": 4}"#);
     // AWS is busy with another activity at first: the write is retried, not lost.

@@ -55,6 +55,27 @@ pub fn build_language_guest(language: &str) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// An autoscaler running `guest` as its policy on `target`, remembering nothing between
+/// restarts.
+pub fn autoscaler_with(
+    spec: wasmscaler::engine::AutoscalerSpec,
+    target: Arc<dyn wasmscaler::targets::Target>,
+    guest: Arc<wasmscaler::sandbox::GuestComponent>,
+) -> anyhow::Result<wasmscaler::engine::Autoscaler> {
+    wasmscaler::engine::Autoscaler::new(
+        spec,
+        target,
+        wasmscaler::engine::Guests {
+            metrics: guest.clone(),
+            evaluator: guest,
+        },
+        None,
+        Arc::new(wasmscaler::engine::store::NoPersistence),
+        wasmscaler::engine::system_clock(),
+    )
+    .map_err(anyhow::Error::msg)
+}
+
 /// What the cpu-target guest needs to run: the kubernetes-metrics capability granted, with
 /// `pods` as metrics.k8s.io's answer; default limits.
 pub fn cpu_env(pods: Vec<wasmscaler::contract::model::PodMetrics>) -> wasmscaler::sandbox::CallEnv {
