@@ -10,6 +10,9 @@ RUN apt-get update \
  && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY . .
+# Without debug info and symbols the static binary is ~43 MB instead of ~270 MB.
+ENV CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_PROFILE_RELEASE_STRIP=symbols
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p wasmscaler \
  && cp target/x86_64-unknown-linux-musl/release/wasmscaler /wasmscaler
 
