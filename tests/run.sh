@@ -23,8 +23,8 @@ if [ ${#packages[@]} -gt 0 ]; then
   apt_install || { $sudo apt-get update -qq >/dev/null && apt_install; }
 fi
 
-# The pinned toolchains of the JavaScript, Python and C example guests (into .cache/, once):
-# tests/languages.rs builds those guests from source with them.
+# The pinned toolchains of the JavaScript, Python and C example guests, and moto's server for
+# the AWS tests (into .cache/, once): tests/languages.rs and tests/aws.rs use them.
 bash tests/toolchains/install.sh all
 
 # One profile for everything (tests, the CLI binary, benches in test mode): wasmtime and
