@@ -37,11 +37,37 @@ pub(super) struct AgentArgs {
     /// Steps the JOIN may take.
     #[arg(long, default_value_t = 20)]
     max_steps: u32,
+    /// Grant the handler HTTP GET to URLs matching this pattern (repeatable), e.g. to fetch
+    /// a join token: `https://control-plane.internal/join-token`.
+    #[arg(long = "allow-http", value_name = "PATTERN")]
+    allow_http: Vec<String>,
+    /// Grant the handler the log capability.
+    #[arg(long)]
+    allow_log: bool,
     /// After enrolling, keep running until SIGTERM (as a service) instead of exiting.
     #[arg(long)]
     keep_serving: bool,
     #[command(flatten)]
     cache: super::CacheArgs,
+}
+
+impl AgentArgs {
+    /// The capabilities the flags grant; none by default.
+    fn capabilities(&self) -> anyhow::Result<Capabilities> {
+        let http = if self.allow_http.is_empty() {
+            None
+        } else {
+            // Through serde, so the grant's own defaults (timeout, body size) apply.
+            Some(serde_json::from_value(
+                serde_json::json!({ "allow": self.allow_http }),
+            )?)
+        };
+        Ok(Capabilities {
+            log: self.allow_log,
+            http,
+            ..Capabilities::default()
+        })
+    }
 }
 
 /// What the instance metadata service knows.
@@ -115,7 +141,7 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         handler: handler.clone(),
         env: CallEnv {
             limits: Limits::default(),
-            capabilities: Capabilities::default(),
+            capabilities: args.capabilities()?,
             ..CallEnv::default()
         },
         ec2: ec2.clone(),
@@ -170,4 +196,36 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         super::run::stop_on_signal(stop.clone(), None).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+
+    fn capabilities(flags: &[&str]) -> crate::sandbox::Capabilities {
+        let mut argv = vec!["wasmscaler", "agent", "--lifecycle", "join.wasm"];
+        argv.extend_from_slice(flags);
+        let Ok(Cli {
+            command: Command::Agent(args),
+            ..
+        }) = Cli::try_parse_from(argv)
+        else {
+            panic!("agent flags did not parse");
+        };
+        args.capabilities().expect("capabilities")
+    }
+
+    #[test]
+    fn the_agent_grants_only_what_its_flags_say() {
+        let none = capabilities(&[]);
+        assert!(!none.log && none.http.is_none());
+        let granted = capabilities(&["--allow-log", "--allow-http", "https://cp/join-token"]);
+        assert!(granted.log);
+        let http = granted.http.expect("http granted");
+        assert_eq!(http.allow, ["https://cp/join-token"]);
+        assert!(http.timeout_ms > 0 && http.max_body_bytes > 0);
+        assert!(!granted.kubernetes_metrics && granted.state.is_none());
+    }
 }

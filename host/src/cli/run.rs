@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, Metrics};
 use crate::config::{ConfigFile, build, build_lifecycle, load_guests};
 use crate::engine::HumanDuration;
-use crate::policies::{PolicySources, PolicyStore};
+use crate::policies::PolicySources;
 use crate::sandbox::Sandbox;
 
 #[derive(Debug, Args)]
@@ -78,14 +78,17 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ConfigFile::load(&args.config)?;
     let token = args.api.token()?;
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
-    let (sources, policies) = sources(&config, sandbox)?;
+    let sources = sources(&config, sandbox)?;
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(build(&config, &sources, Some(metrics.clone())).await?);
     let stop = CancellationToken::new();
     let api = match args.api.listen {
         Some(addr) => {
-            let state =
-                Arc::new(ApiState::new(engine.clone(), metrics, token).with_policies(policies));
+            let mut state = ApiState::new(engine.clone(), metrics, token);
+            if let Some(store) = sources.uploads() {
+                state = state.with_policies(store.clone());
+            }
+            let state = Arc::new(state);
             Some(api::serve(addr, state, args.api.tls(), stop.clone()).await?)
         }
         None => None,
@@ -138,23 +141,15 @@ pub(super) async fn stop_on_signal(stop: CancellationToken, duration: Option<Hum
 }
 
 /// The policy sources of a config file: its fetch settings and its upload store.
-fn sources(
-    config: &ConfigFile,
-    sandbox: Arc<Sandbox>,
-) -> anyhow::Result<(PolicySources, Arc<PolicyStore>)> {
-    let store = Arc::new(PolicyStore::open(
-        config.state_dir.join("policies"),
-        sandbox.clone(),
-        config.sandbox.max_component_bytes,
-    )?);
-    let sources = PolicySources::new(sandbox, &config.fetch)?.with_uploads(store.clone());
-    Ok((sources, store))
+fn sources(config: &ConfigFile, sandbox: Arc<Sandbox>) -> anyhow::Result<PolicySources> {
+    Ok(PolicySources::new(sandbox, &config.fetch)?
+        .with_upload_dir(config.state_dir.join("policies"))?)
 }
 
 pub(super) async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let config = ConfigFile::load(&args.config)?;
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
-    let (sources, _) = sources(&config, sandbox)?;
+    let sources = sources(&config, sandbox)?;
     let guests = load_guests(&config, &sources).await?;
     for (spec, guests) in config.autoscalers.iter().zip(guests) {
         println!(

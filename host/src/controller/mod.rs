@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, Metrics, TlsFiles};
 use crate::engine::Engine;
-use crate::policies::{FetchConfig, PolicySources, PolicyStore};
+use crate::policies::{FetchConfig, PolicySources};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crd::WasmAutoscaler;
 use lease::{LeaderElector, LeaseEnd, LeaseSettings};
@@ -61,20 +61,20 @@ pub async fn run(
             config.state_dir.display()
         )
     })?;
-    let store = Arc::new(PolicyStore::open(
-        config.state_dir.join("policies"),
-        sandbox.clone(),
-        config.sandbox.max_component_bytes,
-    )?);
-    let sources = Arc::new(PolicySources::new(sandbox, &config.fetch)?.with_uploads(store.clone()));
+    let sources = Arc::new(
+        PolicySources::new(sandbox, &config.fetch)?
+            .with_upload_dir(config.state_dir.join("policies"))?,
+    );
     let engine = Arc::new(Engine::default());
     let metrics = Arc::new(Metrics::new());
     let api_task = match config.listen {
         Some(addr) => {
-            let state = Arc::new(
-                ApiState::new(engine.clone(), metrics.clone(), config.api_token.clone())
-                    .with_policies(store),
-            );
+            let mut state =
+                ApiState::new(engine.clone(), metrics.clone(), config.api_token.clone());
+            if let Some(store) = sources.uploads() {
+                state = state.with_policies(store.clone());
+            }
+            let state = Arc::new(state);
             Some(api::serve(addr, state, config.tls.clone(), stop.clone()).await?)
         }
         None => None,

@@ -132,6 +132,17 @@ impl PolicySources {
         })
     }
 
+    /// Resolves `policy:NAME` references in a store kept in `dir` (created if missing), which
+    /// accepts uploads up to the sandbox's component size limit.
+    pub fn with_upload_dir(self, dir: impl Into<PathBuf>) -> Result<Self, SourceError> {
+        let store = PolicyStore::open(
+            dir,
+            self.sandbox.clone(),
+            self.sandbox.max_component_bytes(),
+        )?;
+        Ok(self.with_uploads(Arc::new(store)))
+    }
+
     /// Resolves `policy:NAME` references in `store`.
     pub fn with_uploads(mut self, store: Arc<PolicyStore>) -> Self {
         self.uploads = Some(store);
