@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wasmscaler::api::{ApiState, Metrics, router};
+use wasmscaler::api::{ApiLimits, ApiState, Metrics, router};
 use wasmscaler::engine::Engine;
 use wasmscaler::policies::PolicyStore;
 use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, scripted_spec, test_sandbox};
@@ -18,10 +18,18 @@ struct Api {
 }
 
 async fn start(token: Option<&str>) -> anyhow::Result<Api> {
-    start_with_limit(token, 64 << 20).await
+    start_with(token, 64 << 20, ApiLimits::default()).await
 }
 
 async fn start_with_limit(token: Option<&str>, max_policy_bytes: u64) -> anyhow::Result<Api> {
+    start_with(token, max_policy_bytes, ApiLimits::default()).await
+}
+
+async fn start_with(
+    token: Option<&str>,
+    max_policy_bytes: u64,
+    limits: ApiLimits,
+) -> anyhow::Result<Api> {
     let sandbox = Arc::new(test_sandbox()?);
     let guest = sandbox
         .load_file(&build_rust_guest("tests/hostile/scripted")?)
@@ -42,7 +50,8 @@ async fn start_with_limit(token: Option<&str>, max_policy_bytes: u64) -> anyhow:
     let store = PolicyStore::open(policies.path(), sandbox.clone(), max_policy_bytes)?;
     let app = router(Arc::new(
         ApiState::new(engine.clone(), metrics, token.map(str::to_owned))
-            .with_policies(Arc::new(store)),
+            .with_policies(Arc::new(store))
+            .with_limits(limits),
     ));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -59,7 +68,15 @@ async fn start_with_limit(token: Option<&str>, max_policy_bytes: u64) -> anyhow:
 
 impl Api {
     async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
+        self.get_as(path, None).await
+    }
+
+    async fn get_as(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
         Ok((response.status().as_u16(), response.text().await?))
     }
 
@@ -129,9 +146,24 @@ async fn health_status_and_metrics_after_a_run() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn dry_runs_decide_without_writing_or_remembering() -> anyhow::Result<()> {
-    let api = start(None).await?;
-    let (status, text) = api
+    let token = Some("s3cret");
+    let api = start(token).await?;
+    // Dry runs run guests: without the token they are refused, before anything runs.
+    let (status, _) = api
         .get("/api/v1/autoscalers/web/metrics?dry_run=true")
+        .await?;
+    assert_eq!(status, 401);
+    let (status, _) = api
+        .post(
+            "/api/v1/autoscalers/web/evaluation?dry_run=true",
+            None,
+            vec![],
+        )
+        .await?;
+    assert_eq!(status, 401);
+
+    let (status, text) = api
+        .get_as("/api/v1/autoscalers/web/metrics?dry_run=true", token)
         .await?;
     let samples: serde_json::Value = serde_json::from_str(&text)?;
     assert_eq!(status, 200, "{text}");
@@ -141,7 +173,7 @@ async fn dry_runs_decide_without_writing_or_remembering() -> anyhow::Result<()> 
     let (status, record) = api
         .post(
             "/api/v1/autoscalers/web/evaluation?dry_run=true",
-            None,
+            token,
             vec![],
         )
         .await?;
@@ -154,7 +186,7 @@ async fn dry_runs_decide_without_writing_or_remembering() -> anyhow::Result<()> 
     let (status, record) = api
         .post(
             "/api/v1/autoscalers/web/evaluation?dry_run=true",
-            None,
+            token,
             body,
         )
         .await?;
@@ -174,6 +206,29 @@ async fn dry_runs_decide_without_writing_or_remembering() -> anyhow::Result<()> 
             .is_empty(),
         "nor remembered"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn dry_runs_can_be_opened_to_clients_without_a_token() -> anyhow::Result<()> {
+    let limits = ApiLimits {
+        open_dry_runs: true,
+        ..ApiLimits::default()
+    };
+    let api = start_with(Some("s3cret"), 64 << 20, limits).await?;
+    let (status, text) = api
+        .get("/api/v1/autoscalers/web/metrics?dry_run=true")
+        .await?;
+    assert_eq!(status, 200, "{text}");
+    let path = "/api/v1/autoscalers/web/evaluation";
+    let (status, record) = api
+        .post(&format!("{path}?dry_run=true"), None, vec![])
+        .await?;
+    assert_eq!(status, 200, "{record}");
+    // Opening dry runs opens nothing that can scale.
+    let (status, _) = api.post(path, None, vec![]).await?;
+    assert_eq!(status, 401);
+    assert!(api.target.scale_calls().is_empty());
     Ok(())
 }
 
@@ -206,17 +261,20 @@ async fn runs_that_can_scale_need_the_bearer_token() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn oversized_and_malformed_bodies_are_refused() -> anyhow::Result<()> {
-    let api = start(None).await?;
+    let api = start(Some("s3cret")).await?;
     let path = "/api/v1/autoscalers/web/evaluation?dry_run=true";
     let huge = vec![b' '; wasmscaler::api::MAX_BODY_BYTES + 1];
     let response = api
         .http
         .post(format!("{}{path}", api.base))
+        .bearer_auth("s3cret")
         .body(huge)
         .send()
         .await?;
     assert_eq!(response.status().as_u16(), 413);
-    let (status, body) = api.post(path, None, br#"{"samplez": []}"#.to_vec()).await?;
+    let (status, body) = api
+        .post(path, Some("s3cret"), br#"{"samplez": []}"#.to_vec())
+        .await?;
     assert_eq!(status, 422, "{body}");
     assert!(
         body["error"]

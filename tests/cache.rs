@@ -8,6 +8,7 @@ use wasmscaler_tests::build_rust_guest;
 fn sandbox_with_cache(dir: &Path) -> anyhow::Result<Sandbox> {
     Ok(Sandbox::new(SandboxConfig {
         cache_dir: Some(dir.to_path_buf()),
+        compile: wasmscaler_tests::compile_config(),
         ..SandboxConfig::default()
     })?)
 }

@@ -56,11 +56,15 @@ fn config(state: &std::path::Path, election: Option<LeaseSettings>) -> Controlle
         identity: "test-controller".into(),
         election,
         state_dir: state.to_path_buf(),
-        sandbox: SandboxConfig::default(),
+        sandbox: SandboxConfig {
+            compile: support::compile_config(),
+            ..SandboxConfig::default()
+        },
         fetch: FetchConfig::default(),
         listen: None,
         api_token: None,
         tls: None,
+        api_limits: Default::default(),
     }
 }
 

@@ -368,6 +368,7 @@ async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
             max_memory_bytes: 64 << 20,
             ..Default::default()
         }),
+        compile: wasmscaler_tests::compile_config(),
         ..SandboxConfig::default()
     })?;
     let guest = hostile(&sandbox).await?;

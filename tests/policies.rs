@@ -82,6 +82,7 @@ async fn a_url_reference_is_fetched_only_with_its_pinned_digest() -> anyhow::Res
     // Bigger than the sandbox accepts: refused while downloading.
     let small = wasmscaler::sandbox::Sandbox::new(wasmscaler::sandbox::SandboxConfig {
         max_component_bytes: 1_000,
+        compile: wasmscaler_tests::compile_config(),
         ..Default::default()
     })?;
     let err = PolicySources::new(Arc::new(small), &FetchConfig::default())?

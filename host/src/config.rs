@@ -180,7 +180,6 @@ pub async fn build(
     sources: &PolicySources,
     observer: Option<Arc<dyn RunObserver>>,
 ) -> anyhow::Result<Engine> {
-    let guests = load_guests(config, sources).await?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "creating the state directory {}",
@@ -189,7 +188,22 @@ pub async fn build(
     })?;
     let mut kube_client = None;
     let mut autoscalers = Vec::new();
-    for (spec, guests) in config.autoscalers.iter().zip(guests) {
+    let mut failed = Vec::new();
+    for (i, spec) in config.autoscalers.iter().enumerate() {
+        // One autoscaler whose policy cannot load (a compile limit, a bad component) does
+        // not stop the others: it is reported and left out.
+        let guests = match load_spec_guests(spec, sources)
+            .await
+            .with_context(|| format!("autoscalers[{i}] ({})", spec.name))
+        {
+            Ok(guests) => guests,
+            Err(error) => {
+                let message = format!("{error:#}");
+                tracing::error!(autoscaler = %spec.name, error = %message, "cannot load its policies; it does not run");
+                failed.push((spec.name.clone(), message));
+                continue;
+            }
+        };
         let target: Arc<dyn Target> = match &spec.target {
             TargetSpec::Local(local) => {
                 let initial = local.initial_replicas.unwrap_or(spec.min_replicas);
@@ -242,7 +256,16 @@ pub async fn build(
         }
         autoscalers.push(Arc::new(autoscaler));
     }
-    Ok(Engine::new(autoscalers))
+    if autoscalers.is_empty()
+        && let Some((_, error)) = failed.first()
+    {
+        anyhow::bail!("no autoscaler could start: {error}");
+    }
+    let engine = Engine::new(autoscalers);
+    for (name, error) in failed {
+        engine.mark_failed(&name, error);
+    }
+    Ok(engine)
 }
 
 /// Builds the lifecycle handlers of the config file: loads each handler and connects to its

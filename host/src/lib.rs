@@ -17,6 +17,8 @@ pub mod contract;
 pub mod controller;
 pub mod engine;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod policies;
 pub mod sandbox;
 pub mod targets;

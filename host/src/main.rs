@@ -7,9 +7,22 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // A compile worker (a child this binary starts to compile one component under limits)
+    // must not start a runtime or parse the command line first.
+    if let Some(code) = wasmscaler::sandbox::compile::compile_worker_main() {
+        return code;
+    }
     let cli = wasmscaler::cli::Cli::parse();
     wasmscaler::telemetry::init(cli.log_json);
-    wasmscaler::cli::run(cli).await
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(wasmscaler::cli::run(cli)),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -30,6 +30,7 @@ fn sandbox(pooling: bool, cache_dir: Option<std::path::PathBuf>) -> Sandbox {
             max_memory_bytes: 256 << 20,
             ..Default::default()
         }),
+        compile: wasmscaler_tests::compile_config(),
         ..SandboxConfig::default()
     })
     .expect("sandbox")

@@ -74,7 +74,11 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+        let sandbox = Sandbox::new(SandboxConfig {
+            compile: wasmscaler_tests::compile_config(),
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox");
         let wasm = build_rust_guest("guests/cpu-target").expect("guest");
         let guest = sandbox.load_file(&wasm).await.expect("load").component;
         // The fixture's three pods, renamed to the memory target's replicas r-0..r-2.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::{Context as _, bail};
 
 pub mod aws;
+pub mod bombs;
 pub mod chart;
 pub mod fake_kube;
 pub mod fake_store;
@@ -238,9 +239,39 @@ pub fn test_sandbox() -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
                 max_memory_bytes: 256 << 20,
                 ..Default::default()
             }),
+            compile: compile_config(),
             ..Default::default()
         },
     )?)
+}
+
+/// The `wasmscaler` binary cargo built for these tests: next to the test binaries' `deps/`
+/// folder (cargo builds every binary of the workspace before it runs any test).
+pub fn wasmscaler_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("wasmscaler"))
+        .filter(|path| path.is_file())
+        .ok_or_else(|| anyhow::anyhow!("no wasmscaler binary next to {}", exe.display()))?;
+    Ok(bin)
+}
+
+/// How tests compile components: as in production, in a worker process of the built
+/// `wasmscaler` binary (cargo builds it next to the test binaries' `deps/` folder before any
+/// test runs); in process only where that binary is missing.
+pub fn compile_config() -> wasmscaler::sandbox::CompileConfig {
+    match wasmscaler_bin().ok() {
+        Some(program) => wasmscaler::sandbox::CompileConfig {
+            program: Some(program),
+            ..Default::default()
+        },
+        None => wasmscaler::sandbox::CompileConfig {
+            isolation: wasmscaler::sandbox::CompileIsolation::InProcess,
+            ..Default::default()
+        },
+    }
 }
 
 /// Reads a JSON fixture into `T`.

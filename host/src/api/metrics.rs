@@ -44,6 +44,8 @@ pub struct Metrics {
     replicas_current: Family<AutoscalerLabels, Gauge>,
     replicas_desired: Family<AutoscalerLabels, Gauge>,
     scale_events: Family<AutoscalerLabels, Counter>,
+    logs_dropped: Family<AutoscalerLabels, Counter>,
+    log_bytes_dropped: Family<AutoscalerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +66,8 @@ impl Metrics {
             replicas_current: Family::default(),
             replicas_desired: Family::default(),
             scale_events: Family::default(),
+            logs_dropped: Family::default(),
+            log_bytes_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Autoscaler runs by outcome", metrics.runs.clone());
@@ -96,6 +100,16 @@ impl Metrics {
             "scale_events",
             "Writes of a new replica count",
             metrics.scale_events.clone(),
+        );
+        registry.register(
+            "guest_log_records_dropped",
+            "Guest log records dropped over the per-call budgets",
+            metrics.logs_dropped.clone(),
+        );
+        registry.register(
+            "guest_log_bytes_dropped",
+            "Bytes of guest logs and stdout/stderr dropped or cut over the per-call budgets",
+            metrics.log_bytes_dropped.clone(),
         );
         Metrics {
             registry,
@@ -141,6 +155,16 @@ impl RunObserver for Metrics {
                 .inc();
         }
         self.fuel.get_or_create(&labels).inc_by(record.fuel);
+        if record.logs_dropped > 0 {
+            self.logs_dropped
+                .get_or_create(&labels)
+                .inc_by(u64::from(record.logs_dropped));
+        }
+        if record.log_bytes_dropped > 0 {
+            self.log_bytes_dropped
+                .get_or_create(&labels)
+                .inc_by(record.log_bytes_dropped);
+        }
         if record.guest_micros > 0 {
             self.guest_seconds
                 .get_or_create(&labels)

@@ -1,10 +1,15 @@
 //! The REST API (axum): health, readiness, Prometheus metrics, autoscaler status, and the
 //! Custom Pod Autoscaler's dry runs.
 //!
-//! Read-only endpoints are open. Endpoints that can change a target (`POST …/evaluation`
-//! without `dry_run=true`) need `Authorization: Bearer TOKEN`; with no token configured they
-//! are refused. Errors are JSON: `{"error": "...", "code": 401}`. Request bodies are capped.
+//! Health, readiness, metrics and status reads are open. Everything else needs
+//! `Authorization: Bearer TOKEN` (with no token configured it is refused): uploads, real
+//! runs, and dry runs unless [`ApiLimits::open_dry_runs`] opens them. The token is checked
+//! from the headers by a middleware, before any handler reads a body, so an anonymous client
+//! never makes the host buffer an upload. Dry runs share a small quota (429 past it), so they
+//! can never take the instance slots scheduled runs need. Errors are JSON:
+//! `{"error": "...", "code": 401}`. Request bodies are capped and must arrive in time.
 
+mod limits;
 pub mod metrics;
 mod serve;
 
@@ -13,17 +18,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::Semaphore;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::contract::model::Sample;
 use crate::engine::{Autoscaler, Engine};
 use crate::policies::{PolicyError, PolicyStore};
+pub use limits::ApiLimits;
 pub use metrics::Metrics;
 pub use serve::{TlsFiles, serve};
 
@@ -37,6 +47,8 @@ pub struct ApiState {
     token: Option<String>,
     ready: AtomicBool,
     policies: Option<Arc<PolicyStore>>,
+    limits: ApiLimits,
+    dry_runs: Arc<Semaphore>,
 }
 
 impl ApiState {
@@ -48,7 +60,21 @@ impl ApiState {
             token: token.filter(|t| !t.is_empty()),
             ready: AtomicBool::new(true),
             policies: None,
+            dry_runs: Arc::new(Semaphore::new(ApiLimits::default().max_concurrent_dry_runs)),
+            limits: ApiLimits::default(),
         }
+    }
+
+    /// Serves under `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: ApiLimits) -> Self {
+        self.dry_runs = Arc::new(Semaphore::new(limits.max_concurrent_dry_runs.max(1)));
+        self.limits = limits;
+        self
+    }
+
+    /// The limits it serves under.
+    pub fn limits(&self) -> &ApiLimits {
+        &self.limits
     }
 
     /// Serves uploads into `store` under `/api/v1/policies`.
@@ -65,19 +91,27 @@ impl ApiState {
 
 /// The routes.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let upload_limit = state.policies.as_ref().map_or(MAX_BODY_BYTES, |p| {
+        usize::try_from(p.max_bytes())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+    });
+    let open = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/api/v1/autoscalers", get(list))
         .route("/api/v1/autoscalers/{name}", get(status))
-        .route("/api/v1/autoscalers/{name}/metrics", get(dry_run_metrics))
-        .route("/api/v1/autoscalers/{name}/evaluation", post(evaluation))
         // Cluster mode: autoscalers are `namespace/name`.
         .route(
             "/api/v1/namespaces/{namespace}/autoscalers/{name}",
             get(status),
         )
+        .route("/api/v1/policies", get(list_policies))
+        .route("/api/v1/policies/{name}", get(get_policy));
+    let runs = Router::new()
+        .route("/api/v1/autoscalers/{name}/metrics", get(dry_run_metrics))
+        .route("/api/v1/autoscalers/{name}/evaluation", post(evaluation))
         .route(
             "/api/v1/namespaces/{namespace}/autoscalers/{name}/metrics",
             get(dry_run_metrics),
@@ -86,24 +120,65 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/namespaces/{namespace}/autoscalers/{name}/evaluation",
             post(evaluation),
         )
-        .route("/api/v1/policies", get(list_policies))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard_runs));
+    let uploads = Router::new()
         .route(
             "/api/v1/policies/{name}",
-            get(get_policy)
-                .delete(delete_policy)
+            axum::routing::delete(delete_policy)
                 .put(put_policy)
-                .layer(DefaultBodyLimit::max(state.policies.as_ref().map_or(
-                    MAX_BODY_BYTES,
-                    |p| {
-                        usize::try_from(p.max_bytes())
-                            .unwrap_or(usize::MAX)
-                            .saturating_add(1)
-                    },
-                ))),
+                .layer(DefaultBodyLimit::max(upload_limit)),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard_token));
+    let limits = &state.limits;
+    open.merge(runs)
+        .merge(uploads)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout()))
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_requests.max(1),
+        ))
         .with_state(state)
+}
+
+/// Lets a request through only with the token; runs before any body is read.
+async fn guard_token(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs and dry runs: a real run needs the token; a dry run needs it unless dry runs are
+/// open, and takes one of the dry-run slots for as long as it is handled.
+async fn guard_runs(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let dry_run = request.method() == axum::http::Method::GET
+        || request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|pair| pair == "dry_run=true"));
+    if !(dry_run && state.limits.open_dry_runs)
+        && let Err(e) = authorize(&state, request.headers())
+    {
+        return e.into_response();
+    }
+    if !dry_run {
+        return next.run(request).await;
+    }
+    let Ok(_slot) = state.dry_runs.clone().try_acquire_owned() else {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "all {} dry-run slots are in use; try again shortly",
+                state.limits.max_concurrent_dry_runs
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
 }
 
 /// An error answer: `{"error": message, "code": status}`.
@@ -224,12 +299,19 @@ fn summary(a: &Autoscaler) -> serde_json::Value {
 }
 
 async fn list(State(state): State<Arc<ApiState>>) -> Response {
-    let all: Vec<_> = state
+    let mut all: Vec<_> = state
         .engine
         .autoscalers()
         .iter()
         .map(|a| summary(a))
         .collect();
+    all.extend(
+        state
+            .engine
+            .failed()
+            .into_iter()
+            .map(|(name, error)| json!({ "name": name, "failed": error })),
+    );
     Json(all).into_response()
 }
 
@@ -250,8 +332,8 @@ struct DryRun {
     dry_run: bool,
 }
 
-/// CPA's `GET /api/v1/metrics?dry_run=true`: gather once and return the samples. Gathering
-/// never writes to the target, so it is open either way.
+/// CPA's `GET /api/v1/metrics?dry_run=true`: gather once and return the samples, never
+/// writing to the target or the guest's state.
 async fn dry_run_metrics(
     State(state): State<Arc<ApiState>>,
     Path(key): Path<AutoscalerKey>,
@@ -273,14 +355,13 @@ struct EvaluationBody {
     samples: Vec<Sample>,
 }
 
-/// CPA's `POST /api/v1/evaluation?dry_run=true`: the whole pipeline without writing
-/// (open), on gathered samples or on `{"samples": [...]}` from the body; without
-/// `dry_run=true` a real run that may scale (needs the token).
+/// CPA's `POST /api/v1/evaluation?dry_run=true`: the whole pipeline without writing, on
+/// gathered samples or on `{"samples": [...]}` from the body; without `dry_run=true` a real
+/// run that may scale.
 async fn evaluation(
     State(state): State<Arc<ApiState>>,
     Path(key): Path<AutoscalerKey>,
     Query(query): Query<DryRun>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -309,9 +390,7 @@ async fn evaluation(
             "provided samples are only accepted with dry_run=true",
         );
     } else {
-        if let Err(e) = authorize(&state, &headers) {
-            return e.into_response();
-        }
+        // `guard_runs` has checked the token.
         autoscaler.run_once().await
     };
     if record.error.is_some() && record.decision.is_none() && !record.fallback {
@@ -361,10 +440,9 @@ async fn get_policy(
 async fn put_policy(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    // `guard_token` has checked the token before the body was read.
     let store = store(&state)?;
     let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let now = (crate::engine::system_clock())();
@@ -377,9 +455,8 @@ async fn put_policy(
 async fn delete_policy(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    // `guard_token` has checked the token.
     let users_of = |sha256: &str| {
         state
             .engine

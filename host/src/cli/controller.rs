@@ -88,6 +88,7 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         listen: args.api.listen,
         api_token: args.api.token()?,
         tls: args.api.tls(),
+        api_limits: args.api.limits(),
     };
     let client = client_from_environment().await?;
     let stop = CancellationToken::new();

@@ -84,6 +84,7 @@ struct Stage {
     fuel_consumed: u64,
     duration_micros: u64,
     logs_dropped: u32,
+    log_bytes_dropped: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,11 +134,13 @@ pub(super) async fn run(args: EvalArgs) -> anyhow::Result<()> {
             fuel_consumed: gathered.fuel_consumed,
             duration_micros: micros(gathered.duration),
             logs_dropped: gathered.logs_dropped,
+            log_bytes_dropped: gathered.log_bytes_dropped,
         },
         evaluate: Stage {
             fuel_consumed: evaluated.fuel_consumed,
             duration_micros: micros(evaluated.duration),
             logs_dropped: evaluated.logs_dropped,
+            log_bytes_dropped: evaluated.log_bytes_dropped,
         },
         samples: gathered.value,
         decision: evaluated.value,

@@ -25,8 +25,13 @@ pub(super) async fn run(args: InspectArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading {}", args.component.display()))?;
     let info = loaded.component.info();
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let shape = crate::sandbox::compile::measure(&bytes);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        let mut report = serde_json::to_value(&info)?;
+        report["shape"] = serde_json::to_value(shape)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     let world = serde_json::to_value(info.world)?;
@@ -42,6 +47,15 @@ pub(super) async fn run(args: InspectArgs) -> anyhow::Result<()> {
         } else {
             caps.join(", ")
         }
+    );
+    println!(
+        "shape:        {} core modules, {} functions, nesting depth {}, at most {} locals, \
+         largest body {} bytes",
+        shape.modules,
+        shape.functions,
+        shape.max_nesting_depth,
+        shape.max_locals,
+        shape.max_function_body_bytes
     );
     println!("exports:");
     for export in &info.exports {

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::sandbox::{CompileConfig, Sandbox, SandboxConfig};
 
 /// wasmscaler: autoscaling with your own logic, compiled to sandboxed WebAssembly.
 ///
@@ -66,6 +66,12 @@ struct CacheArgs {
     /// Do not read or write the on-disk cache.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+    /// Wall-clock budget of compiling one component, in milliseconds [default: 60000].
+    #[arg(long, value_name = "MS")]
+    compile_timeout_ms: Option<u64>,
+    /// Memory budget of compiling one component, in MiB [default: 3072].
+    #[arg(long, value_name = "MIB")]
+    compile_memory_mib: Option<u64>,
 }
 
 impl CacheArgs {
@@ -75,8 +81,16 @@ impl CacheArgs {
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
         };
+        let mut compile = CompileConfig::default();
+        if let Some(ms) = self.compile_timeout_ms {
+            compile.timeout_ms = ms;
+        }
+        if let Some(mib) = self.compile_memory_mib {
+            compile.max_memory_bytes = mib.saturating_mul(1 << 20);
+        }
         let config = SandboxConfig {
             cache_dir,
+            compile,
             ..SandboxConfig::default()
         };
         Ok(Sandbox::new(config)?)

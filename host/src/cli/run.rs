@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, Metrics};
+use crate::api::{self, ApiLimits, ApiState, Metrics};
 use crate::config::{ConfigFile, build, build_lifecycle, load_guests};
 use crate::engine::HumanDuration;
 use crate::policies::PolicySources;
@@ -43,9 +43,32 @@ pub(super) struct ApiArgs {
     /// The PEM private key of --tls-cert-file.
     #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// Let clients without the token run dry runs (they run guests and may read targets).
+    #[arg(long)]
+    api_open_dry_runs: bool,
+    /// Dry runs that may run at once, all clients together; more are answered 429.
+    #[arg(long, value_name = "N", default_value_t = ApiLimits::default().max_concurrent_dry_runs)]
+    api_max_dry_runs: usize,
+    /// Open API connections; more are closed on accept.
+    #[arg(long, value_name = "N", default_value_t = ApiLimits::default().max_connections)]
+    api_max_connections: usize,
+    /// Time a client has to send a request's headers (and a TLS handshake), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = ApiLimits::default().header_read_timeout_ms)]
+    api_header_timeout_ms: u64,
 }
 
 impl ApiArgs {
+    /// What API clients may cost, from the flags.
+    pub(super) fn limits(&self) -> ApiLimits {
+        ApiLimits {
+            open_dry_runs: self.api_open_dry_runs,
+            max_concurrent_dry_runs: self.api_max_dry_runs,
+            max_connections: self.api_max_connections,
+            header_read_timeout_ms: self.api_header_timeout_ms,
+            ..ApiLimits::default()
+        }
+    }
+
     /// The certificate and key, when HTTPS is asked for.
     pub(super) fn tls(&self) -> Option<api::TlsFiles> {
         Some(api::TlsFiles {
@@ -84,7 +107,8 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let api = match args.api.listen {
         Some(addr) => {
-            let mut state = ApiState::new(engine.clone(), metrics, token);
+            let mut state =
+                ApiState::new(engine.clone(), metrics, token).with_limits(args.api.limits());
             if let Some(store) = sources.uploads() {
                 state = state.with_policies(store.clone());
             }

@@ -14,7 +14,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, Metrics, TlsFiles};
+use crate::api::{self, ApiLimits, ApiState, Metrics, TlsFiles};
 use crate::engine::Engine;
 use crate::policies::{FetchConfig, PolicySources};
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -46,6 +46,8 @@ pub struct ControllerConfig {
     pub api_token: Option<String>,
     /// HTTPS for the API.
     pub tls: Option<TlsFiles>,
+    /// What API clients may cost.
+    pub api_limits: ApiLimits,
 }
 
 /// Runs the controller until `stop`.
@@ -70,7 +72,8 @@ pub async fn run(
     let api_task = match config.listen {
         Some(addr) => {
             let mut state =
-                ApiState::new(engine.clone(), metrics.clone(), config.api_token.clone());
+                ApiState::new(engine.clone(), metrics.clone(), config.api_token.clone())
+                    .with_limits(config.api_limits.clone());
             if let Some(store) = sources.uploads() {
                 state = state.with_policies(store.clone());
             }

@@ -15,7 +15,9 @@ use super::behavior::ResolvedRules;
 use super::record::{Outcome, RunRecord};
 use super::spec::{AutoscalerSpec, RunMode};
 use super::store::{EngineState, StateBackend};
-use crate::contract::model::{Context, Decision, RunType, Sample, Target as ContextTarget};
+use crate::contract::model::{
+    Context, Decision, GuestError, RunType, Sample, Target as ContextTarget,
+};
 use crate::sandbox::{BoxFuture, CallEnv, CallOutcome, GuestComponent, SandboxError, StateStore};
 use crate::targets::{Observation, Target, TargetError};
 
@@ -83,6 +85,35 @@ impl Failure {
             message: format!("target: {e}"),
         }
     }
+    /// Every instance slot was taken: the host was busy, the guest did nothing wrong, so it
+    /// never counts toward the fallback.
+    fn is_busy(&self) -> bool {
+        self.kind == "busy"
+    }
+}
+
+/// Adds what one guest call cost to the run's record.
+fn account<T>(record: &mut RunRecord, out: &CallOutcome<T>) {
+    record.fuel += out.fuel_consumed;
+    record.guest_micros += micros(out.duration);
+    record.logs_dropped += out.logs_dropped;
+    record.log_bytes_dropped += out.log_bytes_dropped;
+}
+
+/// The guest state as dry runs see it: read from the autoscaler's store, never written back,
+/// so an API caller cannot change what the scheduled runs will read.
+struct ReadOnlyState(Arc<dyn StateStore>);
+
+impl StateStore for ReadOnlyState {
+    fn load(&self) -> Result<std::collections::BTreeMap<String, Vec<u8>>, GuestError> {
+        self.0.load()
+    }
+    fn commit(
+        &self,
+        _state: std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), GuestError> {
+        Ok(())
+    }
 }
 
 /// The guests of an autoscaler: one `policy`, or a metric source and an evaluator.
@@ -100,6 +131,11 @@ pub struct Autoscaler {
     target: Arc<dyn Target>,
     guests: Guests,
     env: CallEnv,
+    /// The scheduled runs' environment with the guest state made read-only, for dry runs.
+    preview_env: CallEnv,
+    /// The last observation of the target and when it was made; dry runs reuse it for up to
+    /// one interval instead of calling the target's API each time.
+    last_observation: Mutex<Option<(Instant, Observation)>>,
     rules: (ResolvedRules, ResolvedRules),
     backend: Arc<dyn StateBackend>,
     /// Also serializes runs: a run never overlaps the previous one.
@@ -132,12 +168,21 @@ impl Autoscaler {
             pod_metrics: target.pod_metrics(),
         };
         let state = backend.load()?;
+        let preview_env = CallEnv {
+            state: env
+                .state
+                .clone()
+                .map(|store| Arc::new(ReadOnlyState(store)) as Arc<dyn StateStore>),
+            ..env.clone()
+        };
         Ok(Autoscaler {
             rules: spec.behavior.resolve(),
             spec,
             target,
             guests,
             env,
+            preview_env,
+            last_observation: Mutex::new(None),
             backend,
             state: tokio::sync::Mutex::new(state),
             records: Mutex::new(VecDeque::with_capacity(RECORDS_KEPT)),
@@ -217,10 +262,11 @@ impl Autoscaler {
     }
 
     /// Observes the target and gathers once, without evaluating: the API's dry-run metrics.
+    /// Its guest state writes are discarded, and the target is observed at most once per
+    /// interval however often it is called.
     pub async fn gather_preview(&self) -> Result<Vec<Sample>, String> {
         let observed = self
-            .target
-            .observe()
+            .observe(Mode::Preview)
             .await
             .map_err(|e| Failure::target(e).message)?;
         let mut ctx = self.context(&observed, (self.clock)());
@@ -229,16 +275,41 @@ impl Autoscaler {
             RunMode::PerResource => self
                 .guests
                 .metrics
-                .gather(&ctx, &self.env)
+                .gather(&ctx, &self.preview_env)
                 .await
                 .map(|out| out.value)
                 .map_err(|e| Failure::sandbox("gather", e)),
             RunMode::PerReplica => {
                 let mut scratch = self.empty_record(ctx.now_ms);
-                self.gather_all(&ctx, &observed, &mut scratch).await
+                self.gather_all(&ctx, &observed, &mut scratch, Mode::Preview)
+                    .await
             }
         };
         samples.map_err(|failure| failure.message)
+    }
+
+    /// Observes the target. Scheduled runs always ask it; dry runs reuse an observation up to
+    /// one interval old.
+    async fn observe(&self, mode: Mode) -> Result<Observation, TargetError> {
+        if mode == Mode::Preview
+            && let Ok(last) = self.last_observation.lock()
+            && let Some((at, observed)) = last.as_ref()
+            && at.elapsed() < self.spec.interval.0
+        {
+            return Ok(observed.clone());
+        }
+        let observed = self.target.observe().await?;
+        if let Ok(mut last) = self.last_observation.lock() {
+            *last = Some((Instant::now(), observed.clone()));
+        }
+        Ok(observed)
+    }
+
+    fn env(&self, mode: Mode) -> &CallEnv {
+        match mode {
+            Mode::Run => &self.env,
+            Mode::Preview => &self.preview_env,
+        }
     }
 
     /// Also reports every run to `observer` (metrics, status).
@@ -266,6 +337,8 @@ impl Autoscaler {
             fuel: 0,
             guest_micros: 0,
             duration_micros: 0,
+            logs_dropped: 0,
+            log_bytes_dropped: 0,
         }
     }
 
@@ -325,7 +398,7 @@ impl Autoscaler {
         given: Option<Vec<Sample>>,
     ) -> Result<Outcome, Failure> {
         let spec = &self.spec;
-        let observed = self.target.observe().await.map_err(Failure::target)?;
+        let observed = self.observe(mode).await.map_err(Failure::target)?;
         let current = observed.current;
         record.current_replicas = Some(current);
         record.replica_count = observed.replicas.len();
@@ -350,11 +423,12 @@ impl Autoscaler {
         if mode == Mode::Preview {
             ctx.run_type = RunType::Api;
         }
-        let decision = match self.decide(&ctx, &observed, record, given).await {
+        let decision = match self.decide(&ctx, &observed, record, given, mode).await {
             Ok(decision) => {
                 state.consecutive_failures = 0;
                 decision
             }
+            Err(failure) if failure.is_busy() => return Err(failure),
             Err(failure) => {
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
                 let Some(fallback) = &spec.fallback else {
@@ -404,6 +478,7 @@ impl Autoscaler {
         observed: &Observation,
         record: &mut RunRecord,
         given: Option<Vec<Sample>>,
+        mode: Mode,
     ) -> Result<Decision, Failure> {
         let samples = match (given, self.spec.run_mode) {
             (Some(samples), _) => samples,
@@ -411,24 +486,22 @@ impl Autoscaler {
                 let out = self
                     .guests
                     .metrics
-                    .gather(ctx, &self.env)
+                    .gather(ctx, self.env(mode))
                     .await
                     .map_err(|e| Failure::sandbox("gather", e))?;
-                record.fuel += out.fuel_consumed;
-                record.guest_micros += micros(out.duration);
+                account(record, &out);
                 out.value
             }
-            (None, RunMode::PerReplica) => self.gather_all(ctx, observed, record).await?,
+            (None, RunMode::PerReplica) => self.gather_all(ctx, observed, record, mode).await?,
         };
         record.sample_count = samples.len();
         let out = self
             .guests
             .evaluator
-            .evaluate(ctx, &samples, &self.env)
+            .evaluate(ctx, &samples, self.env(mode))
             .await
             .map_err(|e| Failure::sandbox("evaluate", e))?;
-        record.fuel += out.fuel_consumed;
-        record.guest_micros += micros(out.duration);
+        account(record, &out);
         Ok(out.value)
     }
 
@@ -438,7 +511,9 @@ impl Autoscaler {
         ctx: &Context,
         observed: &Observation,
         record: &mut RunRecord,
+        mode: Mode,
     ) -> Result<Vec<Sample>, Failure> {
+        let env = self.env(mode);
         // Collected (and boxed) up front: a lazily mapped iterator of futures trips the
         // compiler's higher-ranked `Send` check once the run is spawned.
         let gathers: Vec<BoxFuture<'_, GatherResult>> = observed
@@ -447,7 +522,7 @@ impl Autoscaler {
             .map(|replica| {
                 let mut one = ctx.clone();
                 one.replicas = vec![replica.clone()];
-                Box::pin(async move { self.guests.metrics.gather(&one, &self.env).await })
+                Box::pin(async move { self.guests.metrics.gather(&one, env).await })
                     as BoxFuture<'_, GatherResult>
             })
             .collect();
@@ -458,8 +533,7 @@ impl Autoscaler {
         let mut samples = Vec::new();
         for result in results {
             let out = result.map_err(|e| Failure::sandbox("gather", e))?;
-            record.fuel += out.fuel_consumed;
-            record.guest_micros += micros(out.duration);
+            account(record, &out);
             samples.extend(out.value);
         }
         Ok(samples)

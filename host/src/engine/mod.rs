@@ -25,6 +25,8 @@ pub use spec::{AutoscalerSpec, Fallback, HumanDuration, RunMode, TargetSpec};
 #[derive(Default)]
 pub struct Engine {
     autoscalers: RwLock<BTreeMap<String, Arc<Autoscaler>>>,
+    /// Autoscalers that could not start, with why.
+    failed: RwLock<BTreeMap<String, String>>,
 }
 
 impl Engine {
@@ -37,7 +39,20 @@ impl Engine {
                     .map(|a| (a.spec().name.clone(), a))
                     .collect(),
             ),
+            failed: RwLock::default(),
         }
+    }
+
+    /// Records that the autoscaler under `key` could not start.
+    pub fn mark_failed(&self, key: &str, error: String) {
+        if let Ok(mut failed) = self.failed.write() {
+            failed.insert(key.to_owned(), error);
+        }
+    }
+
+    /// Autoscalers that could not start, by key, with why.
+    pub fn failed(&self) -> BTreeMap<String, String> {
+        self.failed.read().map(|f| f.clone()).unwrap_or_default()
     }
 
     /// A snapshot of the autoscalers, ordered by key.

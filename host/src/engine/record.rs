@@ -76,4 +76,8 @@ pub struct RunRecord {
     pub guest_micros: u64,
     /// Wall-clock duration of the run in microseconds.
     pub duration_micros: u64,
+    /// Guest log records dropped over the per-call budgets.
+    pub logs_dropped: u32,
+    /// Bytes of guest log records and stdout/stderr dropped or cut over the budgets.
+    pub log_bytes_dropped: u64,
 }

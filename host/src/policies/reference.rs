@@ -56,10 +56,13 @@ impl PolicyRef {
         if text.is_empty() {
             return Err("policy reference is empty".into());
         }
-        if let Some(path) = text.strip_prefix("file://") {
-            return Ok(PolicyRef::File(PathBuf::from(path)));
-        }
-        if let Some(path) = text.strip_prefix("file:") {
+        if let Some(path) = text
+            .strip_prefix("file://")
+            .or_else(|| text.strip_prefix("file:"))
+        {
+            if path.is_empty() {
+                return Err(format!("{text}: the file path is missing"));
+            }
             return Ok(PolicyRef::File(PathBuf::from(path)));
         }
         if text.starts_with("https://") || text.starts_with("http://") {
@@ -108,7 +111,17 @@ impl PolicyRef {
 impl fmt::Display for PolicyRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PolicyRef::File(path) => write!(f, "{}", path.display()),
+            // A bare path unless it would read back as something else (a path with `://` in
+            // it, or one starting with `policy:`): then after `file://`, which parsing strips
+            // exactly (found by fuzzing).
+            PolicyRef::File(path) => {
+                let bare = path.display().to_string();
+                if PolicyRef::parse(&bare).is_ok_and(|back| back == *self) {
+                    f.write_str(&bare)
+                } else {
+                    write!(f, "file://{bare}")
+                }
+            }
             PolicyRef::Url { url, sha256 } => write!(f, "{url}{DIGEST_PREFIX}{sha256}"),
             PolicyRef::Oci(reference) => write!(f, "oci://{reference}"),
             PolicyRef::Uploaded { name, sha256: None } => write!(f, "policy:{name}"),
@@ -163,6 +176,23 @@ mod tests {
     use super::PolicyRef;
 
     const D: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn file_paths_that_look_like_other_forms_round_trip() {
+        // Found by fuzzing: these printed as bare paths that parsed back differently.
+        for text in [
+            "file:policifile://x/cpu.wasm",
+            "file:policy:cpu",
+            "file: leading-space.wasm",
+            "file:oci://not/a/registry",
+            "file:////double//slash/http:///x",
+        ] {
+            let parsed = PolicyRef::parse(text).expect(text);
+            assert!(matches!(parsed, PolicyRef::File(_)), "{text}");
+            assert_eq!(PolicyRef::parse(&parsed.to_string()), Ok(parsed), "{text}");
+        }
+        assert!(PolicyRef::parse("file:").is_err());
+    }
 
     #[test]
     fn every_form_round_trips() {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmtime::component::ResourceTableError;
-use wasmtime::{PoolConcurrencyLimitError, Store, Trap, WasmBacktrace};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use crate::contract::lifecycle_model::{LifecycleEvent, StepOutcome};
 use crate::contract::model::{Context, Decision, GuestError, OutputSize, Sample};
@@ -15,6 +15,7 @@ use super::component::GuestComponent;
 use super::error::HostAbort;
 use super::host::HostState;
 use super::limiter::LimitHit;
+use super::output::{Stream, escape_control};
 use super::{CallEnv, SandboxError};
 
 /// A successful call's value and what it cost.
@@ -28,8 +29,10 @@ pub struct CallOutcome<T> {
     /// Wall-clock time of the call, instantiation included.
     #[serde(serialize_with = "serialize_micros", rename = "durationMicros")]
     pub duration: Duration,
-    /// Log records dropped over the per-call budget.
+    /// Log records dropped over the per-call budgets.
     pub logs_dropped: u32,
+    /// Bytes of log records and captured stdout/stderr dropped or cut over the budgets.
+    pub log_bytes_dropped: u64,
 }
 
 fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -47,18 +50,25 @@ impl GuestComponent {
         ctx: &Context,
         env: &CallEnv,
     ) -> Result<CallOutcome<Vec<Sample>>, SandboxError> {
-        let indices = self.require_metrics()?;
+        let indices = self.require_metrics()?.clone();
         let wit_ctx = types::Context::from(ctx);
         let (mut store, started) = self.new_store(ctx, env)?;
-        let result = with_deadline(env, async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            let guest = indices.load(&mut store, &instance)?;
-            guest.call_gather(&mut store, &wit_ctx).await
-        })
-        .await;
-        let result = result
-            .map(|r| r.map(|samples| samples.into_iter().map(Sample::from).collect::<Vec<_>>()));
-        finish(store, self.shared.pool_slots, started, env, result)
+        let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
+        self.shared
+            .runtime
+            .run(async move {
+                let result = with_deadline(&env, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let guest = indices.load(&mut store, &instance)?;
+                    guest.call_gather(&mut store, &wit_ctx).await
+                })
+                .await;
+                let result = result.map(|r| {
+                    r.map(|samples| samples.into_iter().map(Sample::from).collect::<Vec<_>>())
+                });
+                finish(store, pool_slots, started, &env, result)
+            })
+            .await
     }
 
     /// Calls the component's `evaluate` in a fresh sandbox.
@@ -68,25 +78,26 @@ impl GuestComponent {
         samples: &[Sample],
         env: &CallEnv,
     ) -> Result<CallOutcome<Decision>, SandboxError> {
-        let indices = self.require_evaluation()?;
+        let indices = self.require_evaluation()?.clone();
         let wit_ctx = types::Context::from(ctx);
         let wit_samples: Vec<types::Sample> = samples.iter().map(types::Sample::from).collect();
         let (mut store, started) = self.new_store(ctx, env)?;
-        let result = with_deadline(env, async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            let guest = indices.load(&mut store, &instance)?;
-            guest
-                .call_evaluate(&mut store, &wit_ctx, &wit_samples)
-                .await
-        })
-        .await;
-        finish(
-            store,
-            self.shared.pool_slots,
-            started,
-            env,
-            result.map(|r| r.map(Decision::from)),
-        )
+        let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
+        self.shared
+            .runtime
+            .run(async move {
+                let result = with_deadline(&env, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let guest = indices.load(&mut store, &instance)?;
+                    guest
+                        .call_evaluate(&mut store, &wit_ctx, &wit_samples)
+                        .await
+                })
+                .await;
+                let result = result.map(|r| r.map(Decision::from));
+                finish(store, pool_slots, started, &env, result)
+            })
+            .await
     }
 
     /// Calls the component's lifecycle `handle` for one step of `event` in a fresh sandbox.
@@ -109,20 +120,22 @@ impl GuestComponent {
             }],
             ..Context::default()
         };
+        let indices = indices.clone();
         let (mut store, started) = self.new_store(&ctx, env)?;
-        let result = with_deadline(env, async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            let guest = indices.load(&mut store, &instance)?;
-            guest.call_handle(&mut store, &wit_event).await
-        })
-        .await;
-        finish(
-            store,
-            self.shared.pool_slots,
-            started,
-            env,
-            result.map(|r| r.map(StepOutcome::from)),
-        )
+        let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
+        self.shared
+            .runtime
+            .run(async move {
+                let result = with_deadline(&env, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let guest = indices.load(&mut store, &instance)?;
+                    guest.call_handle(&mut store, &wit_event).await
+                })
+                .await;
+                let result = result.map(|r| r.map(StepOutcome::from));
+                finish(store, pool_slots, started, &env, result)
+            })
+            .await
     }
 
     fn new_store(
@@ -149,8 +162,17 @@ impl GuestComponent {
         store
             .fuel_async_yield_interval(Some(self.shared.fuel_yield_interval))
             .map_err(internal)?;
-        store.set_epoch_deadline(self.shared.deadline_ticks(env.limits.timeout()));
-        store.epoch_deadline_trap();
+        // Every epoch tick the guest yields to the runtime, so no call holds a worker thread
+        // longer than one tick (plus one bounded host call); past its deadline it traps.
+        let deadline = started + env.limits.timeout();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         Ok((store, started))
     }
 }
@@ -209,24 +231,31 @@ fn finish<T: OutputSize>(
         fuel_consumed,
         duration,
         logs_dropped: state.logs_dropped,
+        log_bytes_dropped: state.log_bytes_dropped + state.capture.dropped(),
     })
 }
 
-/// Logs what the guest wrote to stdout/stderr; returns stderr's last lines for trap reports.
+/// Logs what the guest wrote to stdout/stderr, control characters escaped; returns
+/// stderr's last lines for trap reports.
 fn forward_captured_output(state: &HostState) -> String {
     let _entered = state.span.enter();
-    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
-        let bytes = pipe.contents();
+    for (name, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
+        let bytes = state.capture.contents(stream);
         for line in String::from_utf8_lossy(&bytes)
             .lines()
             .filter(|l| !l.is_empty())
         {
-            tracing::info!(target: "wasmscaler::guest", stream, "{line}");
+            let line = escape_control(line);
+            tracing::info!(target: "wasmscaler::guest", stream = name, "{line}");
         }
     }
-    let stderr = state.stderr.contents();
+    let stderr = state.capture.contents(Stream::Stderr);
     let text = String::from_utf8_lossy(&stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(escape_control)
+        .collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
@@ -243,6 +272,11 @@ fn classify(
             HostAbort::NotGranted { capability } => SandboxError::not_granted(*capability),
             HostAbort::Deadline => SandboxError::DeadlineExceeded {
                 timeout: env.limits.timeout(),
+            },
+            HostAbort::RandomLimit { asked, limit } => SandboxError::ResourceLimit {
+                what: format!(
+                    "wasi:random asked for {asked} bytes in one call, over limits.maxRandomBytes ({limit})"
+                ),
             },
         };
     }

@@ -24,6 +24,10 @@ pub enum SandboxError {
         /// The limit.
         limit: u64,
     },
+    /// Compiling the component broke one of the compile budgets.
+    // Not a `source`: the message already says it all, and a chain would repeat it.
+    #[error("compile-limit: {0}")]
+    CompileLimit(super::CompileLimit),
     /// The component does not export what the host needs.
     #[error("world mismatch: expected {expected}, but the component exports [{}]", found.join(", "))]
     WorldMismatch {
@@ -124,6 +128,12 @@ pub enum SandboxError {
     Internal(String),
 }
 
+impl From<super::CompileLimit> for SandboxError {
+    fn from(limit: super::CompileLimit) -> Self {
+        SandboxError::CompileLimit(limit)
+    }
+}
+
 impl SandboxError {
     /// The component imports `capability`, which its autoscaler did not grant.
     pub fn not_granted(capability: Capability) -> Self {
@@ -138,6 +148,7 @@ impl SandboxError {
         match self {
             SandboxError::InvalidComponent { .. } => "invalid-component",
             SandboxError::ComponentTooLarge { .. } => "component-too-large",
+            SandboxError::CompileLimit(_) => "compile-limit",
             SandboxError::WorldMismatch { .. } => "world-mismatch",
             SandboxError::UnknownImport { .. } => "unknown-import",
             SandboxError::CapabilityNotGranted { .. } => "capability-not-granted",
@@ -176,4 +187,6 @@ pub(crate) enum HostAbort {
     NotGranted { capability: Capability },
     #[error("deadline exceeded while the guest was in a host call")]
     Deadline,
+    #[error("asked for {asked} random bytes in one call, over the cap of {limit}")]
+    RandomLimit { asked: u64, limit: u64 },
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{AsContext, AsContextMut, StoreContextMut};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, Rng, WasiCtx, WasiCtxView, WasiView};
 
 use crate::contract::model::{Context, GuestError};
 use crate::contract::{http, kubernetes_metrics, log, state, types};
@@ -13,6 +13,7 @@ use crate::contract::{http, kubernetes_metrics, log, state, types};
 use super::allowlist::UrlAllowList;
 use super::error::HostAbort;
 use super::limiter::CallLimiter;
+use super::output::{Capture, Stream, escape_control, truncate};
 use super::{CallEnv, Capability};
 
 /// Store data of one guest call. Built fresh for every call, dropped after it.
@@ -27,8 +28,9 @@ pub(crate) struct HostState {
     host_calls: u32,
     pub(crate) logs_dropped: u32,
     logs_kept: u32,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    log_bytes: u64,
+    pub(crate) log_bytes_dropped: u64,
+    pub(crate) capture: Capture,
     pub(crate) span: tracing::Span,
 }
 
@@ -79,14 +81,13 @@ impl HostState {
         env: CallEnv,
         http_client: reqwest::Client,
     ) -> Result<Self, GuestError> {
-        let capture = usize::try_from(env.limits.max_captured_output_bytes).unwrap_or(usize::MAX);
-        let stdout = MemoryOutputPipe::new(capture);
-        let stderr = MemoryOutputPipe::new(capture);
+        let capture = Capture::new(env.limits.max_captured_output_bytes);
         let now = Duration::from_millis(u64::try_from(ctx.now_ms).unwrap_or(0));
         // No preopened directories, no environment, no arguments, no sockets, no name lookups.
         let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
+            .stdout(capture.pipe(Stream::Stdout))
+            .stderr(capture.pipe(Stream::Stderr))
+            .max_random_size(env.limits.max_random_bytes)
             .wall_clock(FrozenWallClock(now))
             .monotonic_clock(FrozenMonotonicClock)
             .allow_tcp(false)
@@ -126,8 +127,9 @@ impl HostState {
             host_calls: 0,
             logs_dropped: 0,
             logs_kept: 0,
-            stdout,
-            stderr,
+            log_bytes: 0,
+            log_bytes_dropped: 0,
+            capture,
         })
     }
 
@@ -170,18 +172,38 @@ impl types::Host for HostState {}
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.enter(Capability::Log)?;
-        if self.logs_kept >= self.env.limits.max_log_records {
+        let limits = &self.env.limits;
+        let max_record = usize::try_from(limits.max_log_record_bytes).unwrap_or(usize::MAX);
+        let (kept, cut) = truncate(&message, max_record);
+        if self.logs_kept >= limits.max_log_records
+            || self.log_bytes + kept.len() as u64 > limits.max_log_bytes
+        {
             self.logs_dropped += 1;
+            self.log_bytes_dropped += message.len() as u64;
             return Ok(());
         }
         self.logs_kept += 1;
+        self.log_bytes += kept.len() as u64;
+        self.log_bytes_dropped += cut as u64;
+        // Escaped, so a guest's newline or terminal sequence can never forge a host line.
+        let text = escape_control(kept);
         let _entered = self.span.enter();
         match level {
-            log::Level::Trace => tracing::trace!(target: "wasmscaler::guest", "{message}"),
-            log::Level::Debug => tracing::debug!(target: "wasmscaler::guest", "{message}"),
-            log::Level::Info => tracing::info!(target: "wasmscaler::guest", "{message}"),
-            log::Level::Warn => tracing::warn!(target: "wasmscaler::guest", "{message}"),
-            log::Level::Error => tracing::error!(target: "wasmscaler::guest", "{message}"),
+            log::Level::Trace => {
+                tracing::trace!(target: "wasmscaler::guest", truncated = cut, "{text}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "wasmscaler::guest", truncated = cut, "{text}")
+            }
+            log::Level::Info => {
+                tracing::info!(target: "wasmscaler::guest", truncated = cut, "{text}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "wasmscaler::guest", truncated = cut, "{text}")
+            }
+            log::Level::Error => {
+                tracing::error!(target: "wasmscaler::guest", truncated = cut, "{text}")
+            }
         }
         Ok(())
     }
@@ -249,6 +271,12 @@ impl http::Host for HostState {
             }
             .into());
         };
+        if url.len() > MAX_URL_BYTES {
+            return Ok(Err(types::Error::Denied(format!(
+                "a URL of {} bytes, over the cap of {MAX_URL_BYTES}",
+                url.len()
+            ))));
+        }
         let parsed = match allow_list.check(&url) {
             Ok(parsed) => parsed,
             Err(reason) => return Ok(Err(types::Error::Denied(reason))),
@@ -264,6 +292,10 @@ impl http::Host for HostState {
         .map_err(types::Error::from))
     }
 }
+
+/// Longest URL a guest may ask for; checking it against the allow-list costs its length
+/// times the patterns' length.
+const MAX_URL_BYTES: usize = 8 << 10;
 
 async fn fetch(
     client: &reqwest::Client,
@@ -335,4 +367,41 @@ pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("wasmscaler/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// The WASI interfaces whose byte-returning functions [`cap_random`] replaces.
+const RANDOM_INTERFACES: [(&str, &str); 2] = [
+    ("wasi:random/random@0.2.12", "get-random-bytes"),
+    ("wasi:random/insecure@0.2.12", "get-insecure-random-bytes"),
+];
+
+/// Replaces WASI's `get-random-bytes` and `get-insecure-random-bytes` with versions that
+/// refuse more than `maxRandomBytes` per call with a typed abort and charge one unit of fuel
+/// per byte: without that, a loop of large requests spends the whole deadline in host code
+/// while its fuel barely moves.
+pub(crate) fn cap_random(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    for (interface, function) in RANDOM_INTERFACES {
+        linker.instance(interface)?.func_wrap(
+            function,
+            move |mut store: StoreContextMut<'_, HostState>, (len,): (u64,)| {
+                let limit = store.data().env.limits.max_random_bytes;
+                if len > limit {
+                    return Err(HostAbort::RandomLimit { asked: len, limit }.into());
+                }
+                let fuel = store.as_context().get_fuel()?;
+                store.as_context_mut().set_fuel(fuel.saturating_sub(len))?;
+                if fuel < len {
+                    return Err(wasmtime::Trap::OutOfFuel.into());
+                }
+                // Both kinds come from a CSPRNG: at the capped sizes the insecure one gains
+                // nothing from being cheaper.
+                let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                wasmtime_wasi::thread_rng().fill_bytes(&mut bytes);
+                Ok((bytes,))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }

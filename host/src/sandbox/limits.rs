@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::compile::CompileConfig;
+
 /// Budgets enforced on every guest call (instantiation plus one export call).
 ///
 /// The defaults suit every supported guest language. Measured per call of the cpu-target
@@ -33,8 +35,17 @@ pub struct Limits {
     pub max_host_calls: u32,
     /// Maximum log records kept per call; further records are dropped and counted.
     pub max_log_records: u32,
-    /// Maximum bytes of stdout plus stderr captured per call.
+    /// Longest log record kept, in bytes; a longer one is cut there and the cut counted.
+    pub max_log_record_bytes: u32,
+    /// Bytes of log records kept per call, all records together; past it records are
+    /// dropped and counted.
+    pub max_log_bytes: u64,
+    /// Maximum bytes of stdout plus stderr captured per call; the rest is dropped and counted,
+    /// and the guest's writes still succeed.
     pub max_captured_output_bytes: u64,
+    /// Most bytes one `wasi:random` call may ask for. Each byte also costs one unit of fuel,
+    /// so a guest cannot spend its whole deadline in randomness without spending fuel.
+    pub max_random_bytes: u64,
 }
 
 impl Default for Limits {
@@ -49,7 +60,10 @@ impl Default for Limits {
             max_output_bytes: 1 << 20,
             max_host_calls: 1_000,
             max_log_records: 100,
+            max_log_record_bytes: 4 << 10,
+            max_log_bytes: 64 << 10,
             max_captured_output_bytes: 64 << 10,
+            max_random_bytes: 64 << 10,
         }
     }
 }
@@ -74,8 +88,13 @@ pub struct SandboxConfig {
     /// Period of the epoch ticker that enforces deadlines, in milliseconds.
     pub epoch_tick_ms: u64,
     /// A running guest yields to the async runtime after this much fuel, so one busy guest
-    /// never starves other tasks on the same thread.
+    /// never starves other tasks on the same thread. Guests also yield at every epoch tick.
     pub fuel_yield_interval: u64,
+    /// Worker threads of the runtime that runs guest calls, apart from the one serving the
+    /// API and the control plane; `None`: one per core.
+    pub guest_threads: Option<usize>,
+    /// Budgets of compiling a component.
+    pub compile: CompileConfig,
 }
 
 impl Default for SandboxConfig {
@@ -86,6 +105,8 @@ impl Default for SandboxConfig {
             pooling: Some(PoolingConfig::default()),
             epoch_tick_ms: 10,
             fuel_yield_interval: 1_000_000,
+            guest_threads: None,
+            compile: CompileConfig::default(),
         }
     }
 }

@@ -7,15 +7,18 @@
 //! fresh [`Store`](wasmtime::Store), so nothing leaks between calls except through the
 //! `state` capability.
 
-mod allowlist;
+pub(crate) mod allowlist;
 mod cache;
 mod call;
 mod capabilities;
+pub mod compile;
 mod component;
 mod error;
 mod host;
 mod limiter;
 mod limits;
+mod output;
+mod runtime;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,29 +37,24 @@ pub use capabilities::{
     BoxFuture, CallEnv, Capabilities, Capability, FileState, HttpGrant, MemoryState,
     PodMetricsProvider, StateGrant, StateStore, StaticPodMetrics,
 };
+pub use compile::{CompileConfig, CompileIsolation, CompileLimit};
 pub use component::{ComponentInfo, GuestComponent, World};
 pub use error::SandboxError;
 pub use limits::{Limits, PoolingConfig, SandboxConfig};
 
 use cache::{Digest, DiskCache, Miss};
+use compile::Compiler;
 use host::HostState;
+use runtime::GuestRuntime;
 
 /// Settings every call of every component needs, shared without locking.
 pub(crate) struct Shared {
     http: reqwest::Client,
-    epoch_tick: Duration,
     fuel_yield_interval: u64,
     pool_slots: u32,
     max_memory_bytes: Option<u64>,
-}
-
-impl Shared {
-    /// Epoch ticks until `timeout` has surely passed: one extra tick because the current
-    /// tick is already partly over.
-    fn deadline_ticks(&self, timeout: Duration) -> u64 {
-        let tick = self.epoch_tick.as_nanos().max(1);
-        u64::try_from(timeout.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX) + 1
-    }
+    /// Where guest calls run, apart from the API and the control plane.
+    runtime: GuestRuntime,
 }
 
 /// Where a loaded component came from.
@@ -90,6 +88,7 @@ pub struct Sandbox {
     disk: Option<Arc<DiskCache>>,
     loaded: Mutex<HashMap<Digest, Arc<GuestComponent>>>,
     max_component_bytes: u64,
+    compiler: Compiler,
     _ticker: EpochTicker,
 }
 
@@ -104,10 +103,7 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let internal =
             |what: &str, e: &dyn std::fmt::Display| SandboxError::Internal(format!("{what}: {e}"));
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true);
+        let mut wasm = wasmtime_config();
         let mut pool_slots = u32::MAX;
         let mut max_memory_bytes = None;
         if let Some(pooling) = &config.pooling {
@@ -143,6 +139,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| internal("linking WASI", &e))?;
+        host::cap_random(&mut linker).map_err(|e| internal("capping wasi:random", &e))?;
         crate::contract::bindings::WasmscalerHost::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut linker,
             |state| state,
@@ -151,6 +148,13 @@ impl Sandbox {
 
         let http = host::http_client().map_err(|e| internal("HTTP client", &e))?;
         let epoch_tick = Duration::from_millis(config.epoch_tick_ms.max(1));
+        let runtime = GuestRuntime::start(config.guest_threads)
+            .map_err(|e| internal("starting the guest runtime", &e))?;
+        let worker_settings = serde_json::to_string(&compile::worker::WorkerSettings::new(
+            &config.compile,
+            config.max_component_bytes,
+        ))
+        .map_err(|e| internal("compile worker settings", &e))?;
         Ok(Sandbox {
             _ticker: EpochTicker::start(engine.clone(), epoch_tick)
                 .map_err(|e| internal("starting the epoch ticker", &e))?,
@@ -162,13 +166,14 @@ impl Sandbox {
             linker,
             shared: Arc::new(Shared {
                 http,
-                epoch_tick,
                 fuel_yield_interval: config.fuel_yield_interval.max(1),
                 pool_slots,
                 max_memory_bytes,
+                runtime,
             }),
             loaded: Mutex::new(HashMap::new()),
             max_component_bytes: config.max_component_bytes,
+            compiler: Compiler::new(config.compile.clone(), worker_settings),
         })
     }
 
@@ -207,13 +212,7 @@ impl Sandbox {
                 duration: started.elapsed(),
             });
         }
-        let engine = self.engine.clone();
-        let disk = self.disk.clone();
-        let (component, source) = tokio::task::spawn_blocking(move || {
-            compile_or_restore(&engine, &bytes, &digest, disk.as_deref())
-        })
-        .await
-        .map_err(|e| SandboxError::Internal(format!("compile task failed: {e}")))??;
+        let (component, source) = self.compile_or_restore(bytes, digest).await?;
         let guest = GuestComponent::new(
             &self.engine,
             &self.linker,
@@ -270,48 +269,82 @@ fn check_header(bytes: &[u8]) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Compilation is CPU-bound for seconds on large guests, so it runs on the blocking pool.
-fn compile_or_restore(
-    engine: &Engine,
-    bytes: &[u8],
-    digest: &Digest,
-    disk: Option<&DiskCache>,
-) -> Result<(Component, LoadSource), SandboxError> {
-    if let Some(disk) = disk {
-        match disk.read(digest) {
-            Ok(artifact) => {
-                // SAFETY: the artifact was written by `DiskCache::write` for this engine (the
-                // header's engine key matched) and its sha256 still matches, so these are the
-                // bytes wasmtime produced; the cache directory is host-owned (see `cache`).
-                match unsafe { Component::deserialize(engine, &artifact) } {
-                    Ok(component) => return Ok((component, LoadSource::Disk)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cached component rejected; recompiling");
-                        disk.remove(digest);
-                    }
+impl Sandbox {
+    /// The compiled component from the disk cache, or compiled now within the compile
+    /// budgets (and then cached).
+    async fn compile_or_restore(
+        &self,
+        bytes: Vec<u8>,
+        digest: Digest,
+    ) -> Result<(Component, LoadSource), SandboxError> {
+        if let Some(disk) = self.disk.clone() {
+            let engine = self.engine.clone();
+            let restored = tokio::task::spawn_blocking(move || restore(&engine, &disk, &digest))
+                .await
+                .map_err(|e| SandboxError::Internal(format!("cache task failed: {e}")))?;
+            if let Some(component) = restored {
+                return Ok((component, LoadSource::Disk));
+            }
+        }
+        let component = self.compiler.compile(&self.engine, Arc::new(bytes)).await?;
+        if let Some(disk) = self.disk.clone() {
+            let artifact = component.clone();
+            // The cache is an optimisation: a read-only or full disk must not stop scaling.
+            let written = tokio::task::spawn_blocking(move || {
+                artifact
+                    .serialize()
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| disk.write(&digest, &bytes).map_err(|e| e.to_string()))
+                    .map_err(|error| (error, disk.path(&digest)))
+            })
+            .await;
+            if let Ok(Err((error, path))) = written {
+                tracing::warn!(%error, path = %path.display(), "cannot write the compile cache");
+            }
+        }
+        Ok((component, LoadSource::Compiled))
+    }
+
+    /// The compile budgets in force.
+    pub fn compile_config(&self) -> &CompileConfig {
+        self.compiler.config()
+    }
+}
+
+/// The artifact cached for `digest`, if it is there and usable; an unusable one is removed.
+fn restore(engine: &Engine, disk: &DiskCache, digest: &Digest) -> Option<Component> {
+    match disk.read(digest) {
+        Ok(artifact) => {
+            // SAFETY: the artifact was written by `DiskCache::write` for this engine (the
+            // header's engine key matched) and its sha256 still matches, so these are the
+            // bytes wasmtime produced; the cache directory is host-owned (see `cache`).
+            match unsafe { Component::deserialize(engine, &artifact) } {
+                Ok(component) => return Some(component),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cached component rejected; recompiling");
+                    disk.remove(digest);
                 }
             }
-            Err(Miss::Absent) => {}
-            Err(miss) => {
-                tracing::warn!(?miss, path = %disk.path(digest).display(), "cache entry unusable; recompiling");
-                disk.remove(digest);
-            }
+        }
+        Err(Miss::Absent) => {}
+        Err(miss) => {
+            tracing::warn!(?miss, path = %disk.path(digest).display(), "cache entry unusable; recompiling");
+            disk.remove(digest);
         }
     }
-    let component = Component::new(engine, bytes).map_err(|e| SandboxError::InvalidComponent {
-        reason: format!("{e:#}"),
-    })?;
-    if let Some(disk) = disk {
-        let written = component
-            .serialize()
-            .map_err(|e| e.to_string())
-            .and_then(|artifact| disk.write(digest, &artifact).map_err(|e| e.to_string()));
-        if let Err(error) = written {
-            // The cache is an optimisation: a read-only or full disk must not stop scaling.
-            tracing::warn!(%error, path = %disk.path(digest).display(), "cannot write the compile cache");
-        }
-    }
-    Ok((component, LoadSource::Compiled))
+    None
+}
+
+/// The engine settings every artifact depends on, shared by the host and its compile worker
+/// so that what one compiles the other can load. Defaults not named here are wasmtime's:
+/// Cranelift at `speed`, parallel compilation on, 4 GiB memory reservations with guard pages,
+/// the default set of stable proposals.
+pub(crate) fn wasmtime_config() -> wasmtime::Config {
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true);
+    wasm
 }
 
 /// Advances the engine's epoch at a fixed period: the wall-clock half of every deadline.

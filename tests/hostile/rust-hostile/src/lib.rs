@@ -8,7 +8,10 @@
 //! - `output`: returns megabytes of samples;
 //! - `import-loop`: calls the `log` import forever;
 //! - `state-then-panic`: writes state, then panics (the write must not persist);
-//! - `state-write`: writes state and succeeds.
+//! - `state-write`: writes state and succeeds;
+//! - `log-flood`: logs records of 8 MiB each, as many as it may;
+//! - `log-forge`: logs a message with a newline and a fake host log line after it;
+//! - `stdout-flood`: prints 4 MiB to stdout and 4 MiB to stderr, then succeeds.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "policy" });
 
@@ -66,6 +69,28 @@ impl metrics::Guest for Hostile {
                 let runs = state::get("runs").map_or(0, |v| v.first().copied().unwrap_or(0));
                 state::set("runs", &[runs + 1])?;
                 Ok(vec![sample("runs", f64::from(runs + 1))])
+            }
+            "log-flood" => {
+                let record = "x".repeat(8 << 20);
+                for _ in 0..200 {
+                    log::log(log::Level::Info, &record);
+                }
+                Ok(vec![sample("flooded", 1.0)])
+            }
+            "log-forge" => {
+                log::log(
+                    log::Level::Info,
+                    "innocent\n2026-01-01T00:00:00.000000Z  INFO wasmscaler: FORGED host line\r\u{1b}[31m",
+                );
+                Ok(vec![sample("forged", 1.0)])
+            }
+            "stdout-flood" => {
+                let chunk = "y".repeat(1 << 20);
+                for _ in 0..4 {
+                    println!("{chunk}");
+                    eprintln!("{chunk}");
+                }
+                Ok(vec![sample("printed", 1.0)])
             }
             _ => Ok(vec![sample("ok", 1.0)]),
         }
