@@ -132,7 +132,10 @@ impl Host {
             .arg(&path)
             .args(extra)
             .env("WASMSCALER_API_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("CONTAINMENT_HOST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()?;
         let host = Host {
@@ -542,6 +545,8 @@ fn anonymous_clients_get_401_before_any_body_is_read_and_cannot_hold_connections
             "24",
             "--api-header-timeout-ms",
             "1500",
+            "--api-body-timeout-ms",
+            "1500",
         ],
     )?;
     let before = proc_kib(host.pid(), "VmRSS");
@@ -607,6 +612,28 @@ fn anonymous_clients_get_401_before_any_body_is_read_and_cannot_hold_connections
     let held = started.elapsed();
     println!("half-sent request closed after {held:?}");
     assert!(held < Duration::from_secs(5), "held {held:?}");
+
+    // A client with the token that stops sending its body half-way is answered at the body
+    // timeout, and nothing is stored.
+    let started = Instant::now();
+    let mut stalled = TcpStream::connect(("127.0.0.1", host.port))?;
+    stalled.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        stalled,
+        "PUT /api/v1/policies/stalled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n0123456789"
+    )?;
+    let mut answer = [0u8; 512];
+    let n = stalled.read(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    let held = started.elapsed();
+    println!(
+        "half-sent body answered after {held:?}: {}",
+        answer.lines().next().unwrap_or("")
+    );
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(held < Duration::from_secs(5), "held {held:?}");
+    let (_, policies, _) = http(host.port, "GET", "/api/v1/policies", None, b"")?;
+    assert!(!policies.contains("stalled"), "{policies}");
 
     // Past the connection cap, new connections are closed at once; once the idle ones are
     // gone, the API answers again.
@@ -760,7 +787,7 @@ async fn a_full_pool_is_busy_never_a_guest_failure_toward_the_fallback() -> anyh
     let record = healthy.run_once().await;
     assert_eq!(record.error_kind.as_deref(), Some("busy"), "{record:?}");
     assert!(!record.fallback, "{record:?}");
-    assert!(target.scales.lock().map_or(false, |s| s.is_empty()));
+    assert!(target.scales.lock().is_ok_and(|s| s.is_empty()));
     // The spinner's own deadline is a real failure: its fallback applies.
     let spun = spinning.await?;
     assert_eq!(spun.error_kind.as_deref(), Some("deadline-exceeded"));

@@ -66,8 +66,11 @@ pub fn lifecycle_message(data: &[u8]) {
     }
 }
 
+/// A fuzz target: arbitrary bytes in, nothing out; it may only fail by panicking.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the corpus replay.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("config_file", config_file),
     ("context_json", context_json),
     ("policy_reference", policy_reference),

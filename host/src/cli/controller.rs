@@ -48,6 +48,8 @@ pub(super) struct ControllerArgs {
     insecure_registries: Vec<String>,
     #[command(flatten)]
     api: ApiArgs,
+    #[command(flatten)]
+    compile: super::CompileArgs,
 }
 
 fn default_identity() -> String {
@@ -78,6 +80,7 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                     .clone()
                     .unwrap_or_else(|| args.state_dir.join("cache")),
             ),
+            compile: args.compile.config(),
             ..SandboxConfig::default()
         },
         state_dir: args.state_dir.clone(),

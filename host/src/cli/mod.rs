@@ -66,12 +66,33 @@ struct CacheArgs {
     /// Do not read or write the on-disk cache.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+    #[command(flatten)]
+    compile: CompileArgs,
+}
+
+/// The budgets of compiling a component.
+#[derive(Debug, Args)]
+struct CompileArgs {
     /// Wall-clock budget of compiling one component, in milliseconds [default: 60000].
     #[arg(long, value_name = "MS")]
     compile_timeout_ms: Option<u64>,
-    /// Memory budget of compiling one component, in MiB [default: 3072].
+    /// Memory (address space) budget of compiling one component, in MiB [default: 3072];
+    /// keep it below the container's memory limit.
     #[arg(long, value_name = "MIB")]
     compile_memory_mib: Option<u64>,
+}
+
+impl CompileArgs {
+    fn config(&self) -> CompileConfig {
+        let mut compile = CompileConfig::default();
+        if let Some(ms) = self.compile_timeout_ms {
+            compile.timeout_ms = ms;
+        }
+        if let Some(mib) = self.compile_memory_mib {
+            compile.max_memory_bytes = mib.saturating_mul(1 << 20);
+        }
+        compile
+    }
 }
 
 impl CacheArgs {
@@ -81,16 +102,9 @@ impl CacheArgs {
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
         };
-        let mut compile = CompileConfig::default();
-        if let Some(ms) = self.compile_timeout_ms {
-            compile.timeout_ms = ms;
-        }
-        if let Some(mib) = self.compile_memory_mib {
-            compile.max_memory_bytes = mib.saturating_mul(1 << 20);
-        }
         let config = SandboxConfig {
             cache_dir,
-            compile,
+            compile: self.compile.config(),
             ..SandboxConfig::default()
         };
         Ok(Sandbox::new(config)?)

@@ -55,6 +55,9 @@ pub(super) struct ApiArgs {
     /// Time a client has to send a request's headers (and a TLS handshake), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = ApiLimits::default().header_read_timeout_ms)]
     api_header_timeout_ms: u64,
+    /// Time a client has to send a request's body, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = ApiLimits::default().body_read_timeout_ms)]
+    api_body_timeout_ms: u64,
 }
 
 impl ApiArgs {
@@ -65,6 +68,7 @@ impl ApiArgs {
             max_concurrent_dry_runs: self.api_max_dry_runs,
             max_connections: self.api_max_connections,
             header_read_timeout_ms: self.api_header_timeout_ms,
+            body_read_timeout_ms: self.api_body_timeout_ms,
             ..ApiLimits::default()
         }
     }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::component::ResourceTableError;
+use wasmtime::component::{Instance, ResourceTableError};
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use crate::contract::lifecycle_model::{LifecycleEvent, StepOutcome};
@@ -16,7 +16,7 @@ use super::error::HostAbort;
 use super::host::HostState;
 use super::limiter::LimitHit;
 use super::output::{Stream, escape_control};
-use super::{CallEnv, SandboxError};
+use super::{BoxFuture, CallEnv, SandboxError};
 
 /// A successful call's value and what it cost.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +43,16 @@ fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 /// a host function, where the epoch interrupt cannot reach.
 const ABANDON_GRACE: Duration = Duration::from_millis(50);
 
+/// What a call does once its instance exists: look its export up and call it, borrowing the
+/// call's store.
+type Export<W> = Box<
+    dyn for<'a> FnOnce(
+            &'a mut Store<HostState>,
+            Instance,
+        ) -> BoxFuture<'a, wasmtime::Result<Result<W, types::Error>>>
+        + Send,
+>;
+
 impl GuestComponent {
     /// Calls the component's `gather` in a fresh sandbox.
     pub async fn gather(
@@ -52,23 +62,16 @@ impl GuestComponent {
     ) -> Result<CallOutcome<Vec<Sample>>, SandboxError> {
         let indices = self.require_metrics()?.clone();
         let wit_ctx = types::Context::from(ctx);
-        let (mut store, started) = self.new_store(ctx, env)?;
-        let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
-        self.shared
-            .runtime
-            .run(async move {
-                let result = with_deadline(&env, async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    let guest = indices.load(&mut store, &instance)?;
-                    guest.call_gather(&mut store, &wit_ctx).await
-                })
-                .await;
-                let result = result.map(|r| {
-                    r.map(|samples| samples.into_iter().map(Sample::from).collect::<Vec<_>>())
-                });
-                finish(store, pool_slots, started, &env, result)
+        let export: Export<_> = Box::new(move |store, instance| {
+            Box::pin(async move {
+                let guest = indices.load(&mut *store, &instance)?;
+                guest.call_gather(store, &wit_ctx).await
             })
-            .await
+        });
+        self.call(ctx, env, export, |samples: Vec<types::Sample>| {
+            samples.into_iter().map(Sample::from).collect()
+        })
+        .await
     }
 
     /// Calls the component's `evaluate` in a fresh sandbox.
@@ -81,23 +84,13 @@ impl GuestComponent {
         let indices = self.require_evaluation()?.clone();
         let wit_ctx = types::Context::from(ctx);
         let wit_samples: Vec<types::Sample> = samples.iter().map(types::Sample::from).collect();
-        let (mut store, started) = self.new_store(ctx, env)?;
-        let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
-        self.shared
-            .runtime
-            .run(async move {
-                let result = with_deadline(&env, async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    let guest = indices.load(&mut store, &instance)?;
-                    guest
-                        .call_evaluate(&mut store, &wit_ctx, &wit_samples)
-                        .await
-                })
-                .await;
-                let result = result.map(|r| r.map(Decision::from));
-                finish(store, pool_slots, started, &env, result)
+        let export: Export<_> = Box::new(move |store, instance| {
+            Box::pin(async move {
+                let guest = indices.load(&mut *store, &instance)?;
+                guest.call_evaluate(store, &wit_ctx, &wit_samples).await
             })
-            .await
+        });
+        self.call(ctx, env, export, Decision::from).await
     }
 
     /// Calls the component's lifecycle `handle` for one step of `event` in a fresh sandbox.
@@ -106,7 +99,7 @@ impl GuestComponent {
         event: &LifecycleEvent,
         env: &CallEnv,
     ) -> Result<CallOutcome<StepOutcome>, SandboxError> {
-        let indices = self.require_lifecycle()?;
+        let indices = self.require_lifecycle()?.clone();
         let wit_event = lifecycle::Event::from(event);
         // Capabilities see the instance as the call's only replica.
         let ctx = Context {
@@ -120,20 +113,41 @@ impl GuestComponent {
             }],
             ..Context::default()
         };
-        let indices = indices.clone();
-        let (mut store, started) = self.new_store(&ctx, env)?;
+        let export: Export<_> = Box::new(move |store, instance| {
+            Box::pin(async move {
+                let guest = indices.load(&mut *store, &instance)?;
+                guest.call_handle(store, &wit_event).await
+            })
+        });
+        self.call(&ctx, env, export, StepOutcome::from).await
+    }
+
+    /// One call on the guest runtime: a fresh store, instantiation, `export`, then the
+    /// classification of whatever went wrong and the output cap.
+    async fn call<W: Send + 'static, T: OutputSize + Send + 'static>(
+        &self,
+        ctx: &Context,
+        env: &CallEnv,
+        export: Export<W>,
+        convert: fn(W) -> T,
+    ) -> Result<CallOutcome<T>, SandboxError> {
+        let (mut store, started) = self.new_store(ctx, env)?;
         let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
         self.shared
             .runtime
             .run(async move {
                 let result = with_deadline(&env, async {
                     let instance = pre.instantiate_async(&mut store).await?;
-                    let guest = indices.load(&mut store, &instance)?;
-                    guest.call_handle(&mut store, &wit_event).await
+                    export(&mut store, instance).await
                 })
                 .await;
-                let result = result.map(|r| r.map(StepOutcome::from));
-                finish(store, pool_slots, started, &env, result)
+                finish(
+                    store,
+                    pool_slots,
+                    started,
+                    &env,
+                    result.map(|r| r.map(convert)),
+                )
             })
             .await
     }

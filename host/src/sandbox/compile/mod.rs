@@ -75,7 +75,9 @@ impl Default for CompileConfig {
             isolation: CompileIsolation::Process,
             max_memory_bytes: 3 << 30,
             timeout_ms: 60_000,
-            max_concurrent: 2,
+            // One at a time: a compile already uses every core, and the memory budget then
+            // bounds all compiling together.
+            max_concurrent: 1,
             max_nesting_depth: 2_000,
             max_functions: 200_000,
             max_function_body_bytes: 4 << 20,
