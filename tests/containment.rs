@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wasmscaler::contract::model::Context;
 use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Fallback, Guests, Outcome};
-use wasmscaler::sandbox::{
-    Capabilities, Limits, MemoryState, PoolingConfig, Sandbox, SandboxConfig, StateGrant,
-    StateStore,
-};
+use wasmscaler::sandbox::{Capabilities, Limits, MemoryState, Sandbox, StateGrant, StateStore};
 use wasmscaler_tests::{MemoryTarget, bombs, build_rust_guest, repo_root, wasmscaler_bin};
 
 // ------------------------------------------------------------------------------- helpers
@@ -49,17 +46,18 @@ fn context_file(dir: &Path, attack: &str) -> anyhow::Result<PathBuf> {
 
 /// `wasmscaler eval` of `policy`, granting what the hostile guest imports.
 fn eval(policy: &Path, context: &Path, extra: &[&str]) -> anyhow::Result<Output> {
-    Ok(Command::new(wasmscaler_bin()?)
-        .args([
-            "eval",
-            "--no-cache",
-            "--allow",
-            "log",
-            "--allow",
-            "state",
-            "--policy",
-        ])
-        .arg(policy)
+    eval_guests(&[("--policy", policy)], context, extra)
+}
+
+/// `wasmscaler eval` of components given by flag (`--policy`, or `--metrics` and
+/// `--evaluator`), granting what the hostile guest imports.
+fn eval_guests(guests: &[(&str, &Path)], context: &Path, extra: &[&str]) -> anyhow::Result<Output> {
+    let mut command = Command::new(wasmscaler_bin()?);
+    command.args(["eval", "--no-cache", "--allow", "log", "--allow", "state"]);
+    for (flag, path) in guests {
+        command.arg(flag).arg(path);
+    }
+    Ok(command
         .arg("--context")
         .arg(context)
         .args(extra)
@@ -368,22 +366,11 @@ fn random_requests_over_the_cap_end_in_a_typed_error() -> anyhow::Result<()> {
     let spinner = random_spinner(dir.path(), 64 << 20)?;
     let guest = hostile_guest()?;
     let started = Instant::now();
-    let out = Command::new(wasmscaler_bin()?)
-        .args([
-            "eval",
-            "--no-cache",
-            "--allow",
-            "log",
-            "--allow",
-            "state",
-            "--metrics",
-        ])
-        .arg(&spinner)
-        .arg("--evaluator")
-        .arg(&guest)
-        .arg("--context")
-        .arg(&context)
-        .output()?;
+    let out = eval_guests(
+        &[("--metrics", &spinner), ("--evaluator", &guest)],
+        &context,
+        &[],
+    )?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!(
         "64 MiB random request: {:?}: {}",
@@ -742,15 +729,7 @@ async fn hostile_guests(sandbox: &Sandbox) -> anyhow::Result<Guests> {
 
 #[tokio::test]
 async fn a_full_pool_is_busy_never_a_guest_failure_toward_the_fallback() -> anyhow::Result<()> {
-    let sandbox = Sandbox::new(SandboxConfig {
-        pooling: Some(PoolingConfig {
-            max_concurrent_calls: 1,
-            max_memory_bytes: 64 << 20,
-            ..Default::default()
-        }),
-        compile: wasmscaler_tests::compile_config(),
-        ..SandboxConfig::default()
-    })?;
+    let sandbox = wasmscaler_tests::one_slot_sandbox()?;
     let guests = hostile_guests(&sandbox).await?;
     let limits = Limits {
         fuel: u64::MAX / 2,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use wasmscaler::contract::model::{Context, GuestError};
 use wasmscaler::sandbox::{
-    CallEnv, Capabilities, Capability, GuestComponent, HttpGrant, Limits, MemoryState,
-    PoolingConfig, Sandbox, SandboxConfig, SandboxError, StateGrant, StateStore,
+    CallEnv, Capabilities, Capability, GuestComponent, HttpGrant, Limits, MemoryState, Sandbox,
+    SandboxError, StateGrant, StateStore,
 };
 use wasmscaler_tests::{build_rust_guest, hostile_wat, test_sandbox};
 
@@ -362,15 +362,7 @@ async fn a_spinning_guest_does_not_stall_other_calls_on_the_same_thread() -> any
 
 #[tokio::test]
 async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
-    let sandbox = Sandbox::new(SandboxConfig {
-        pooling: Some(PoolingConfig {
-            max_concurrent_calls: 1,
-            max_memory_bytes: 64 << 20,
-            ..Default::default()
-        }),
-        compile: wasmscaler_tests::compile_config(),
-        ..SandboxConfig::default()
-    })?;
+    let sandbox = wasmscaler_tests::one_slot_sandbox()?;
     let guest = hostile(&sandbox).await?;
     let limits = Limits {
         fuel: u64::MAX / 2,

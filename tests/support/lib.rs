@@ -245,6 +245,21 @@ pub fn test_sandbox() -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
     )?)
 }
 
+/// A sandbox with a single instance slot of 64 MiB: a second concurrent call is `busy`.
+pub fn one_slot_sandbox() -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
+    Ok(wasmscaler::sandbox::Sandbox::new(
+        wasmscaler::sandbox::SandboxConfig {
+            pooling: Some(wasmscaler::sandbox::PoolingConfig {
+                max_concurrent_calls: 1,
+                max_memory_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            compile: compile_config(),
+            ..Default::default()
+        },
+    )?)
+}
+
 /// The `wasmscaler` binary cargo built for these tests: next to the test binaries' `deps/`
 /// folder (cargo builds every binary of the workspace before it runs any test).
 pub fn wasmscaler_bin() -> anyhow::Result<PathBuf> {
