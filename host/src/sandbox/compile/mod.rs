@@ -240,6 +240,9 @@ impl Compiler {
         let mut child = tokio::process::Command::new(&program)
             .arg(COMPILE_WORKER_ARG)
             .arg(&self.engine_settings)
+            // Nothing of the host's environment (tokens, cloud credentials) reaches the
+            // process that parses hostile bytes.
+            .env_clear()
             // mimalloc reserves 1 GiB of address space up front by default; the worker's
             // budget is address space, so it reserves in small steps instead.
             .env("MIMALLOC_ARENA_RESERVE", "32MiB")
