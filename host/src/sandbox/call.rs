@@ -1,6 +1,8 @@
 //! One guest call: a fresh store, its budgets, the call itself, and the classification of
 //! whatever went wrong into a [`SandboxError`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -131,11 +133,11 @@ impl GuestComponent {
         export: Export<W>,
         convert: fn(W) -> T,
     ) -> Result<CallOutcome<T>, SandboxError> {
-        let (mut store, started) = self.new_store(ctx, env)?;
+        let (mut store, started, long_running) = self.new_store(ctx, env)?;
         let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
         self.shared
             .runtime
-            .run(async move {
+            .run(long_running, async move {
                 let result = with_deadline(&env, async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     export(&mut store, instance).await
@@ -156,7 +158,7 @@ impl GuestComponent {
         &self,
         ctx: &Context,
         env: &CallEnv,
-    ) -> Result<(Store<HostState>, Instant), SandboxError> {
+    ) -> Result<(Store<HostState>, Instant, Arc<AtomicBool>), SandboxError> {
         self.check_grants(&env.capabilities)?;
         if let Some(max) = self.shared.max_memory_bytes
             && env.limits.memory_bytes > max
@@ -177,17 +179,21 @@ impl GuestComponent {
             .fuel_async_yield_interval(Some(self.shared.fuel_yield_interval))
             .map_err(internal)?;
         // Every epoch tick the guest yields to the runtime, so no call holds a worker thread
-        // longer than one tick (plus one bounded host call); past its deadline it traps.
+        // longer than one tick (plus one bounded host call); past its deadline it traps. The
+        // first yield also marks the call as long-running, which moves it to the guest
+        // runtime (see `GuestRuntime::run`).
         let deadline = started + env.limits.timeout();
+        let long_running = Arc::new(AtomicBool::new(false));
+        let mark = long_running.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
+            if Instant::now() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            mark.store(true, Ordering::Relaxed);
+            Ok(UpdateDeadline::Yield(1))
         });
-        Ok((store, started))
+        Ok((store, started, long_running))
     }
 }
 
