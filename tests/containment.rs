@@ -379,6 +379,23 @@ fn random_requests_over_the_cap_end_in_a_typed_error() -> anyhow::Result<()> {
     );
     assert!(stderr.contains("limits.maxRandomBytes"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Within the cap, each byte costs fuel: an endless loop of 64 KiB requests runs out of
+    // its default fuel (5e7 units, ~760 requests) instead of spinning to its 5 s deadline.
+    let spinner = random_spinner(dir.path(), 64 << 10)?;
+    let started = Instant::now();
+    let out = eval_guests(
+        &[("--metrics", &spinner), ("--evaluator", &guest)],
+        &context,
+        &[],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "64 KiB random requests: {:?}: {}",
+        started.elapsed(),
+        stderr.trim()
+    );
+    assert!(stderr.contains("fuel exhausted"), "{stderr}");
     Ok(())
 }
 

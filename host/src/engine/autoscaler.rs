@@ -135,7 +135,7 @@ pub struct Autoscaler {
     preview_env: CallEnv,
     /// The last observation of the target and when it was made; dry runs reuse it for up to
     /// one interval instead of calling the target's API each time.
-    last_observation: Mutex<Option<(Instant, Observation)>>,
+    last_observation: Mutex<Option<(Instant, Arc<Observation>)>>,
     rules: (ResolvedRules, ResolvedRules),
     backend: Arc<dyn StateBackend>,
     /// Also serializes runs: a run never overlaps the previous one.
@@ -290,7 +290,8 @@ impl Autoscaler {
 
     /// Observes the target. Scheduled runs always ask it; dry runs reuse an observation up to
     /// one interval old.
-    async fn observe(&self, mode: Mode) -> Result<Observation, TargetError> {
+    /// Shared, so keeping it for dry runs costs scheduled runs no copy.
+    async fn observe(&self, mode: Mode) -> Result<Arc<Observation>, TargetError> {
         if mode == Mode::Preview
             && let Ok(last) = self.last_observation.lock()
             && let Some((at, observed)) = last.as_ref()
@@ -298,7 +299,7 @@ impl Autoscaler {
         {
             return Ok(observed.clone());
         }
-        let observed = self.target.observe().await?;
+        let observed = Arc::new(self.target.observe().await?);
         if let Ok(mut last) = self.last_observation.lock() {
             *last = Some((Instant::now(), observed.clone()));
         }

@@ -87,7 +87,6 @@ impl HostState {
         let wasi = WasiCtx::builder()
             .stdout(capture.pipe(Stream::Stdout))
             .stderr(capture.pipe(Stream::Stderr))
-            .max_random_size(env.limits.max_random_bytes)
             .wall_clock(FrozenWallClock(now))
             .monotonic_clock(FrozenMonotonicClock)
             .allow_tcp(false)

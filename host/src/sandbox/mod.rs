@@ -286,14 +286,19 @@ impl Sandbox {
                 return Ok((component, LoadSource::Disk));
             }
         }
-        let component = self.compiler.compile(&self.engine, Arc::new(bytes)).await?;
+        let (component, artifact) = self.compiler.compile(&self.engine, Arc::new(bytes)).await?;
         if let Some(disk) = self.disk.clone() {
-            let artifact = component.clone();
+            let compiled = component.clone();
             // The cache is an optimisation: a read-only or full disk must not stop scaling.
             let written = tokio::task::spawn_blocking(move || {
-                artifact
-                    .serialize()
-                    .map_err(|e| e.to_string())
+                let serialized = match artifact {
+                    Some(artifact) => Ok(artifact),
+                    None => compiled
+                        .serialize()
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string()),
+                };
+                serialized
                     .and_then(|bytes| disk.write(&digest, &bytes).map_err(|e| e.to_string()))
                     .map_err(|error| (error, disk.path(&digest)))
             })

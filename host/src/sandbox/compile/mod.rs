@@ -177,13 +177,13 @@ impl Compiler {
         &self.config
     }
 
-    /// Pre-checks and compiles `bytes`, returning the serialized artifact when compiled in a
-    /// child, or the component itself when compiled in process.
+    /// Pre-checks and compiles `bytes`: the component, and the serialized artifact when the
+    /// worker produced one (so the disk cache need not serialize it again).
     pub(crate) async fn compile(
         &self,
         engine: &wasmtime::Engine,
         bytes: Arc<Vec<u8>>,
-    ) -> Result<wasmtime::component::Component, SandboxError> {
+    ) -> Result<(wasmtime::component::Component, Option<Arc<Vec<u8>>>), SandboxError> {
         let _slot = self
             .slots
             .acquire()
@@ -198,17 +198,17 @@ impl Compiler {
             CompileIsolation::InProcess => {
                 let engine = engine.clone();
                 tokio::task::spawn_blocking(move || {
-                    wasmtime::component::Component::new(&engine, &bytes[..]).map_err(|e| {
-                        SandboxError::InvalidComponent {
+                    wasmtime::component::Component::new(&engine, &bytes[..])
+                        .map(|component| (component, None))
+                        .map_err(|e| SandboxError::InvalidComponent {
                             reason: format!("{e:#}"),
-                        }
-                    })
+                        })
                 })
                 .await
                 .map_err(|e| SandboxError::Internal(format!("compile task failed: {e}")))?
             }
             CompileIsolation::Process => {
-                let artifact = self.compile_in_child(&bytes).await?;
+                let artifact = Arc::new(self.compile_in_child(&bytes).await?);
                 let engine = engine.clone();
                 tokio::task::spawn_blocking(move || {
                     // SAFETY: the artifact was produced just now by this project's own
@@ -216,7 +216,8 @@ impl Compiler {
                     // engine with these exact settings; wasmtime checks the engine
                     // compatibility header and refuses a mismatch. The component's bytes
                     // can only shape the code Cranelift emits, never the artifact format.
-                    unsafe { wasmtime::component::Component::deserialize(&engine, &artifact) }
+                    unsafe { wasmtime::component::Component::deserialize(&engine, &artifact[..]) }
+                        .map(|component| (component, Some(artifact)))
                         .map_err(|e| {
                             SandboxError::Internal(format!(
                                 "the compile worker's artifact was refused: {e:#}"
