@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use wasmscaler::controller::bounds::TenantBounds;
 use wasmscaler::controller::lease::LeaseSettings;
 use wasmscaler::controller::{self, ControllerConfig};
-use wasmscaler::policies::FetchConfig;
+use wasmscaler::engine::HumanDuration;
+use wasmscaler::policies::{FetchConfig, SourceRules};
 use wasmscaler::sandbox::SandboxConfig;
 
 #[allow(dead_code)] // shared helpers, not all of which these tests use
@@ -65,7 +67,28 @@ fn config(state: &std::path::Path, election: Option<LeaseSettings>) -> Controlle
         api_token: None,
         tls: None,
         api_limits: Default::default(),
+        bounds: test_bounds(),
     }
+}
+
+/// The built-in bounds, but `file:` policies from the guests' build directory and runs every
+/// 100 ms, as these tests need.
+fn test_bounds() -> TenantBounds {
+    TenantBounds {
+        min_interval: HumanDuration(Duration::from_millis(100)),
+        sources: SourceRules {
+            file_dirs: Some(vec![support::guest_target_dir()]),
+            ..TenantBounds::default().sources
+        },
+        ..TenantBounds::default()
+    }
+}
+
+/// [`test_bounds`] as a file, for controller processes.
+fn bounds_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("bounds.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&test_bounds())?)?;
+    Ok(path)
 }
 
 /// Starts a controller in this process; stopping the token stops it.
@@ -366,6 +389,8 @@ fn controller_process(
         ])
         .arg("--state-dir")
         .arg(state)
+        .arg("--tenant-bounds")
+        .arg(bounds_file(fake_kubeconfig.parent().unwrap_or(state))?)
         .env("KUBECONFIG", fake_kubeconfig)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())

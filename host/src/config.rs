@@ -204,32 +204,14 @@ pub async fn build(
                 continue;
             }
         };
-        let target: Arc<dyn Target> = match &spec.target {
-            TargetSpec::Local(local) => {
-                let initial = local.initial_replicas.unwrap_or(spec.min_replicas);
-                LocalProcesses::start(&spec.name, local.clone(), initial)
-                    .with_context(|| format!("{}: starting local replicas", spec.name))?
-            }
-            TargetSpec::AwsAsg(asg) => Arc::new(
-                AsgTarget::connect(asg.clone())
-                    .await
-                    .with_context(|| format!("{}: connecting to {}", spec.name, asg.group_name))?,
-            ),
-            TargetSpec::Kubernetes(reference) => {
-                if kube_client.is_none() {
-                    kube_client = Some(client_from_environment().await?);
-                }
-                let client = kube_client.clone().context("no Kubernetes client")?;
-                Arc::new(
-                    KubernetesTarget::connect(client, reference.clone())
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "{}: connecting to {} {}",
-                                spec.name, reference.kind, reference.name
-                            )
-                        })?,
-                )
+        // Nor does one whose target cannot be reached: it is reported and left out.
+        let target = match connect_target(spec, &mut kube_client).await {
+            Ok(target) => target,
+            Err(error) => {
+                let message = format!("{error:#}");
+                tracing::error!(autoscaler = %spec.name, error = %message, "cannot reach its target; it does not run");
+                failed.push((spec.name.clone(), message));
+                continue;
             }
         };
         let guest_state = spec.capabilities.state.as_ref().map(|_| {
@@ -266,6 +248,42 @@ pub async fn build(
         engine.mark_failed(&name, error);
     }
     Ok(engine)
+}
+
+/// Starts or connects to the target of `spec`; the Kubernetes client is made once, on first
+/// use.
+async fn connect_target(
+    spec: &AutoscalerSpec,
+    kube_client: &mut Option<kube::Client>,
+) -> anyhow::Result<Arc<dyn Target>> {
+    Ok(match &spec.target {
+        TargetSpec::Local(local) => {
+            let initial = local.initial_replicas.unwrap_or(spec.min_replicas);
+            LocalProcesses::start(&spec.name, local.clone(), initial)
+                .with_context(|| format!("{}: starting local replicas", spec.name))?
+        }
+        TargetSpec::AwsAsg(asg) => Arc::new(
+            AsgTarget::connect(asg.clone())
+                .await
+                .with_context(|| format!("{}: connecting to {}", spec.name, asg.group_name))?,
+        ),
+        TargetSpec::Kubernetes(reference) => {
+            if kube_client.is_none() {
+                *kube_client = Some(client_from_environment().await?);
+            }
+            let client = kube_client.clone().context("no Kubernetes client")?;
+            Arc::new(
+                KubernetesTarget::connect(client, reference.clone())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "{}: connecting to {} {}",
+                            spec.name, reference.kind, reference.name
+                        )
+                    })?,
+            )
+        }
+    })
 }
 
 /// Builds the lifecycle handlers of the config file: loads each handler and connects to its

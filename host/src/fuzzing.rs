@@ -35,7 +35,7 @@ pub fn policy_reference(data: &[u8]) {
         return;
     };
     if let Ok(reference) = PolicyRef::parse(text) {
-        let printed = reference.to_string();
+        let printed = reference.to_raw_string();
         assert_eq!(
             PolicyRef::parse(&printed).as_ref(),
             Ok(&reference),

@@ -20,6 +20,7 @@ mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod policies;
+pub mod redact;
 pub mod sandbox;
 pub mod targets;
 pub mod telemetry;

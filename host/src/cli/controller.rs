@@ -6,12 +6,13 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::run::{ApiArgs, stop_on_signal};
+use crate::controller::bounds::TenantBounds;
 use crate::controller::lease::LeaseSettings;
 use crate::controller::{self, ControllerConfig};
 use crate::engine::HumanDuration;
 use crate::policies::FetchConfig;
 use crate::sandbox::SandboxConfig;
-use crate::targets::kubernetes::client_from_environment;
+use crate::targets::kubernetes::client_for;
 
 #[derive(Debug, Args)]
 pub(super) struct ControllerArgs {
@@ -46,6 +47,10 @@ pub(super) struct ControllerArgs {
     /// An OCI registry reached over plain HTTP (host or host:port); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
+    /// What a namespace's WasmAutoscaler may ask for: a YAML file of tenant bounds (limits,
+    /// minimum interval, policy sources, HTTP envelope) [default: the built-in bounds].
+    #[arg(long, env = "WASMSCALER_TENANT_BOUNDS", value_name = "FILE")]
+    tenant_bounds: Option<PathBuf>,
     #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
@@ -59,7 +64,45 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The bounds file, or the defaults.
+fn tenant_bounds(path: Option<&std::path::Path>) -> anyhow::Result<TenantBounds> {
+    let Some(path) = path else {
+        return Ok(TenantBounds::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the tenant bounds {}: {e}", path.display()))?;
+    serde_yaml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("tenant bounds {}: {e}", path.display()))
+}
+
+/// The addresses of the Kubernetes API server (from the client configuration and, in a pod,
+/// the `kubernetes` Service's environment), as single-address networks: guests must never
+/// reach the API with whatever the network lets through.
+async fn api_server_networks(config: &kube::Config) -> Vec<ipnet::IpNet> {
+    let mut hosts: Vec<(String, u16)> = Vec::new();
+    if let Some(host) = config.cluster_url.host() {
+        let port = config.cluster_url.port_u16().unwrap_or(443);
+        hosts.push((
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+        ));
+    }
+    if let Ok(host) = std::env::var("KUBERNETES_SERVICE_HOST") {
+        hosts.push((host, 443));
+    }
+    let mut networks = Vec::new();
+    for (host, port) in hosts {
+        if let Ok(found) = tokio::net::lookup_host((host.as_str(), port)).await {
+            networks.extend(found.map(|a| ipnet::IpNet::from(a.ip())));
+        }
+    }
+    networks
+}
+
 pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let bounds = tenant_bounds(args.tenant_bounds.as_deref())?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let election = (!args.no_leader_election).then(|| {
         LeaseSettings::with_duration(
@@ -69,6 +112,11 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             args.lease_duration.0,
         )
     });
+    let kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
+    let mut http_deny_networks = SandboxConfig::default().http_deny_networks;
+    http_deny_networks.extend(api_server_networks(&kube_config).await);
     let config = ControllerConfig {
         // The chart sets WATCH_NAMESPACE="" for "every namespace".
         namespace: args.namespace.clone().filter(|ns| !ns.is_empty()),
@@ -81,6 +129,7 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| args.state_dir.join("cache")),
             ),
             compile: args.compile.config(),
+            http_deny_networks,
             ..SandboxConfig::default()
         },
         state_dir: args.state_dir.clone(),
@@ -92,8 +141,9 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         api_token: args.api.token()?,
         tls: args.api.tls(),
         api_limits: args.api.limits(),
+        bounds,
     };
-    let client = client_from_environment().await?;
+    let client = client_for(kube_config)?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone(), None));
     controller::run(client, config, stop).await

@@ -53,6 +53,29 @@ impl LeaseSettings {
     }
 }
 
+/// The label on this replica's pod saying whether it leads: the chart's Service selects
+/// `leader`, so API requests never reach a standby (which runs no autoscaler).
+pub const ROLE_LABEL: &str = "wasmscaler.dev/role";
+
+/// Labels this replica's pod (named by its identity, in the Lease's namespace) `leader` or
+/// `standby`. A failure is logged: the Service then routes by the last label written.
+pub async fn mark_role(client: &Client, settings: &LeaseSettings, leader: bool) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), &settings.namespace);
+    let role = if leader { "leader" } else { "standby" };
+    let patch = serde_json::json!({"metadata": {"labels": {ROLE_LABEL: role}}});
+    if let Err(error) = pods
+        .patch(
+            &settings.identity,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::warn!(pod = %settings.identity, %error, role, "cannot label this replica's pod");
+    }
+}
+
 /// Why holding the lease ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseEnd {

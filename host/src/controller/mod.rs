@@ -2,23 +2,28 @@
 //! ([`reconciler`]), status and Events ([`status`]), and leader election ([`lease`]) so that
 //! of several replicas exactly one acts.
 
+pub mod bounds;
 pub mod crd;
+pub mod events;
 pub mod lease;
 pub mod reconciler;
 pub mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiLimits, ApiState, Metrics, TlsFiles};
 use crate::engine::Engine;
 use crate::policies::{FetchConfig, PolicySources};
+use crate::sandbox::network::DeniedNetworks;
 use crate::sandbox::{Sandbox, SandboxConfig};
+use bounds::TenantBounds;
 use crd::WasmAutoscaler;
+use events::EventSink;
 use lease::{LeaderElector, LeaseEnd, LeaseSettings};
 use reconciler::{Reconciler, Shared};
 
@@ -48,6 +53,8 @@ pub struct ControllerConfig {
     pub tls: Option<TlsFiles>,
     /// What API clients may cost.
     pub api_limits: ApiLimits,
+    /// What a namespace's `WasmAutoscaler` may ask for.
+    pub bounds: TenantBounds,
 }
 
 /// Runs the controller until `stop`.
@@ -63,9 +70,12 @@ pub async fn run(
             config.state_dir.display()
         )
     })?;
+    let denied = DeniedNetworks::new(config.sandbox.http_deny_networks.clone());
     let sources = Arc::new(
         PolicySources::new(sandbox, &config.fetch)?
-            .with_upload_dir(config.state_dir.join("policies"))?,
+            .with_upload_dir(config.state_dir.join("policies"))?
+            .with_local_copies(config.state_dir.join("sources"))?
+            .with_rules(config.bounds.sources.clone()),
     );
     let engine = Arc::new(Engine::default());
     let metrics = Arc::new(Metrics::new());
@@ -91,15 +101,15 @@ pub async fn run(
         api: resources,
         engine,
         sources,
-        recorder: Arc::new(Recorder::new(
+        events: Arc::new(EventSink::new(
             client.clone(),
-            Reporter {
-                controller: CONTROLLER_NAME.into(),
-                instance: Some(config.identity.clone()),
-            },
+            CONTROLLER_NAME,
+            &config.identity,
         )),
         observer: Some(metrics),
         state_dir: config.state_dir.join("guest-state"),
+        bounds: config.bounds.clone(),
+        denied,
     });
     let elector = config
         .election
@@ -111,11 +121,15 @@ pub async fn run(
         leader_election = elector.is_some(),
         "controller starting"
     );
+    if let Some(settings) = &config.election {
+        lease::mark_role(&client, settings, false).await;
+    }
     loop {
-        if let Some(elector) = &elector
-            && !elector.acquire(&stop).await
-        {
-            break;
+        if let Some(elector) = &elector {
+            if !elector.acquire(&stop).await {
+                break;
+            }
+            lease::mark_role(&client, elector.settings(), true).await;
         }
         let term = stop.child_token();
         let mut reconciler = Reconciler::new(shared.clone());
@@ -135,20 +149,29 @@ pub async fn run(
             }
         };
         term.cancel();
+        // In-flight runs may finish, but only while the lease surely still holds: past the
+        // renew deadline a standby may be about to act.
+        let within = config
+            .election
+            .as_ref()
+            .map_or(Duration::from_secs(30), |e| e.renew_deadline);
         match &lost {
             // Another replica may already act: stop mid-run rather than finish a write.
             Some(why) => {
                 tracing::warn!(%why, "lost the lease; stopping every autoscaler at once");
-                reconciler.shutdown(true).await;
+                reconciler.shutdown(true, within).await;
             }
-            None => reconciler.shutdown(false).await,
+            None => reconciler.shutdown(false, within).await,
+        }
+        if let Some(elector) = &elector {
+            lease::mark_role(&client, elector.settings(), false).await;
         }
         if stop.is_cancelled() {
             break;
         }
         if lost.is_none() {
             // The watch ended without a stop or a lost lease: start a new term.
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
     if let Some(elector) = &elector {

@@ -1,28 +1,34 @@
-//! Keeps one engine task per `WasmAutoscaler`: started when the resource appears, rebuilt
-//! (history carried over) when its spec changes, stopped when it goes. Resources that cannot
-//! run (bad spec, policy that does not load, target missing) are retried with backoff and
-//! never scale anything meanwhile.
+//! Keeps one task per `WasmAutoscaler`. The task checks the resource against the operator's
+//! bounds, loads its policies and connects its target (never in the watch loop: a slow
+//! source delays only its own resource), then takes over from the task of the previous spec
+//! (history carried over) and runs until the resource changes or goes. A resource that cannot
+//! run (out of bounds, bad spec, policy that does not load, target missing) is retried with
+//! backoff by its own task and never scales anything meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::pin::pin;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
-use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+use super::bounds::TenantBounds;
 use super::crd::{WasmAutoscaler, WasmAutoscalerSpec};
+use super::events::EventSink;
 use super::status::StatusWriter;
 use crate::config::load_spec_guests;
 use crate::engine::store::{EngineState, MemoryBackend};
-use crate::engine::{Autoscaler, AutoscalerSpec, Engine, RunObserver, RunRecord, system_clock};
+use crate::engine::{
+    Autoscaler, AutoscalerSpec, Engine, Guests, RunObserver, RunRecord, system_clock,
+};
 use crate::policies::PolicySources;
+use crate::sandbox::network::DeniedNetworks;
 use crate::sandbox::{FileState, StateStore};
 use crate::targets::Target;
 use crate::targets::kubernetes::{KubernetesRef, KubernetesTarget};
@@ -41,25 +47,48 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     /// Policy loading.
     pub sources: Arc<PolicySources>,
-    /// Event recorder (one, so repeated Events are aggregated).
-    pub recorder: Arc<Recorder>,
+    /// Events about the resources.
+    pub events: Arc<EventSink>,
     /// Also told of every run (Prometheus metrics).
     pub observer: Option<Arc<dyn RunObserver>>,
     /// Guest `state` capability files.
     pub state_dir: PathBuf,
+    /// What a resource may ask for.
+    pub bounds: TenantBounds,
+    /// Networks guests never reach (for refusing patterns that name them).
+    pub denied: DeniedNetworks,
+}
+
+/// The autoscaler a task runs, once it runs: the next task of the same resource takes its
+/// history from here.
+type Live = Arc<Mutex<Option<Arc<Autoscaler>>>>;
+
+/// A resource's task.
+struct Task {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    live: Live,
+}
+
+impl Task {
+    /// Stops the task (a run in progress finishes) and returns the history it ends with.
+    async fn finish(self) -> Option<EngineState> {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let live = self.live.lock().ok().and_then(|l| l.clone());
+        match live {
+            Some(autoscaler) => Some(autoscaler.engine_state().await),
+            None => None,
+        }
+    }
 }
 
 struct Running {
     spec: WasmAutoscalerSpec,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-    autoscaler: Arc<Autoscaler>,
-}
-
-struct Retry {
-    resource: WasmAutoscaler,
-    at: Instant,
-    backoff: Duration,
+    task: Task,
+    /// Stop tokens and abort handles of earlier tasks of this resource that the current one
+    /// is still replacing: a shutdown reaches them too.
+    retiring: Vec<(CancellationToken, AbortHandle)>,
 }
 
 /// Forwards run records to the resource's status task.
@@ -75,7 +104,6 @@ impl RunObserver for RecordSink {
 pub struct Reconciler {
     shared: Arc<Shared>,
     running: HashMap<String, Running>,
-    retries: HashMap<String, Retry>,
 }
 
 impl Reconciler {
@@ -84,12 +112,11 @@ impl Reconciler {
         Reconciler {
             shared,
             running: HashMap::new(),
-            retries: HashMap::new(),
         }
     }
 
-    /// Watches until `stop`, then stops every task: gracefully (in-flight runs finish), or at
-    /// once with `abort` set by the caller through [`Reconciler::shutdown`].
+    /// Watches until `stop`; the caller then stops every task through
+    /// [`Reconciler::shutdown`].
     pub async fn run(&mut self, stop: &CancellationToken) {
         // The server ends each watch after 10 s, inside the client's 15 s read timeout; the watcher
         // then resumes from the last resourceVersion it saw.
@@ -97,15 +124,10 @@ impl Reconciler {
         let stream = watcher(self.shared.api.clone(), config).default_backoff();
         let mut stream = pin!(stream);
         let mut listed: Option<HashSet<String>> = None;
-        let mut retry_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let event = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                _ = retry_tick.tick() => {
-                    self.retry_due().await;
-                    continue;
-                }
                 event = stream.next() => event,
             };
             match event {
@@ -114,7 +136,7 @@ impl Reconciler {
                     if let Some(keys) = listed.as_mut() {
                         keys.insert(resource.key());
                     }
-                    self.apply(resource).await;
+                    self.apply(resource);
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
                     // A re-list: whatever was not listed was deleted while the watch was down.
@@ -122,74 +144,72 @@ impl Reconciler {
                         let gone: Vec<String> = self
                             .running
                             .keys()
-                            .chain(self.retries.keys())
                             .filter(|k| !keys.contains(*k))
                             .cloned()
                             .collect();
                         for key in gone {
-                            self.remove(&key).await;
+                            self.remove(&key);
                         }
                     }
                 }
-                Some(Ok(watcher::Event::Apply(resource))) => self.apply(resource).await,
-                Some(Ok(watcher::Event::Delete(resource))) => self.remove(&resource.key()).await,
+                Some(Ok(watcher::Event::Apply(resource))) => self.apply(resource),
+                Some(Ok(watcher::Event::Delete(resource))) => self.remove(&resource.key()),
                 Some(Err(error)) => tracing::warn!(%error, "watching WasmAutoscalers"),
                 None => return,
             }
         }
     }
 
-    /// Stops every task: at once (`abort`, the lease was lost and another replica may act
-    /// already) or after in-flight runs finish.
-    pub async fn shutdown(&mut self, abort: bool) {
-        let keys: Vec<String> = self.running.keys().cloned().collect();
-        for key in keys {
-            if let Some(running) = self.running.remove(&key) {
-                self.shared.engine.remove(&key);
-                if abort {
-                    running.task.abort();
-                }
-                running.stop.cancel();
-                let _ = running.task.await;
+    /// Stops every task: first every one is told to stop, so no new scale cycle starts
+    /// anywhere, then they are awaited (in-flight runs finish) for at most `within`, after
+    /// which the rest are ended. With `abort` (the lease was lost and another replica may act
+    /// already) they are ended at once.
+    pub async fn shutdown(&mut self, abort: bool, within: Duration) {
+        let running: Vec<(String, Running)> = self.running.drain().collect();
+        for (key, r) in &running {
+            self.shared.engine.remove(key);
+            r.task.stop.cancel();
+            for (stop, _) in &r.retiring {
+                stop.cancel();
             }
         }
-        self.retries.clear();
+        let deadline = tokio::time::Instant::now() + if abort { Duration::ZERO } else { within };
+        for (key, r) in running {
+            let handle = r.task.task.abort_handle();
+            if tokio::time::timeout_at(deadline, r.task.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(autoscaler = %key, "still running at the shutdown deadline; ended");
+                handle.abort();
+                for (_, retiring) in &r.retiring {
+                    retiring.abort();
+                }
+            }
+        }
     }
 
-    /// Number of resources with a running task.
+    /// Number of resources with a task.
     pub fn running(&self) -> usize {
         self.running.len()
     }
 
-    async fn retry_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .retries
-            .iter()
-            .filter(|(_, r)| r.at <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            if let Some(retry) = self.retries.remove(&key) {
-                self.start(retry.resource, retry.backoff).await;
-            }
-        }
-    }
-
-    async fn remove(&mut self, key: &str) {
-        self.retries.remove(key);
+    /// Stops a deleted resource's task without waiting in the watch loop.
+    fn remove(&mut self, key: &str) {
         if let Some(running) = self.running.remove(key) {
             self.shared.engine.remove(key);
-            running.stop.cancel();
-            let _ = running.task.await;
-            tracing::info!(autoscaler = %key, "stopped: resource deleted");
+            running.task.stop.cancel();
+            for (stop, _) in &running.retiring {
+                stop.cancel();
+            }
+            tracing::info!(autoscaler = %key, "stopping: resource deleted");
         }
     }
 
-    async fn apply(&mut self, resource: WasmAutoscaler) {
+    fn apply(&mut self, resource: WasmAutoscaler) {
         let key = resource.key();
         if resource.metadata.deletion_timestamp.is_some() {
-            self.remove(&key).await;
+            self.remove(&key);
             return;
         }
         // Status writes come back as watch events too; only a changed spec matters.
@@ -200,121 +220,196 @@ impl Reconciler {
         {
             return;
         }
-        if self
-            .retries
-            .get(&key)
-            .is_some_and(|r| r.resource.spec == resource.spec)
-        {
-            return;
+        let previous = self.running.remove(&key);
+        let mut retiring = Vec::new();
+        if let Some(p) = &previous {
+            retiring.push((p.task.stop.clone(), p.task.task.abort_handle()));
+            retiring.extend(p.retiring.iter().cloned());
         }
-        self.retries.remove(&key);
-        self.start(resource, RETRY_MIN).await;
-    }
-
-    /// (Re)starts the task of `resource`; on failure schedules a retry after `backoff`.
-    async fn start(&mut self, resource: WasmAutoscaler, backoff: Duration) {
-        let key = resource.key();
-        let mut writer = StatusWriter::new(
-            Api::namespaced(
-                self.shared.client.clone(),
-                &resource.namespace().unwrap_or_default(),
-            ),
-            self.shared.recorder.clone(),
-            &resource,
+        let stop = CancellationToken::new();
+        let live: Live = Arc::default();
+        let task = tokio::spawn(resource_task(
+            self.shared.clone(),
+            resource.clone(),
+            previous.map(|p| p.task),
+            stop.clone(),
+            live.clone(),
+        ));
+        self.running.insert(
+            key,
+            Running {
+                spec: resource.spec,
+                task: Task { stop, task, live },
+                retiring,
+            },
         );
-        // History to continue from: the running task's (a spec edit; it is stopped first, so
-        // its last run is in the history), else the status's (a restart or failover).
-        let state = match self.running.remove(&key) {
-            Some(old) => {
-                self.shared.engine.remove(&key);
-                old.stop.cancel();
-                let _ = old.task.await;
-                old.autoscaler.engine_state().await
-            }
-            None => resource
-                .status
-                .as_ref()
-                .and_then(|s| s.engine_state.clone())
-                .unwrap_or_default(),
+    }
+}
+
+/// Why a resource cannot run: the condition reason and the message.
+struct Refused {
+    reason: &'static str,
+    message: String,
+    /// Retrying cannot help until the resource (or the operator's bounds) change.
+    permanent: bool,
+}
+
+fn refused(reason: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        reason,
+        message: message.into(),
+        permanent: false,
+    }
+}
+
+/// What a resource needs before it can take over: everything but its history.
+struct Prepared {
+    spec: AutoscalerSpec,
+    guests: Guests,
+    target: Arc<dyn Target>,
+    guest_state: Option<Arc<dyn StateStore>>,
+}
+
+/// The life of one resource's spec: prepare (retrying with backoff), take over from the
+/// previous task, run until `stop`.
+async fn resource_task(
+    shared: Arc<Shared>,
+    resource: WasmAutoscaler,
+    mut previous: Option<Task>,
+    stop: CancellationToken,
+    live: Live,
+) {
+    let key = resource.key();
+    let mut writer = StatusWriter::new(
+        Api::namespaced(
+            shared.client.clone(),
+            &resource.namespace().unwrap_or_default(),
+        ),
+        shared.events.clone(),
+        &resource,
+    );
+    // History to continue from: the previous task's (a spec edit), else the status's (a
+    // restart or failover).
+    let mut inherited: Option<EngineState> = None;
+    let mut backoff = RETRY_MIN;
+    loop {
+        let attempt = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            prepared = prepare(&shared, &resource) => Some(prepared),
         };
-        match self.build(&resource, state).await {
-            Ok((autoscaler, records)) => {
+        // The previous spec's task ends here either way: replaced by this one, or (fail
+        // static) by nothing, as a resource that cannot run as written scales nothing.
+        if let Some(old) = previous.take()
+            && let Some(state) = old.finish().await
+        {
+            inherited = Some(state);
+        }
+        let Some(attempt) = attempt else { return };
+        match attempt {
+            Ok(prepared) => {
+                let state = inherited
+                    .take()
+                    .or_else(|| {
+                        resource
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.engine_state.clone())
+                    })
+                    .unwrap_or_default();
+                let (records, receiver) = mpsc::unbounded_channel();
+                let mut autoscaler = match Autoscaler::new(
+                    prepared.spec,
+                    prepared.target,
+                    prepared.guests,
+                    prepared.guest_state,
+                    Arc::new(MemoryBackend::new(state)),
+                    system_clock(),
+                ) {
+                    Ok(a) => a.with_observer(Arc::new(RecordSink(records))),
+                    Err(message) => {
+                        fail(&shared, &key, &mut writer, &refused("InvalidSpec", message)).await;
+                        stop.cancelled().await;
+                        return;
+                    }
+                };
+                if let Some(observer) = &shared.observer {
+                    autoscaler = autoscaler.with_observer(observer.clone());
+                }
+                let autoscaler = Arc::new(autoscaler);
+                if let Ok(mut slot) = live.lock() {
+                    *slot = Some(autoscaler.clone());
+                }
                 let state = autoscaler.engine_state().await;
                 writer.started(&autoscaler.guest_digests(), &state).await;
-                self.shared.engine.insert(&key, autoscaler.clone());
-                let stop = CancellationToken::new();
-                let task =
-                    tokio::spawn(supervise(autoscaler.clone(), records, writer, stop.clone()));
+                shared.engine.insert(&key, autoscaler.clone());
                 tracing::info!(autoscaler = %key, "started");
-                self.running.insert(
-                    key,
-                    Running {
-                        spec: resource.spec.clone(),
-                        stop,
-                        task,
-                        autoscaler,
-                    },
-                );
+                supervise(autoscaler, receiver, writer, stop).await;
+                return;
             }
-            Err((reason, message)) => {
-                // Fail static: a resource that cannot run as written scales nothing, not even
-                // with its previous spec (stopped above).
-                tracing::warn!(autoscaler = %key, %reason, %message, "cannot start; will retry");
-                writer.failed(reason, &message).await;
-                self.retries.insert(
-                    key,
-                    Retry {
-                        resource,
-                        at: Instant::now() + backoff,
-                        backoff: (backoff * 2).min(RETRY_MAX),
-                    },
-                );
+            Err(why) => {
+                fail(&shared, &key, &mut writer, &why).await;
+                if why.permanent {
+                    stop.cancelled().await;
+                    return;
+                }
+                let wait = backoff;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }
+}
 
-    async fn build(
-        &self,
-        resource: &WasmAutoscaler,
-        state: EngineState,
-    ) -> Result<(Arc<Autoscaler>, mpsc::UnboundedReceiver<RunRecord>), (&'static str, String)> {
-        let spec = resource.autoscaler_spec().map_err(|e| ("InvalidSpec", e))?;
-        let guests = load_spec_guests(&spec, &self.shared.sources)
+async fn fail(shared: &Shared, key: &str, writer: &mut StatusWriter, why: &Refused) {
+    tracing::warn!(autoscaler = %key, reason = why.reason, message = %why.message, "cannot start");
+    shared.engine.remove(key);
+    shared.engine.mark_failed(key, why.message.clone());
+    writer.failed(why.reason, &why.message).await;
+}
+
+/// Checks the resource against the bounds, loads its policies and connects its target.
+async fn prepare(shared: &Shared, resource: &WasmAutoscaler) -> Result<Prepared, Refused> {
+    let spec = resource
+        .autoscaler_spec()
+        .map_err(|e| refused("InvalidSpec", e))?;
+    shared
+        .bounds
+        .check(&spec, &shared.denied)
+        .map_err(|e| Refused {
+            reason: "OutOfBounds",
+            message: e.to_string(),
+            permanent: true,
+        })?;
+    let guests = load_spec_guests(&spec, &shared.sources)
+        .await
+        .map_err(|e| refused("PolicyLoadFailed", crate::redact::report(e.as_ref())))?;
+    let reference = KubernetesRef {
+        api_version: resource.spec.scale_target_ref.api_version.clone(),
+        kind: resource.spec.scale_target_ref.kind.clone(),
+        name: resource.spec.scale_target_ref.name.clone(),
+        namespace: Some(spec.namespace.clone()),
+    };
+    let target: Arc<dyn Target> = Arc::new(
+        KubernetesTarget::connect(shared.client.clone(), reference)
             .await
-            .map_err(|e| ("PolicyLoadFailed", format!("{e:#}")))?;
-        let reference = KubernetesRef {
-            api_version: resource.spec.scale_target_ref.api_version.clone(),
-            kind: resource.spec.scale_target_ref.kind.clone(),
-            name: resource.spec.scale_target_ref.name.clone(),
-            namespace: Some(spec.namespace.clone()),
-        };
-        let target: Arc<dyn Target> = Arc::new(
-            KubernetesTarget::connect(self.shared.client.clone(), reference)
-                .await
-                .map_err(|e| ("TargetUnavailable", e.to_string()))?,
-        );
-        let guest_state = spec.capabilities.state.as_ref().map(|_| {
-            Arc::new(FileState::new(self.shared.state_dir.join(format!(
-                "{}.{}.guest-state.json",
-                spec.namespace, spec.name
-            )))) as Arc<dyn StateStore>
-        });
-        let (records, receiver) = mpsc::unbounded_channel();
-        let mut autoscaler = Autoscaler::new(
-            spec,
-            target,
-            guests,
-            guest_state,
-            Arc::new(MemoryBackend::new(state)),
-            system_clock(),
-        )
-        .map_err(|e| ("InvalidSpec", e))?
-        .with_observer(Arc::new(RecordSink(records)));
-        if let Some(observer) = &self.shared.observer {
-            autoscaler = autoscaler.with_observer(observer.clone());
-        }
-        Ok((Arc::new(autoscaler), receiver))
-    }
+            .map_err(|e| refused("TargetUnavailable", e.to_string()))?,
+    );
+    let guest_state = spec.capabilities.state.as_ref().map(|_| {
+        Arc::new(FileState::new(shared.state_dir.join(format!(
+            "{}.{}.guest-state.json",
+            spec.namespace, spec.name
+        )))) as Arc<dyn StateStore>
+    });
+    Ok(Prepared {
+        spec,
+        guests,
+        target,
+        guest_state,
+    })
 }
 
 /// Runs one autoscaler and writes its status after every run, until `stop`.

@@ -1,22 +1,30 @@
 //! A `WasmAutoscaler`'s status and Events: built from each run record, written with
 //! server-side apply (field manager `wasmscaler`), and the transitions that matter (a scale, a
-//! policy failure) recorded as Kubernetes Events.
+//! failure) recorded as Kubernetes Events.
+//!
+//! Conditions follow the HPA's (`AbleToScale`, `ScalingActive`, `ScalingLimited`, with its
+//! reasons) next to this project's own (`Ready`, `Active`, `PolicyFailed`, `Paused`). Every
+//! message is bounded and redacted, so the status stays far below etcd's object size limit
+//! whatever a guest says.
 
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::crd::{Condition, LastDecision, WasmAutoscaler, WasmAutoscalerStatus};
+use super::events::{EventSink, EventType, cut};
 use crate::engine::behavior::LimitReason;
 use crate::engine::store::EngineState;
 use crate::engine::{Outcome, RunRecord};
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "wasmscaler";
+
+/// Longest condition message, in bytes (guest reasons are cut before this already).
+const MAX_CONDITION_MESSAGE: usize = 1024;
 
 fn rfc3339_ms(ms: i64) -> String {
     Timestamp::from_millisecond(ms)
@@ -31,7 +39,7 @@ fn now() -> String {
 /// Writes one resource's status and Events.
 pub struct StatusWriter {
     api: Api<WasmAutoscaler>,
-    recorder: Arc<Recorder>,
+    events: Arc<EventSink>,
     object: k8s_openapi::api::core::v1::ObjectReference,
     name: String,
     generation: Option<i64>,
@@ -43,12 +51,12 @@ impl StatusWriter {
     /// times are kept while a condition's status does not change).
     pub fn new(
         api: Api<WasmAutoscaler>,
-        recorder: Arc<Recorder>,
+        events: Arc<EventSink>,
         resource: &WasmAutoscaler,
     ) -> Self {
         StatusWriter {
             api,
-            recorder,
+            events,
             object: resource.object_ref(&()),
             name: resource.name_any(),
             generation: resource.meta().generation,
@@ -56,27 +64,46 @@ impl StatusWriter {
         }
     }
 
+    fn get(&self, type_: &str) -> Option<&Condition> {
+        self.status.conditions.iter().find(|c| c.type_ == type_)
+    }
+
     /// Sets or updates a condition, keeping its transition time if its status is unchanged.
-    fn condition(&mut self, type_: &str, on: bool, reason: &str, message: impl Into<String>) {
+    /// Returns whether its status or reason changed.
+    fn condition(
+        &mut self,
+        type_: &str,
+        on: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> bool {
         let status = if on { "True" } else { "False" };
-        let message = message.into();
+        let message = cut(
+            &crate::redact::redact(&message.into()),
+            MAX_CONDITION_MESSAGE,
+        );
         let conditions = &mut self.status.conditions;
         match conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
+                let changed = c.status != status || c.reason != reason;
                 if c.status != status {
                     c.last_transition_time = now();
                 }
                 c.status = status.into();
                 c.reason = reason.into();
                 c.message = message;
+                changed
             }
-            None => conditions.push(Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: reason.into(),
-                message,
-                last_transition_time: now(),
-            }),
+            None => {
+                conditions.push(Condition {
+                    type_: type_.into(),
+                    status: status.into(),
+                    reason: reason.into(),
+                    message,
+                    last_transition_time: now(),
+                });
+                true
+            }
         }
     }
 
@@ -99,21 +126,29 @@ impl StatusWriter {
         self.write().await;
     }
 
-    /// The resource cannot run: `reason` names the stage (InvalidSpec, PolicyLoadFailed,
-    /// TargetUnavailable). Nothing is scaled while this holds.
+    /// The resource cannot run: `reason` names the stage (OutOfBounds, InvalidSpec,
+    /// PolicyLoadFailed, TargetUnavailable). Nothing is scaled while this holds.
     pub async fn failed(&mut self, reason: &str, message: &str) {
         self.status.observed_generation = self.generation;
+        let repeated = self.get("Ready").is_some_and(|c| {
+            c.status == "False"
+                && c.reason == reason
+                && c.message == cut(message, MAX_CONDITION_MESSAGE)
+        });
         self.condition("Ready", false, reason, message);
         if reason == "PolicyLoadFailed" {
             self.condition("PolicyFailed", true, reason, message);
         }
         self.condition("Active", false, reason, "not running");
+        self.condition("AbleToScale", false, reason, "not running");
         self.write().await;
-        self.event(EventType::Warning, reason, "Load", message)
-            .await;
+        if !repeated {
+            self.event(EventType::Warning, reason, "Load", message)
+                .await;
+        }
     }
 
-    /// Reports one run: status, and an Event for a scale or a policy failure.
+    /// Reports one run: status, and an Event for a scale or a new failure.
     pub async fn run(&mut self, record: &RunRecord, state: &EngineState) {
         let current = record.current_replicas;
         let desired = match &record.outcome {
@@ -137,11 +172,14 @@ impl StatusWriter {
         self.status.current_replicas = current;
         self.status.desired_replicas = desired;
         self.status.last_scale_time = state.last_scale_ms.map(rfc3339_ms);
+        // The guest's reason is kept here once; conditions refer to it in short.
         self.status.last_decision = Some(LastDecision {
             time: rfc3339_ms(record.at_ms),
             target_replicas: record.decision.as_ref().map(|d| d.target_replicas),
             outcome: outcome.into(),
-            reason: reason.clone(),
+            reason: reason
+                .as_deref()
+                .map(|r| cut(&crate::redact::redact(r), MAX_CONDITION_MESSAGE)),
             fuel: record.fuel,
             duration_micros: record.duration_micros,
         });
@@ -154,59 +192,55 @@ impl StatusWriter {
             if paused { "Paused" } else { "Running" },
             "",
         );
+        let target_failed = record.error_kind.as_deref() == Some("target");
         let policy_failed = record.error_kind.as_deref().filter(|k| *k != "target");
+        let mut new_failure = false;
         match (&record.error, policy_failed) {
             (Some(error), Some(kind)) => {
-                self.condition("PolicyFailed", true, &camel(kind), error.clone());
+                new_failure |= self.condition("PolicyFailed", true, &camel(kind), error.clone());
                 self.condition("Active", false, "PolicyFailed", "count held");
+                self.condition("ScalingActive", false, "FailedGetMetrics", error.clone());
+                self.condition(
+                    "Ready",
+                    true,
+                    "Running",
+                    "policies loaded, target connected",
+                );
             }
             (Some(error), None) => {
                 self.condition("PolicyFailed", false, "Succeeded", "");
                 self.condition("Active", false, "TargetUnavailable", error.clone());
+                new_failure |= self.condition("Ready", false, "TargetUnavailable", error.clone());
             }
             (None, _) => {
                 self.condition("PolicyFailed", false, "Succeeded", "");
+                self.condition(
+                    "Ready",
+                    true,
+                    "Running",
+                    "policies loaded, target connected",
+                );
                 if paused {
                     self.condition("Active", false, "Paused", "autoscaling is paused");
-                } else {
                     self.condition(
-                        "Active",
-                        true,
-                        "Decided",
-                        reason.clone().unwrap_or_default(),
+                        "ScalingActive",
+                        false,
+                        "ScalingDisabled",
+                        "autoscaling is paused",
                     );
+                } else {
+                    let decided = record
+                        .decision
+                        .as_ref()
+                        .map(|d| format!("the policy asked for {} replicas", d.target_replicas))
+                        .unwrap_or_default();
+                    self.condition("Active", true, "Decided", decided.clone());
+                    self.condition("ScalingActive", true, "ValidMetricFound", decided);
                 }
             }
         }
-        let limited = record
-            .limited
-            .filter(|(_, why)| *why != LimitReason::DesiredWithinRange);
-        let clamped = record
-            .decision
-            .as_ref()
-            .zip(record.clamped)
-            .filter(|(d, c)| d.target_replicas != *c)
-            .map(|(d, c)| format!("asked for {}, clamped to {c}", d.target_replicas));
-        match (limited, clamped) {
-            (Some((to, why)), _) => {
-                let why = format!("{why:?}");
-                self.condition("ScalingLimited", true, &why, format!("limited to {to}"))
-            }
-            (None, Some(message)) => {
-                let reason = if record
-                    .decision
-                    .as_ref()
-                    .zip(record.clamped)
-                    .is_some_and(|(d, c)| d.target_replicas > c)
-                {
-                    "TooManyReplicas"
-                } else {
-                    "TooFewReplicas"
-                };
-                self.condition("ScalingLimited", true, reason, message)
-            }
-            (None, None) => self.condition("ScalingLimited", false, "DesiredWithinRange", ""),
-        }
+        self.able_to_scale(record, target_failed);
+        self.scaling_limited(record);
         self.write().await;
 
         if let Outcome::Scaled { from, to } = record.outcome {
@@ -217,10 +251,93 @@ impl StatusWriter {
             self.event(EventType::Normal, "Scaled", "Scale", &note)
                 .await;
         }
-        if let (Some(error), Some(_)) = (&record.error, policy_failed) {
-            self.event(EventType::Warning, "PolicyFailed", "Evaluate", error)
-                .await;
+        if new_failure && let Some(error) = &record.error {
+            let (reason, action) = match policy_failed {
+                Some(_) => ("PolicyFailed", "Evaluate"),
+                None if current.is_none() => ("FailedGetScale", "GetScale"),
+                None => ("FailedUpdateScale", "Scale"),
+            };
+            self.event(EventType::Warning, reason, action, error).await;
         }
+    }
+
+    /// The HPA's AbleToScale: whether the target can be read and written, and whether a
+    /// stabilization window holds the count back.
+    fn able_to_scale(&mut self, record: &RunRecord, target_failed: bool) {
+        if target_failed {
+            let error = record.error.clone().unwrap_or_default();
+            if record.current_replicas.is_none() {
+                self.condition("AbleToScale", false, "FailedGetScale", error);
+            } else {
+                self.condition("AbleToScale", false, "FailedUpdateScale", error);
+            }
+            return;
+        }
+        let current = record.current_replicas.unwrap_or_default();
+        let desired = if record.within_tolerance {
+            Some(current)
+        } else {
+            record.clamped
+        };
+        match (desired, record.stabilized) {
+            (Some(desired), Some(stabilized)) if stabilized > desired => self.condition(
+                "AbleToScale",
+                true,
+                "ScaleDownStabilized",
+                format!("recent recommendations were higher than {desired}: holding at {stabilized} within the scale-down stabilization window"),
+            ),
+            (Some(desired), Some(stabilized)) if stabilized < desired => self.condition(
+                "AbleToScale",
+                true,
+                "ScaleUpStabilized",
+                format!("recent recommendations were lower than {desired}: holding at {stabilized} within the scale-up stabilization window"),
+            ),
+            _ if matches!(record.outcome, Outcome::Scaled { .. }) => self.condition(
+                "AbleToScale",
+                true,
+                "SucceededRescale",
+                "the target was scaled",
+            ),
+            _ => self.condition(
+                "AbleToScale",
+                true,
+                "ReadyForNewScale",
+                "recommended size matches current size",
+            ),
+        };
+    }
+
+    /// The HPA's ScalingLimited: the bounds or rate policies changed the count.
+    fn scaling_limited(&mut self, record: &RunRecord) {
+        let limited = record
+            .limited
+            .filter(|(_, why)| *why != LimitReason::DesiredWithinRange);
+        let clamped = record
+            .decision
+            .as_ref()
+            .zip(record.clamped)
+            .filter(|(d, c)| d.target_replicas != *c)
+            .map(|(d, c)| {
+                (
+                    d.target_replicas > c,
+                    format!("asked for {}, clamped to {c}", d.target_replicas),
+                )
+            });
+        match (limited, clamped) {
+            (Some((to, why)), _) => {
+                let why = format!("{why:?}");
+                self.condition("ScalingLimited", true, &why, format!("limited to {to}"))
+            }
+            (None, Some((above, message))) => {
+                let reason = if above {
+                    "TooManyReplicas"
+                } else {
+                    "TooFewReplicas"
+                };
+                self.condition("ScalingLimited", true, reason, message)
+            }
+            (None, None) => self.condition("ScalingLimited", false, "DesiredWithinRange", ""),
+        };
     }
 
     async fn write(&self) {
@@ -241,15 +358,11 @@ impl StatusWriter {
     }
 
     async fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            // The Events API caps a note at 1 kB.
-            note: Some(note.chars().take(1000).collect()),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &self.object).await {
+        if let Err(error) = self
+            .events
+            .publish(&self.object, type_, reason, action, note)
+            .await
+        {
             tracing::warn!(autoscaler = %self.name, %error, "cannot record event");
         }
     }

@@ -361,7 +361,32 @@ impl Autoscaler {
                 record.error_kind = Some(failure.kind);
             }
         }
+        self.cap_texts(&mut record);
         record
+    }
+
+    /// Cuts the guest's words (reason, error) to `limits.maxMessageBytes` and hides any URL
+    /// credentials in them: every later copy (logs, status, Events, API) sees only this.
+    fn cap_texts(&self, record: &mut RunRecord) {
+        let max = usize::try_from(self.spec.limits.max_message_bytes).unwrap_or(usize::MAX);
+        let cap = |text: &mut String| {
+            let redacted = crate::redact::redact(text);
+            let (kept, cut) = crate::sandbox::truncate_text(&redacted, max);
+            *text = if cut > 0 {
+                format!("{kept}… ({cut} bytes cut)")
+            } else {
+                redacted
+            };
+        };
+        if let Some(reason) = record.decision.as_mut().and_then(|d| d.reason.as_mut()) {
+            cap(reason);
+        }
+        if let Some(error) = record.error.as_mut() {
+            cap(error);
+        }
+        if let Outcome::Held { reason } = &mut record.outcome {
+            cap(reason);
+        }
     }
 
     fn log(&self, record: &RunRecord) {

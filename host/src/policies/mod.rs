@@ -2,10 +2,11 @@
 //! come from ([`PolicySources`]: files, pinned URLs, OCI artifacts, uploads), and the upload
 //! store ([`PolicyStore`]).
 
+mod copies;
 mod reference;
 mod sources;
 mod store;
 
 pub use reference::PolicyRef;
-pub use sources::{FetchConfig, OCI_LAYER_MEDIA_TYPES, PolicySources, SourceError};
+pub use sources::{FetchConfig, OCI_LAYER_MEDIA_TYPES, PolicySources, SourceError, SourceRules};
 pub use store::{PolicyError, PolicyRecord, PolicyStore};

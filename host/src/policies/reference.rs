@@ -108,6 +108,19 @@ impl PolicyRef {
     }
 }
 
+impl PolicyRef {
+    /// The string form, credentials included: what parses back to this reference. Only for
+    /// serialization; [`Display`](fmt::Display) redacts them.
+    pub fn to_raw_string(&self) -> String {
+        match self {
+            PolicyRef::Url { url, sha256 } => format!("{url}{DIGEST_PREFIX}{sha256}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The string form with any URL credentials replaced by `***` (it ends up in logs, status
+/// and Events).
 impl fmt::Display for PolicyRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -122,7 +135,9 @@ impl fmt::Display for PolicyRef {
                     write!(f, "file://{bare}")
                 }
             }
-            PolicyRef::Url { url, sha256 } => write!(f, "{url}{DIGEST_PREFIX}{sha256}"),
+            PolicyRef::Url { url, sha256 } => {
+                write!(f, "{}{DIGEST_PREFIX}{sha256}", crate::redact::redact(url))
+            }
             PolicyRef::Oci(reference) => write!(f, "oci://{reference}"),
             PolicyRef::Uploaded { name, sha256: None } => write!(f, "policy:{name}"),
             PolicyRef::Uploaded {
@@ -147,7 +162,7 @@ impl From<&std::path::Path> for PolicyRef {
 
 impl Serialize for PolicyRef {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(&self.to_raw_string())
     }
 }
 
@@ -211,6 +226,19 @@ mod tests {
             PolicyRef::parse("file:/p/cpu.wasm"),
             Ok(PolicyRef::File("/p/cpu.wasm".into()))
         );
+    }
+
+    #[test]
+    fn url_credentials_are_kept_for_serialization_and_hidden_in_text() {
+        let text = format!("https://bob:pw@example.com/cpu.wasm@sha256:{D}");
+        let parsed = PolicyRef::parse(&text).unwrap();
+        assert_eq!(parsed.to_raw_string(), text);
+        assert_eq!(
+            parsed.to_string(),
+            format!("https://***@example.com/cpu.wasm@sha256:{D}")
+        );
+        let json = serde_json::to_string(&parsed).unwrap();
+        assert_eq!(serde_json::from_str::<PolicyRef>(&json).unwrap(), parsed);
     }
 
     #[test]

@@ -2,16 +2,116 @@
 //! pulls the OCI artifact or opens the upload, checks the digest, and hands the bytes to the
 //! sandbox, whose compiled cache is shared by every autoscaler running the same content.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::copies::LocalCopies;
 use super::reference::PolicyRef;
 use super::store::{PolicyError, PolicyStore};
-use crate::sandbox::{GuestComponent, Sandbox, SandboxError};
+use crate::sandbox::{GuestComponent, Sandbox, SandboxError, glob_match};
+
+/// Which references a host accepts: in cluster mode the operator's bound on what a
+/// namespace's `WasmAutoscaler` may name. The default accepts everything (the config file's
+/// author is the operator).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SourceRules {
+    /// Directories `file:` references must lie in, checked after symbolic links are
+    /// resolved; `None` accepts any file, an empty list none.
+    pub file_dirs: Option<Vec<PathBuf>>,
+    /// Registries (`host` or `host:port`, `*` matching any run of characters) `oci://`
+    /// references may pull from.
+    pub oci_registries: Vec<String>,
+    /// Hosts (`host` or `host:port`, with `*`) `https://` references may fetch from.
+    pub url_hosts: Vec<String>,
+    /// Whether `policy:NAME` references to uploads may be used.
+    pub uploads: bool,
+}
+
+impl Default for SourceRules {
+    fn default() -> Self {
+        SourceRules {
+            file_dirs: None,
+            oci_registries: vec!["*".into()],
+            url_hosts: vec!["*".into()],
+            uploads: true,
+        }
+    }
+}
+
+impl SourceRules {
+    /// Checks what can be checked without touching the source; the error names the rule.
+    /// (`file:` references are checked again when read, with links resolved.)
+    pub fn permits(&self, reference: &PolicyRef) -> Result<(), String> {
+        let host_in = |hosts: &[String], host: &str| {
+            hosts
+                .iter()
+                .any(|h| glob_match(h.as_bytes(), host.as_bytes()))
+        };
+        match reference {
+            PolicyRef::File(path) => match &self.file_dirs {
+                None => Ok(()),
+                Some(dirs) if dirs.iter().any(|d| lexically_under(path, d)) => Ok(()),
+                Some(dirs) if dirs.is_empty() => Err(format!(
+                    "{reference}: file references are not allowed (sources.fileDirs is empty)"
+                )),
+                Some(dirs) => Err(format!(
+                    "{reference}: not under a directory of sources.fileDirs ({})",
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+            PolicyRef::Url { url, .. } => {
+                let host = url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| {
+                        let host = u.host_str()?.to_owned();
+                        Some(match u.port() {
+                            Some(port) => format!("{host}:{port}"),
+                            None => host,
+                        })
+                    })
+                    .unwrap_or_default();
+                if host_in(&self.url_hosts, &host) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{reference}: host {host} is not in sources.urlHosts"
+                    ))
+                }
+            }
+            PolicyRef::Oci(image) => {
+                let registry = image.split('/').next().unwrap_or_default();
+                if image.contains('/') && host_in(&self.oci_registries, registry) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{reference}: registry {registry} is not in sources.ociRegistries"
+                    ))
+                }
+            }
+            PolicyRef::Uploaded { .. } if self.uploads => Ok(()),
+            PolicyRef::Uploaded { .. } => Err(format!(
+                "{reference}: uploaded policies are not allowed (sources.uploads is false)"
+            )),
+        }
+    }
+}
+
+/// `path` is `dir` or below it, by components (no `..` escapes: a path with `..` is never
+/// lexically under anything).
+fn lexically_under(path: &Path, dir: &Path) -> bool {
+    !path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+        && path.starts_with(dir)
+}
 
 /// The media types accepted for the component layer of an OCI artifact: the CNCF wasm
 /// artifact layout, the older wasm-to-oci one (used by Kubewarden) and plain `application/wasm`.
@@ -84,6 +184,9 @@ pub enum SourceError {
     /// The upload store failed.
     #[error(transparent)]
     Store(#[from] PolicyError),
+    /// The host's source rules do not allow this reference.
+    #[error("{0}")]
+    NotAllowed(String),
     /// The content is not a usable component.
     #[error("{reference}: {source}")]
     Invalid {
@@ -100,6 +203,8 @@ pub struct PolicySources {
     uploads: Option<Arc<PolicyStore>>,
     http: reqwest::Client,
     oci: oci_client::Client,
+    rules: SourceRules,
+    copies: Option<LocalCopies>,
 }
 
 impl PolicySources {
@@ -129,7 +234,32 @@ impl PolicySources {
             uploads: None,
             http,
             oci,
+            rules: SourceRules::default(),
+            copies: None,
         })
+    }
+
+    /// Accepts only what `rules` allow.
+    pub fn with_rules(mut self, rules: SourceRules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The rules references are checked against.
+    pub fn rules(&self) -> &SourceRules {
+        &self.rules
+    }
+
+    /// Keeps a last-good copy of every fetched `https://` and `oci://` policy in `dir`:
+    /// digest-pinned ones are served from it without a fetch, the others when their source
+    /// is down. A source outage then never stops a restart or a spec edit.
+    pub fn with_local_copies(mut self, dir: impl Into<PathBuf>) -> Result<Self, SourceError> {
+        let dir = dir.into();
+        self.copies = Some(LocalCopies::open(&dir).map_err(|source| SourceError::File {
+            path: dir.display().to_string(),
+            source,
+        })?);
+        Ok(self)
     }
 
     /// Resolves `policy:NAME` references in a store kept in `dir` (created if missing), which
@@ -174,8 +304,48 @@ impl PolicySources {
 
     /// The bytes `reference` names, digest-checked where it pins one.
     pub async fn fetch(&self, reference: &PolicyRef) -> Result<Vec<u8>, SourceError> {
+        self.rules
+            .permits(reference)
+            .map_err(SourceError::NotAllowed)?;
+        let Some(copies) = self
+            .copies
+            .as_ref()
+            .filter(|_| LocalCopies::keeps(reference))
+        else {
+            return self.fetch_from_source(reference).await;
+        };
+        if is_pinned(reference)
+            && let Some(bytes) = copies.get(reference)
+        {
+            return Ok(bytes);
+        }
+        match self.fetch_from_source(reference).await {
+            Ok(bytes) => {
+                if let Err(error) = copies.put(reference, &bytes) {
+                    tracing::warn!(%reference, %error, "cannot keep a local copy of the policy");
+                }
+                Ok(bytes)
+            }
+            Err(error @ SourceError::Fetch { .. }) => match copies.get(reference) {
+                Some(bytes) => {
+                    tracing::warn!(%reference, %error, "source unavailable; using the last-good local copy");
+                    Ok(bytes)
+                }
+                None => Err(error),
+            },
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn fetch_from_source(&self, reference: &PolicyRef) -> Result<Vec<u8>, SourceError> {
+        let limit = self.sandbox.max_component_bytes();
         match reference {
-            PolicyRef::File(path) => read_file(path).await,
+            PolicyRef::File(path) => {
+                if let Some(dirs) = &self.rules.file_dirs {
+                    check_resolved_under(reference, path, dirs).await?;
+                }
+                read_file(path, limit).await
+            }
             PolicyRef::Url { url, sha256 } => {
                 let bytes = self.get_url(reference, url).await?;
                 check_digest(reference, sha256, &bytes)?;
@@ -191,7 +361,7 @@ impl PolicySources {
                 if let Some(pinned) = sha256 {
                     check_digest_hex(reference, pinned, &record.sha256)?;
                 }
-                let bytes = read_file(&store.blob_path(&record.sha256)).await?;
+                let bytes = read_file(&store.blob_path(&record.sha256), limit).await?;
                 check_digest(reference, &record.sha256, &bytes)?;
                 Ok(bytes)
             }
@@ -238,41 +408,123 @@ impl PolicySources {
             message,
         };
         let parsed: oci_client::Reference = image.parse().map_err(|e| failed(format!("{e}")))?;
-        let data = self
+        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        let (manifest, _) = self
             .oci
-            .pull(
-                &parsed,
-                &oci_client::secrets::RegistryAuth::Anonymous,
-                OCI_LAYER_MEDIA_TYPES.to_vec(),
-            )
+            .pull_image_manifest(&parsed, &auth)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let mut layers = data.layers.into_iter();
-        match (layers.next(), layers.next()) {
-            (Some(layer), None) => {
-                let limit = self.sandbox.max_component_bytes();
-                if layer.data.len() as u64 > limit {
-                    return Err(SourceError::TooLarge {
-                        reference: reference.to_string(),
-                        limit,
-                    });
-                }
-                Ok(layer.data.to_vec())
-            }
-            _ => Err(failed(
+        let mut layers = manifest
+            .layers
+            .iter()
+            .filter(|l| OCI_LAYER_MEDIA_TYPES.contains(&l.media_type.as_str()));
+        let (Some(layer), None) = (layers.next(), layers.next()) else {
+            return Err(failed(
                 "the artifact must have exactly one component layer".into(),
-            )),
+            ));
+        };
+        // The manifest states the layer's size: refuse before downloading anything, then
+        // stream with a running cap in case the registry sends more than it said.
+        let limit = self.sandbox.max_component_bytes();
+        let too_large = || SourceError::TooLarge {
+            reference: reference.to_string(),
+            limit,
+        };
+        if u64::try_from(layer.size).map_or(true, |size| size > limit) {
+            return Err(too_large());
         }
+        let mut stream = self
+            .oci
+            .pull_blob_stream(&parsed, layer)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| failed(e.to_string()))?;
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        // The blob stream does not check the digest: the manifest pins it, so check here.
+        let actual = format!("sha256:{}", hex::encode(crate::sandbox::sha256(&bytes)));
+        if !layer.digest.eq_ignore_ascii_case(&actual) {
+            return Err(failed(format!(
+                "layer content has {actual}, but the manifest pins {}",
+                layer.digest
+            )));
+        }
+        Ok(bytes)
     }
 }
 
-async fn read_file(path: &PathBuf) -> Result<Vec<u8>, SourceError> {
-    tokio::fs::read(path)
+/// Whether the reference names fixed content, so a local copy is as good as the source.
+fn is_pinned(reference: &PolicyRef) -> bool {
+    match reference {
+        PolicyRef::Url { .. } => true,
+        PolicyRef::Oci(image) => image.contains("@sha256:"),
+        _ => false,
+    }
+}
+
+/// Refuses a file whose real location (links resolved) is outside `dirs`.
+async fn check_resolved_under(
+    reference: &PolicyRef,
+    path: &Path,
+    dirs: &[PathBuf],
+) -> Result<(), SourceError> {
+    let real = tokio::fs::canonicalize(path)
         .await
         .map_err(|source| SourceError::File {
             path: path.display().to_string(),
             source,
-        })
+        })?;
+    for dir in dirs {
+        if let Ok(dir) = tokio::fs::canonicalize(dir).await
+            && real.starts_with(&dir)
+        {
+            return Ok(());
+        }
+    }
+    Err(SourceError::NotAllowed(format!(
+        "{reference}: resolves to {}, outside sources.fileDirs",
+        real.display()
+    )))
+}
+
+/// Reads a regular file of at most `limit` bytes. Devices, pipes and directories are refused
+/// before reading (`/dev/zero` never ends), and the read stops at the limit even if the file
+/// grows meanwhile.
+async fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
+    use tokio::io::AsyncReadExt;
+    let error = |source| SourceError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = tokio::fs::File::open(path).await.map_err(error)?;
+    let metadata = file.metadata().await.map_err(error)?;
+    if !metadata.is_file() {
+        return Err(error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let too_large = || SourceError::TooLarge {
+        reference: path.display().to_string(),
+        limit,
+    };
+    if metadata.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(error)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 fn check_digest(reference: &PolicyRef, expected: &str, bytes: &[u8]) -> Result<(), SourceError> {

@@ -16,7 +16,7 @@ impl UrlAllowList {
         patterns: &[String],
         replica_addresses: impl Iterator<Item = String>,
     ) -> Self {
-        let addresses: Vec<String> = replica_addresses.collect();
+        let addresses: Vec<String> = replica_addresses.map(|a| url_host(&a)).collect();
         let mut expanded = Vec::new();
         for pattern in patterns {
             if pattern.contains(REPLICA) {
@@ -65,12 +65,23 @@ impl UrlAllowList {
     }
 }
 
+/// A replica address as it appears in a URL: IPv6 in brackets and in the canonical form the
+/// URL parser writes (`fd00:0::05` → `[fd00::5]`), so `http://{replica}:8080/` matches what a
+/// guest's URL parses to.
+fn url_host(address: &str) -> String {
+    let bare = address.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => format!("[{ip}]"),
+        Err(_) => address.to_owned(),
+    }
+}
+
 /// `*` matches any run of bytes other than `/`; everything else matches itself.
 ///
 /// Simulates the pattern as an automaton, one text byte at a time: O(pattern × text) in the
 /// worst case. (A backtracking matcher is exponential in the number of stars; a guest chooses
 /// the URL, so it must not choose the matcher's running time.)
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let states = pattern.len() + 1;
     // reachable[i]: the first i pattern bytes can match the text read so far.
     let mut reachable = vec![false; states];
@@ -114,6 +125,17 @@ mod tests {
     fn list(patterns: &[&str], replicas: &[&str]) -> UrlAllowList {
         let patterns: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
         UrlAllowList::new(&patterns, replicas.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn ipv6_replicas_match_in_brackets() {
+        let l = list(
+            &["http://{replica}:8080/load"],
+            &["fd00:0:0::05", "10.0.0.1"],
+        );
+        assert!(l.check("http://[fd00::5]:8080/load").is_ok());
+        assert!(l.check("http://10.0.0.1:8080/load").is_ok());
+        assert!(l.check("http://[fd00::6]:8080/load").is_err());
     }
 
     #[test]

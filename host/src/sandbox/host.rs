@@ -13,6 +13,7 @@ use crate::contract::{http, kubernetes_metrics, log, state, types};
 use super::allowlist::UrlAllowList;
 use super::error::HostAbort;
 use super::limiter::CallLimiter;
+use super::network::DeniedNetworks;
 use super::output::{Capture, Stream, escape_control, truncate};
 use super::{CallEnv, Capability};
 
@@ -22,7 +23,7 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limiter: CallLimiter,
     env: CallEnv,
-    http_client: reqwest::Client,
+    http: GuestHttp,
     allow_list: Option<UrlAllowList>,
     state: Option<StateOverlay>,
     host_calls: u32,
@@ -76,11 +77,7 @@ impl HostMonotonicClock for FrozenMonotonicClock {
 }
 
 impl HostState {
-    pub(crate) fn new(
-        ctx: &Context,
-        env: CallEnv,
-        http_client: reqwest::Client,
-    ) -> Result<Self, GuestError> {
+    pub(crate) fn new(ctx: &Context, env: CallEnv, http: GuestHttp) -> Result<Self, GuestError> {
         let capture = Capture::new(env.limits.max_captured_output_bytes);
         let now = Duration::from_millis(u64::try_from(ctx.now_ms).unwrap_or(0));
         // No preopened directories, no environment, no arguments, no sockets, no name lookups.
@@ -120,7 +117,7 @@ impl HostState {
                 namespace = %ctx.autoscaler_namespace,
             ),
             env,
-            http_client,
+            http,
             allow_list,
             state,
             host_calls: 0,
@@ -280,8 +277,11 @@ impl http::Host for HostState {
             Ok(parsed) => parsed,
             Err(reason) => return Ok(Err(types::Error::Denied(reason))),
         };
+        if let Err(reason) = self.http.denied.check_literal(&parsed) {
+            return Ok(Err(types::Error::Denied(reason)));
+        }
         Ok(fetch(
-            &self.http_client,
+            &self.http.client,
             parsed,
             headers,
             Duration::from_millis(grant.timeout_ms),
@@ -359,13 +359,25 @@ impl kubernetes_metrics::Host for HostState {
     }
 }
 
+/// The client behind the `http` capability, and the networks it never dials.
+#[derive(Clone)]
+pub(crate) struct GuestHttp {
+    pub(crate) client: reqwest::Client,
+    pub(crate) denied: DeniedNetworks,
+}
+
 /// The client behind the `http` capability. Redirects are not followed: a redirect could lead
-/// off the allow-list, so the guest sees the 3xx response and may ask again.
-pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// off the allow-list, so the guest sees the 3xx response and may ask again. Names resolve
+/// through the denial guard, and no proxy from the environment is used: through a proxy the
+/// address dialled would be the proxy's, and the guard would check nothing.
+pub(crate) fn guest_http(denied: DeniedNetworks) -> Result<GuestHttp, reqwest::Error> {
+    let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(denied.resolver())
+        .no_proxy()
         .user_agent(concat!("wasmscaler/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .build()?;
+    Ok(GuestHttp { client, denied })
 }
 
 /// The WASI interfaces whose byte-returning functions [`cap_random`] replaces.

@@ -46,6 +46,9 @@ pub struct Limits {
     /// Most bytes one `wasi:random` call may ask for. Each byte also costs one unit of fuel,
     /// so a guest cannot spend its whole deadline in randomness without spending fuel.
     pub max_random_bytes: u64,
+    /// Longest text kept from a guest's decision reason or error message, in bytes: it is
+    /// cut there before it reaches logs, status, Events or the API.
+    pub max_message_bytes: u32,
 }
 
 impl Default for Limits {
@@ -64,6 +67,7 @@ impl Default for Limits {
             max_log_bytes: 64 << 10,
             max_captured_output_bytes: 64 << 10,
             max_random_bytes: 64 << 10,
+            max_message_bytes: 1 << 10,
         }
     }
 }
@@ -95,6 +99,10 @@ pub struct SandboxConfig {
     pub guest_threads: Option<usize>,
     /// Budgets of compiling a component.
     pub compile: CompileConfig,
+    /// Networks the `http` capability never connects to, whatever an allow-list says, checked
+    /// on the addresses dialled (after name resolution). Default: link-local and metadata
+    /// addresses; the controller adds the Kubernetes API server's.
+    pub http_deny_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for SandboxConfig {
@@ -107,6 +115,7 @@ impl Default for SandboxConfig {
             fuel_yield_interval: 1_000_000,
             guest_threads: None,
             compile: CompileConfig::default(),
+            http_deny_networks: super::network::default_denied_networks(),
         }
     }
 }

@@ -17,6 +17,7 @@ mod error;
 mod host;
 mod limiter;
 mod limits;
+pub mod network;
 mod output;
 mod runtime;
 
@@ -31,6 +32,7 @@ use serde::Serialize;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use allowlist::glob_match;
 pub use cache::sha256;
 pub use call::CallOutcome;
 pub use capabilities::{
@@ -41,6 +43,7 @@ pub use compile::{CompileConfig, CompileIsolation, CompileLimit};
 pub use component::{ComponentInfo, GuestComponent, World};
 pub use error::SandboxError;
 pub use limits::{Limits, PoolingConfig, SandboxConfig};
+pub use output::truncate as truncate_text;
 
 use cache::{Digest, DiskCache, Miss};
 use compile::Compiler;
@@ -49,7 +52,7 @@ use runtime::GuestRuntime;
 
 /// Settings every call of every component needs, shared without locking.
 pub(crate) struct Shared {
-    http: reqwest::Client,
+    http: host::GuestHttp,
     fuel_yield_interval: u64,
     pool_slots: u32,
     max_memory_bytes: Option<u64>,
@@ -146,7 +149,10 @@ impl Sandbox {
         )
         .map_err(|e| internal("linking the capability imports", &e))?;
 
-        let http = host::http_client().map_err(|e| internal("HTTP client", &e))?;
+        let http = host::guest_http(network::DeniedNetworks::new(
+            config.http_deny_networks.clone(),
+        ))
+        .map_err(|e| internal("HTTP client", &e))?;
         let epoch_tick = Duration::from_millis(config.epoch_tick_ms.max(1));
         let runtime = GuestRuntime::start(config.guest_threads)
             .map_err(|e| internal("starting the guest runtime", &e))?;

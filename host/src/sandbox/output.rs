@@ -161,7 +161,7 @@ pub(crate) fn escape_control(text: &str) -> String {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, and how many bytes were cut.
-pub(crate) fn truncate(text: &str, max: usize) -> (&str, usize) {
+pub fn truncate(text: &str, max: usize) -> (&str, usize) {
     if text.len() <= max {
         return (text, 0);
     }
