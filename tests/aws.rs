@@ -525,7 +525,11 @@ async fn the_agent_joins_once() -> anyhow::Result<()> {
                 &proxy,
                 "--region",
                 "us-east-1",
-            ]);
+            ])
+            // The metadata service must be reached directly, never through a proxy: this one
+            // accepts nothing.
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("http_proxy", "http://127.0.0.1:9");
         command.output()
     };
     let first = tokio::task::spawn_blocking(agent.clone()).await??;

@@ -212,6 +212,47 @@ async fn scale_in_marks_the_removal_list_with_deletion_costs_first() -> anyhow::
 }
 
 #[tokio::test]
+async fn deletion_costs_are_cleared_when_the_scale_in_fails() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let target = web(&server, 3).await?;
+    let observed = target.observe().await?;
+    server.inject(Route::PatchScale, Fault::Status(500));
+    let err = target
+        .scale(&observed, 1, &["web-2".into(), "web-0".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TargetError::Unavailable(_)), "{err}");
+    assert_eq!(server.replicas("web"), Some(3));
+    for pod in ["web-0", "web-1", "web-2"] {
+        assert!(
+            !server.pod_annotations(pod).contains_key(DELETION_COST),
+            "{pod} kept a deletion cost after the scale-in failed"
+        );
+    }
+    // The annotations were written, then removed.
+    let pod_patches = server
+        .requests()
+        .into_iter()
+        .filter(|(m, uri, _)| m == "PATCH" && uri.contains("/pods/"))
+        .count();
+    assert_eq!(pod_patches, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cluster_without_metrics_server_says_so() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let target = web(&server, 3).await?;
+    server.remove_metrics_api();
+    target.observe().await?;
+    let provider = target.pod_metrics().expect("a metrics provider");
+    let error = provider.pod_metrics().await.unwrap_err().to_string();
+    assert!(error.contains("install metrics-server"), "{error}");
+    assert!(!error.contains("Failed to parse"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn server_errors_and_timeouts_write_nothing() -> anyhow::Result<()> {
     let server = FakeKube::start().await?;
     server.add_scalable("apps/v1", "Deployment", "deployments", "web", 3);

@@ -81,8 +81,9 @@ pub enum Route {
 }
 
 /// Everything the server holds.
-#[derive(Default)]
 pub struct World {
+    /// Whether metrics.k8s.io is served (metrics-server installed).
+    metrics_api: bool,
     objects: Vec<Scalable>,
     store: Store,
     pods: Vec<FakePod>,
@@ -176,6 +177,19 @@ fn object_json(o: &Scalable) -> Value {
         "metadata": {"name": o.name, "namespace": NAMESPACE, "resourceVersion": o.resource_version.to_string()},
         "spec": {"replicas": o.replicas, "selector": {"matchLabels": {}}},
     })
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World {
+            metrics_api: true,
+            objects: Vec::new(),
+            store: Store::default(),
+            pods: Vec::new(),
+            faults: Vec::new(),
+            requests: Vec::new(),
+        }
+    }
 }
 
 impl World {
@@ -287,14 +301,29 @@ async fn handle(
             let Some(pod) = w.pods.iter_mut().find(|p| p.name == *name) else {
                 return status(404, "NotFound", &format!("pods \"{name}\" not found"));
             };
+            // JSON merge patch: null deletes the key.
             if let Some(annotations) = patch["metadata"]["annotations"].as_object() {
                 for (k, v) in annotations {
-                    pod.annotations
-                        .insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+                    match v.as_str() {
+                        Some(v) => {
+                            pod.annotations.insert(k.clone(), v.to_owned());
+                        }
+                        None => {
+                            pod.annotations.remove(k);
+                        }
+                    }
                 }
             }
             axum::Json(pod_json(pod)).into_response()
         }
+        // Without metrics-server the group is not registered, and the API server answers
+        // its paths with a plain-text 404, not a Status.
+        (Method::GET, ["apis", "metrics.k8s.io", ..]) if !w.metrics_api => (
+            StatusCode::NOT_FOUND,
+            [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "404 page not found\n",
+        )
+            .into_response(),
         (Method::GET, ["apis", "metrics.k8s.io", "v1beta1", "namespaces", _, "pods"]) => {
             let selector = query_param(&uri, "labelSelector").unwrap_or_default();
             let items: Vec<Value> = w
@@ -415,6 +444,11 @@ impl FakeKube {
             cpu_request_m: 500,
             cpu_usage_m,
         }
+    }
+
+    /// Unregisters metrics.k8s.io, as a cluster without metrics-server.
+    pub fn remove_metrics_api(&self) {
+        self.with(|w| w.metrics_api = false);
     }
 
     /// Queues a fault for the next requests of `route`.

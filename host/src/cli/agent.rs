@@ -77,8 +77,11 @@ struct Metadata {
 }
 
 async fn metadata(base: &str) -> anyhow::Result<Metadata> {
+    // IMDS answers only on the instance's own link: through a proxy (HTTP_PROXY is often set
+    // for the AWS APIs) it would be the proxy's metadata, or a leak of the token request.
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
         .build()?;
     let token = http
         .put(format!("{base}/latest/api/token"))

@@ -253,7 +253,70 @@ impl WasmAutoscaler {
     }
 }
 
-/// The CRD as YAML, generated from the types above (`wasmscaler crd`).
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&WasmAutoscaler::crd())
+/// The formats the API server knows for an OpenAPI v3 schema in a CRD; any other (schemars
+/// writes `uint32`, `uint64`, `double`...) makes every apply warn "unknown format".
+const KNOWN_FORMATS: [&str; 7] = [
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "date",
+    "date-time",
+];
+
+/// Drops `format`s the API server does not know. Unsigned integers keep their `minimum: 0`,
+/// which says the same in a form it checks.
+fn strip_unknown_formats(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map
+                .get("format")
+                .and_then(|f| f.as_str())
+                .is_some_and(|f| !KNOWN_FORMATS.contains(&f))
+            {
+                map.remove("format");
+            }
+            map.values_mut().for_each(strip_unknown_formats);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_unknown_formats),
+        _ => {}
+    }
+}
+
+/// The CRD, generated from the types above, with a schema the API server accepts without
+/// warnings.
+pub fn crd() -> Result<
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    serde_json::Error,
+> {
+    let mut value = serde_json::to_value(WasmAutoscaler::crd())?;
+    strip_unknown_formats(&mut value);
+    serde_json::from_value(value)
+}
+
+/// The CRD as YAML (`wasmscaler crd`).
+pub fn crd_yaml() -> anyhow::Result<String> {
+    Ok(serde_yaml::to_string(&crd()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_has_only_formats_the_api_server_knows() {
+        let yaml = crd_yaml().unwrap();
+        for line in yaml
+            .lines()
+            .filter(|l| l.trim_start().starts_with("format:"))
+        {
+            let format = line.trim_start().trim_start_matches("format:").trim();
+            assert!(KNOWN_FORMATS.contains(&format), "{line}");
+        }
+        assert!(
+            yaml.contains("maximum: 3600"),
+            "the stabilization window is capped"
+        );
+    }
 }

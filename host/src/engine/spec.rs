@@ -333,6 +333,14 @@ impl AutoscalerSpec {
             ("scaleUp", &self.behavior.scale_up),
             ("scaleDown", &self.behavior.scale_down),
         ] {
+            // The HPA's cap: the history kept (and written to status) is bounded by it.
+            if let Some(window) = rules.as_ref().and_then(|r| r.stabilization_window_seconds)
+                && window > 3600
+            {
+                return Err(format!(
+                    "behavior.{name}.stabilizationWindowSeconds {window} must be at most 3600"
+                ));
+            }
             for policy in rules.iter().flat_map(|r| r.policies.iter().flatten()) {
                 if !(1..=1800).contains(&policy.period_seconds) {
                     return Err(format!(

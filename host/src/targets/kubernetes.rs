@@ -146,17 +146,20 @@ impl KubernetesTarget {
         })
     }
 
+    /// Gives the named pods deletion costs; on failure, the ones already annotated are in
+    /// `marked` so they can be cleared.
     async fn mark_for_deletion(
         &self,
         names: &[String],
         existing: &[Replica],
+        marked: &mut Vec<String>,
     ) -> Result<(), TargetError> {
-        let marked: Vec<&String> = names
+        let chosen: Vec<&String> = names
             .iter()
             .filter(|n| existing.iter().any(|r| &r.name == *n))
             .collect();
-        let total = marked.len() as i64;
-        for (i, name) in marked.into_iter().enumerate() {
+        let total = chosen.len() as i64;
+        for (i, name) in chosen.into_iter().enumerate() {
             // Lowest cost goes first: the first named pod gets -total.
             let cost = (i as i64 - total).to_string();
             let patch =
@@ -165,8 +168,89 @@ impl KubernetesTarget {
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| api_error(&format!("annotating pod {name}"), e))?;
+            marked.push(name.clone());
         }
         Ok(())
+    }
+
+    /// Removes the deletion costs of a scale-in that did not happen: left behind they would
+    /// pick the victims of some later, unrelated scale-in (a rollout's, or the HPA's).
+    async fn clear_deletion_costs(&self, marked: &[String]) {
+        let patch = serde_json::json!({ "metadata": { "annotations": { DELETION_COST: null } } });
+        for name in marked {
+            if let Err(error) = self
+                .pods
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(pod = %name, %error, "cannot clear the deletion cost of a scale-in that failed");
+            }
+        }
+    }
+}
+
+impl KubernetesTarget {
+    /// Writes `replicas` through `/scale`, retrying conflicts while nobody else changed the
+    /// count.
+    async fn write_replicas(
+        &self,
+        observed: &Observation,
+        replicas: u32,
+    ) -> Result<(), TargetError> {
+        let mut version = observed.version.clone();
+        for attempt in 0..=CONFLICT_RETRIES {
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": version },
+                "spec": { "replicas": replicas },
+            });
+            match self
+                .api
+                .patch_scale(
+                    &self.reference.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status))
+                    if status.code == 409 && attempt < CONFLICT_RETRIES =>
+                {
+                    let fresh = self.read_scale().await?;
+                    let now = fresh.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                    if u32::try_from(now).ok() != Some(observed.current) {
+                        return Err(TargetError::Conflict(format!(
+                            "replicas changed from {} to {now} since the decision; not overriding",
+                            observed.current
+                        )));
+                    }
+                    version = fresh.metadata.resource_version;
+                    tracing::debug!(target = %self.reference.name, attempt, "scale conflict; retrying");
+                }
+                Err(e) => {
+                    return Err(api_error(
+                        &format!("scaling {} {}", self.reference.kind, self.reference.name),
+                        e,
+                    ));
+                }
+            }
+        }
+        Err(TargetError::Conflict(
+            "the scale kept changing; giving up for this run".into(),
+        ))
+    }
+}
+
+/// Why the metrics API failed, in words: a 404 (the API server answers an unregistered group
+/// with a plain-text "404 page not found") means no metrics server is installed.
+fn metrics_api_error(error: kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 404 => "the resource metrics API (metrics.k8s.io/v1beta1) is not served by this cluster: install metrics-server, or do not grant kubernetesMetrics".into(),
+        kube::Error::Api(status) if status.code == 403 => format!(
+            "listing pod metrics (metrics.k8s.io) is forbidden: {}",
+            status.message
+        ),
+        other => format!("metrics.k8s.io: {other}"),
     }
 }
 
@@ -306,51 +390,20 @@ impl Target for KubernetesTarget {
         remove_first: &'a [String],
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
+            let mut marked = Vec::new();
+            let mut result = Ok(());
             if replicas < observed.current && !remove_first.is_empty() {
-                self.mark_for_deletion(remove_first, &observed.replicas)
-                    .await?;
+                result = self
+                    .mark_for_deletion(remove_first, &observed.replicas, &mut marked)
+                    .await;
             }
-            let mut version = observed.version.clone();
-            for attempt in 0..=CONFLICT_RETRIES {
-                let patch = serde_json::json!({
-                    "metadata": { "resourceVersion": version },
-                    "spec": { "replicas": replicas },
-                });
-                match self
-                    .api
-                    .patch_scale(
-                        &self.reference.name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err(kube::Error::Api(status))
-                        if status.code == 409 && attempt < CONFLICT_RETRIES =>
-                    {
-                        let fresh = self.read_scale().await?;
-                        let now = fresh.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-                        if u32::try_from(now).ok() != Some(observed.current) {
-                            return Err(TargetError::Conflict(format!(
-                                "replicas changed from {} to {now} since the decision; not overriding",
-                                observed.current
-                            )));
-                        }
-                        version = fresh.metadata.resource_version;
-                        tracing::debug!(target = %self.reference.name, attempt, "scale conflict; retrying");
-                    }
-                    Err(e) => {
-                        return Err(api_error(
-                            &format!("scaling {} {}", self.reference.kind, self.reference.name),
-                            e,
-                        ));
-                    }
-                }
+            if result.is_ok() {
+                result = self.write_replicas(observed, replicas).await;
             }
-            Err(TargetError::Conflict(
-                "the scale kept changing; giving up for this run".into(),
-            ))
+            if result.is_err() && !marked.is_empty() {
+                self.clear_deletion_costs(&marked).await;
+            }
+            result
         })
     }
 
@@ -394,7 +447,7 @@ impl PodMetricsProvider for MetricsServer {
             )
             .await
             .map_err(|_| GuestError::Unavailable("metrics.k8s.io timed out".into()))?
-            .map_err(|e| GuestError::Unavailable(format!("metrics.k8s.io: {e}")))?;
+            .map_err(|e| GuestError::Unavailable(metrics_api_error(e)))?;
             let mut out = Vec::new();
             for item in list.items {
                 let Some(pod) = item.metadata.name.clone() else {

@@ -28,6 +28,7 @@ pub struct Behavior {
 pub struct ScalingRules {
     /// Seconds of past recommendations to consider (up: 0, down: 300 by default).
     #[serde(default)]
+    #[schemars(range(max = 3600))]
     pub stabilization_window_seconds: Option<u32>,
     /// How to combine the policies (default `Max`).
     #[serde(default)]
