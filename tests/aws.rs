@@ -258,10 +258,32 @@ async fn the_guest_scales_the_group_out_and_in() -> anyhow::Result<()> {
         200,
         serde_json::json!({"replicas": 2, "removeFirst": [protected, chosen]}).to_string(),
     );
+    // AWS refuses the final SetDesiredCapacity after the chosen instance is gone: the group
+    // is at 3, and the engine records 4 -> 3 for the rate policies.
+    w.proxy.fail_next("SetDesiredCapacity", "ValidationError");
+    let record = autoscaler.run_once().await;
+    assert!(
+        record
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("scaled only to 3")),
+        "{record:?}"
+    );
+    assert_eq!(w.instances().await?.0, 3);
+    let history = autoscaler.engine_state().await.history;
+    assert_eq!(
+        history
+            .scale_down_events
+            .iter()
+            .map(|e| e.change)
+            .sum::<u32>(),
+        1,
+        "the partial scale-in is not in the history: {history:?}"
+    );
     let record = autoscaler.run_once().await;
     assert_eq!(
         record.outcome,
-        Outcome::Scaled { from: 4, to: 2 },
+        Outcome::Scaled { from: 3, to: 2 },
         "{record:?}"
     );
     let (desired, left) = w.instances().await?;
@@ -409,6 +431,131 @@ async fn lifecycle_events_are_stepped_and_completed_once() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Nothing is lost on an AWS fault: a failed completion leaves the message; a failed hook
+/// describe caches nothing and guesses no default; a message being handled stays invisible to
+/// a second host for as long as it takes.
+async fn lifecycle_messages_survive_aws_faults() -> anyhow::Result<()> {
+    let w = world().await?;
+    // The hook's real default is CONTINUE: a cached guess (ABANDON) would show.
+    w.autoscaling
+        .put_lifecycle_hook()
+        .auto_scaling_group_name("web")
+        .lifecycle_hook_name("launch")
+        .lifecycle_transition(LAUNCHING)
+        .default_result("CONTINUE")
+        .heartbeat_timeout(300)
+        .send()
+        .await?;
+    let handler_path = build_rust_guest("guests/lifecycle-join")?;
+    let handler = test_sandbox()?.load_file(&handler_path).await?.component;
+    let processor = LifecycleProcessor::new(w.spec(&handler_path), handler.clone(), None)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let (_, instances) = w.instances().await?;
+
+    // CompleteLifecycleAction answers 500: not completed, so not final (the loop keeps the
+    // message); the next delivery completes it.
+    let launch = lifecycle_message("web", "launch", LAUNCHING, &instances[0], "token-f", "{}");
+    // Three times: the SDK's standard retry makes three attempts.
+    for _ in 0..3 {
+        w.proxy
+            .fail_next("CompleteLifecycleAction", "InternalFailure");
+    }
+    let first = processor.handle_message(&launch).await;
+    assert!(
+        matches!(&first, Handled::Retry(why) if why.contains("CompleteLifecycleAction")),
+        "{first:?}"
+    );
+    assert!(!first.is_final());
+    assert!(matches!(
+        processor.handle_message(&launch).await,
+        Handled::Completed {
+            result: ActionResult::Continue,
+            ..
+        }
+    ));
+
+    // DescribeLifecycleHooks answers 500 while the handler traps: no default is guessed. (A
+    // fresh processor: the first one knows the hook already.)
+    let processor = LifecycleProcessor::new(w.spec(&handler_path), handler.clone(), None)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let trapping = lifecycle_message(
+        "web",
+        "launch",
+        LAUNCHING,
+        &instances[1],
+        "token-d",
+        r#"{"fail":"trap"}"#,
+    );
+    for _ in 0..3 {
+        w.proxy
+            .fail_next("DescribeLifecycleHooks", "InternalFailure");
+    }
+    let guessed = processor.handle_message(&trapping).await;
+    assert!(
+        matches!(&guessed, Handled::Retry(why) if why.contains("unknown")),
+        "{guessed:?}"
+    );
+    // Asked again, the hook's real default applies: nothing was cached from the failure.
+    assert_eq!(
+        processor.handle_message(&trapping).await,
+        Handled::Completed {
+            instance: instances[1].clone(),
+            result: ActionResult::Continue,
+            defaulted: true
+        }
+    );
+    assert!(w.proxy.faulted().len() >= 2, "{:?}", w.proxy.faulted());
+
+    // Two hosts on one queue; completion takes 5 s against a 2 s visibility timeout. The
+    // handling host keeps the message invisible, so the other never runs the action.
+    w.proxy.hold_complete(Some(Duration::from_secs(5)));
+    let second = LifecycleProcessor::new(w.spec(&handler_path), handler, None)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let processors = Arc::new([processor, second]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut running = Vec::new();
+    for i in 0..2 {
+        let (processors, stop) = (processors.clone(), stop.clone());
+        running.push(tokio::spawn(async move { processors[i].run(stop).await }));
+    }
+    w.send(&lifecycle_message(
+        "web",
+        "launch",
+        LAUNCHING,
+        &instances[0],
+        "token-v",
+        "{}",
+    ))
+    .await?;
+    wait_for(
+        "the slow action handled and deleted",
+        Duration::from_secs(40),
+        || async {
+            w.queued().await.unwrap_or(1) == 0
+                && w.proxy.completions().iter().any(|(t, _)| t == "token-v")
+        },
+    )
+    .await?;
+    stop.cancel();
+    for task in running {
+        task.await?;
+    }
+    let attempts = w
+        .proxy
+        .recorded()
+        .iter()
+        .filter(|(action, p)| {
+            action == "CompleteLifecycleAction"
+                && p.get("LifecycleActionToken").map(String::as_str) == Some("token-v")
+        })
+        .count();
+    assert_eq!(attempts, 1, "a second host ran the action being handled");
+    Ok(())
+}
+
 fn wasmscaler() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmscaler"));
     command.stdout(Stdio::null()).stderr(Stdio::null());
@@ -497,7 +644,7 @@ async fn imds(instance: &str) -> anyhow::Result<String> {
             }),
         )
         .route("/latest/meta-data/local-ipv4", get(|| async { "10.1.2.3" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -526,10 +673,12 @@ async fn the_agent_joins_once() -> anyhow::Result<()> {
                 "--region",
                 "us-east-1",
             ])
-            // The metadata service must be reached directly, never through a proxy: this one
-            // accepts nothing.
+            // The metadata service (on 127.0.0.2) must be reached directly, never through a
+            // proxy: this one accepts nothing. The AWS APIs (on 127.0.0.1) bypass it.
             .env("HTTP_PROXY", "http://127.0.0.1:9")
-            .env("http_proxy", "http://127.0.0.1:9");
+            .env("http_proxy", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1")
+            .env("no_proxy", "127.0.0.1");
         command.output()
     };
     let first = tokio::task::spawn_blocking(agent.clone()).await??;
@@ -615,7 +764,7 @@ fn main() {
         .expect("runtime");
     type Scenario =
         fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("the_example_config_is_valid", || {
             Box::pin(the_example_config_is_valid())
         }),
@@ -624,6 +773,9 @@ fn main() {
         }),
         ("lifecycle_events_are_stepped_and_completed_once", || {
             Box::pin(lifecycle_events_are_stepped_and_completed_once())
+        }),
+        ("lifecycle_messages_survive_aws_faults", || {
+            Box::pin(lifecycle_messages_survive_aws_faults())
         }),
         (
             "a_host_killed_mid_action_leaves_the_message_for_the_next",

@@ -121,7 +121,15 @@ async fn handle(
         if let Some(i) = s.faults.iter().position(|(a, _)| *a == action) {
             let (_, code) = s.faults.remove(i);
             s.faulted.push(action.clone());
-            return xml_error(&code, "injected by the test proxy");
+            // Server-side codes come with a 5xx, as AWS sends them.
+            let response = xml_error(&code, "injected by the test proxy");
+            return if matches!(code.as_str(), "InternalFailure" | "ServiceUnavailable") {
+                let (mut parts, body) = response.into_parts();
+                parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+                Response::from_parts(parts, body)
+            } else {
+                response
+            };
         }
     }
     if ANSWERED.contains(&action.as_str()) {

@@ -320,7 +320,10 @@ async fn handle(
         // its paths with a plain-text 404, not a Status.
         (Method::GET, ["apis", "metrics.k8s.io", ..]) if !w.metrics_api => (
             StatusCode::NOT_FOUND,
-            [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
             "404 page not found\n",
         )
             .into_response(),

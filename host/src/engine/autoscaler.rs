@@ -581,11 +581,16 @@ impl Autoscaler {
         if self.spec.dry_run || mode == Mode::Preview {
             return Ok(Outcome::WouldScale { from, to });
         }
-        self.target
-            .scale(observed, to, remove_first)
-            .await
-            .map_err(Failure::target)?;
         let (up, down) = &self.rules;
+        if let Err(error) = self.target.scale(observed, to, remove_first).await {
+            // What did happen counts toward the rate policies, or the next run would go
+            // further than they allow.
+            if let TargetError::Partial { reached, .. } = &error {
+                state.history.record_scale(now, from, *reached, up, down);
+                state.last_scale_ms = Some(now);
+            }
+            return Err(Failure::target(error));
+        }
         state.history.record_scale(now, from, to, up, down);
         state.last_scale_ms = Some(now);
         Ok(Outcome::Scaled { from, to })

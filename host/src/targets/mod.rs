@@ -44,6 +44,15 @@ pub enum TargetError {
     /// The request was refused (permissions, validation).
     #[error("refused: {0}")]
     Refused(String),
+    /// Part of the change was made before the rest failed: the target is now at `reached`.
+    /// The engine records that much, so the rate policies count what really happened.
+    #[error("scaled only to {reached}: {error}")]
+    Partial {
+        /// The count the target is at now.
+        reached: u32,
+        /// Why the rest failed.
+        error: Box<TargetError>,
+    },
 }
 
 /// Something with replicas the engine can scale.

@@ -143,14 +143,18 @@ impl AsgTarget {
                     tracing::info!(instance = %id, "removal list: instance is protected; kept");
                     continue;
                 }
-                self.retrying("TerminateInstanceInAutoScalingGroup", || {
-                    self.client
-                        .terminate_instance_in_auto_scaling_group()
-                        .instance_id(id)
-                        .should_decrement_desired_capacity(true)
-                        .send()
-                })
-                .await?;
+                let terminated = self
+                    .retrying("TerminateInstanceInAutoScalingGroup", || {
+                        self.client
+                            .terminate_instance_in_auto_scaling_group()
+                            .instance_id(id)
+                            .should_decrement_desired_capacity(true)
+                            .send()
+                    })
+                    .await;
+                if let Err(error) = terminated {
+                    return Err(partial(desired, at, error));
+                }
                 at -= 1;
             }
         }
@@ -164,7 +168,8 @@ impl AsgTarget {
                     .honor_cooldown(false)
                     .send()
             })
-            .await?;
+            .await
+            .map_err(|error| partial(desired, at, error))?;
         }
         Ok(())
     }
@@ -229,6 +234,18 @@ impl AsgTarget {
 
 fn count(value: Option<i32>) -> u32 {
     value.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
+}
+
+/// `error` after the group moved from `started` to `at`: partial if it moved at all.
+fn partial(started: u32, at: u32, error: TargetError) -> TargetError {
+    if at == started {
+        error
+    } else {
+        TargetError::Partial {
+            reached: at,
+            error: Box::new(error),
+        }
+    }
 }
 
 impl Target for AsgTarget {

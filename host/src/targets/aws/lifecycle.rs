@@ -195,6 +195,17 @@ pub enum Handled {
     Test,
     /// Unparseable; deleted so it does not loop forever.
     Dropped(String),
+    /// Not completed (CompleteLifecycleAction failed, or the handler failed while the hook's
+    /// default result is unknown): the message is left in the queue to come back.
+    Retry(String),
+}
+
+impl Handled {
+    /// Whether the message is done with and may be deleted: its action is completed (or
+    /// known to be gone), or it can never be handled.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Handled::Retry(_))
+    }
 }
 
 /// Steps one handler for lifecycle events; shared by the queue consumer and the agent.
@@ -299,7 +310,7 @@ pub struct LifecycleProcessor {
     autoscaling: AutoScaling,
     sqs: Sqs,
     completed: tokio::sync::Mutex<Completed>,
-    hooks: tokio::sync::Mutex<BTreeMap<(String, String), (String, u32)>>,
+    hooks: tokio::sync::Mutex<BTreeMap<(String, String), (ActionResult, u32)>>,
 }
 
 impl LifecycleProcessor {
@@ -360,9 +371,16 @@ impl LifecycleProcessor {
             match received {
                 Ok(messages) => {
                     for (receipt, body) in messages {
-                        let handled = self.handle_message(&body).await;
+                        // While the handler works, the message stays invisible: otherwise
+                        // another host would receive it and run the same action.
+                        let handled = tokio::select! {
+                            handled = self.handle_message(&body) => handled,
+                            _ = self.keep_invisible(&receipt) => unreachable!("keep_invisible never returns"),
+                        };
                         tracing::info!(handler = %self.spec.name, ?handled, "lifecycle message");
-                        self.delete(&receipt).await;
+                        if handled.is_final() {
+                            self.delete(&receipt).await;
+                        }
                     }
                 }
                 Err(error) => {
@@ -393,6 +411,26 @@ impl LifecycleProcessor {
             .iter()
             .filter_map(|m| Some((m.receipt_handle()?.to_owned(), m.body()?.to_owned())))
             .collect())
+    }
+
+    /// Extends the message's visibility every half timeout, for as long as it is polled.
+    async fn keep_invisible(&self, receipt: &str) {
+        let timeout = self.spec.visibility_timeout.0.max(Duration::from_secs(1));
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        loop {
+            tokio::time::sleep(timeout / 2).await;
+            if let Err(e) = self
+                .sqs
+                .change_message_visibility()
+                .queue_url(&self.spec.queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(seconds)
+                .send()
+                .await
+            {
+                tracing::warn!(error = %describe(&e), "extending a lifecycle message's visibility");
+            }
+        }
     }
 
     async fn delete(&self, receipt: &str) {
@@ -428,7 +466,8 @@ impl LifecycleProcessor {
             Ok(t) => t,
             Err(why) => return Handled::Dropped(why),
         };
-        let (default_result, heartbeat_timeout) = self.hook(&notification).await;
+        let hook = self.hook(&notification).await;
+        let (default_result, heartbeat_timeout) = hook.unwrap_or((ActionResult::Abandon, 3600));
         let instance = self
             .stepper
             .instance(
@@ -456,6 +495,13 @@ impl LifecycleProcessor {
             .await;
         let (result, defaulted) = match stepped {
             Stepped::Finished(result) => (result, false),
+            // Guessing the default could abandon an instance whose hook says CONTINUE: leave
+            // the message for a later delivery, when the hook may be readable again.
+            Stepped::Failed(why) if hook.is_none() => {
+                return Handled::Retry(format!(
+                    "the handler failed ({why}) and the hook's default result is unknown (DescribeLifecycleHooks failed)"
+                ));
+            }
             Stepped::Failed(why) => {
                 tracing::warn!(
                     instance = %notification.ec2_instance_id,
@@ -466,7 +512,9 @@ impl LifecycleProcessor {
                 (default_result, true)
             }
         };
-        self.complete(&notification, result).await;
+        if let Err(why) = self.complete(&notification, result).await {
+            return Handled::Retry(why);
+        }
         Handled::Completed {
             instance: notification.ec2_instance_id,
             result,
@@ -474,44 +522,42 @@ impl LifecycleProcessor {
         }
     }
 
-    /// The hook's default result and heartbeat timeout (ABANDON and 3600 s if unknown).
-    async fn hook(&self, n: &Notification) -> (ActionResult, u32) {
+    /// The hook's default result and heartbeat timeout; `None` if they cannot be read now.
+    /// Only answers are cached: a failed describe is asked again next time.
+    async fn hook(&self, n: &Notification) -> Option<(ActionResult, u32)> {
         let key = (
             n.auto_scaling_group_name.clone(),
             n.lifecycle_hook_name.clone(),
         );
-        if let Some((result, timeout)) = self.hooks.lock().await.get(&key) {
-            return (
-                ActionResult::parse(result).unwrap_or(ActionResult::Abandon),
-                *timeout,
-            );
+        if let Some(known) = self.hooks.lock().await.get(&key) {
+            return Some(*known);
         }
-        let found = self
+        let answer = match self
             .autoscaling
             .describe_lifecycle_hooks()
             .auto_scaling_group_name(&n.auto_scaling_group_name)
             .lifecycle_hook_names(&n.lifecycle_hook_name)
             .send()
             .await
-            .ok()
-            .and_then(|a| a.lifecycle_hooks().first().cloned());
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), hook = %n.lifecycle_hook_name, "DescribeLifecycleHooks failed");
+                return None;
+            }
+        };
+        // A hook that no longer exists: AWS's defaults (its actions end on their own).
+        let found = answer.lifecycle_hooks().first();
         let result = found
-            .as_ref()
             .and_then(|h| h.default_result())
-            .unwrap_or("ABANDON")
-            .to_owned();
+            .and_then(ActionResult::parse)
+            .unwrap_or(ActionResult::Abandon);
         let timeout = found
             .and_then(|h| h.heartbeat_timeout())
             .and_then(|t| u32::try_from(t).ok())
             .unwrap_or(3600);
-        self.hooks
-            .lock()
-            .await
-            .insert(key, (result.clone(), timeout));
-        (
-            ActionResult::parse(&result).unwrap_or(ActionResult::Abandon),
-            timeout,
-        )
+        self.hooks.lock().await.insert(key, (result, timeout));
+        Some((result, timeout))
     }
 
     async fn heartbeat(&self, n: &Notification) {
@@ -529,7 +575,8 @@ impl LifecycleProcessor {
         }
     }
 
-    async fn complete(&self, n: &Notification, result: ActionResult) {
+    /// Completes the action; `Err` if it may still be pending (the message must stay).
+    async fn complete(&self, n: &Notification, result: ActionResult) -> Result<(), String> {
         let sent = self
             .autoscaling
             .complete_lifecycle_action()
@@ -547,11 +594,13 @@ impl LifecycleProcessor {
                 tracing::info!(token = %n.lifecycle_action_token, "lifecycle action was already completed");
             }
             Err(e) => {
-                tracing::warn!(error = %describe(&e), "CompleteLifecycleAction failed");
-                return;
+                let why = format!("CompleteLifecycleAction failed: {}", describe(&e));
+                tracing::warn!(token = %n.lifecycle_action_token, %why, "the message stays for a retry");
+                return Err(why);
             }
         }
         self.completed.lock().await.add(&n.lifecycle_action_token);
+        Ok(())
     }
 }
 
