@@ -261,3 +261,113 @@ async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -
     target.shutdown().await;
     Ok(())
 }
+
+/// A shell command as a replica, with nothing else configured.
+fn shell(script: &str, base_port: u16) -> LocalSpec {
+    LocalSpec {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        working_dir: None,
+        ..spec(base_port, &[], 200)
+    }
+}
+
+#[tokio::test]
+async fn a_crash_looping_replica_is_restarted_with_backoff() -> anyhow::Result<()> {
+    let target = LocalProcesses::start("crashy", shell("exit 3", 47_100), 1)?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let observed = target.observe().await?;
+    let restarts: u32 = observed.replicas[0].labels["restarts"].parse()?;
+    // The supervisor looks every 500 ms: without backoff that is ~12 restarts in 6 s; with
+    // it the waits grow 0, 0.5, 1, 2, 4 s.
+    assert!((2..=5).contains(&restarts), "{restarts} restarts in 6 s");
+    assert!(!observed.replicas[0].ready);
+    target.shutdown().await;
+    Ok(())
+}
+
+/// Processes whose environment marks them as replicas of `name`.
+fn replicas_of(name: &str) -> Vec<i32> {
+    let marker = format!("WASMSCALER_REPLICA_OF={name}");
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/environ"))
+                        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+                        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                            s.rsplit_once(')')
+                                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                        })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn replicas_do_not_outlive_a_killed_host() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let policy = wasmscaler_tests::build_rust_guest("guests/cpu-target")?;
+    let name = format!("orphans-{}", std::process::id());
+    let config = dir.path().join("wasmscaler.yaml");
+    // Each replica is a shell that leaves a child of its own behind, in its process group.
+    let yaml = serde_json::json!({"autoscalers": [{
+        "name": name,
+        "policy": policy,
+        "maxReplicas": 3,
+        "minReplicas": 2,
+        "interval": "1h",
+        "capabilities": {"kubernetesMetrics": true},
+        "target": {"local": {"command": ["sh", "-c", "sleep 300 & exec sleep 301"], "basePort": 47_200}},
+    }]});
+    std::fs::write(&config, serde_yaml::to_string(&yaml)?)?;
+    let host = || {
+        std::process::Command::new(wasmscaler_tests::wasmscaler_bin()?)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(anyhow::Error::from)
+    };
+    let mut first = host()?;
+    eventually(
+        "4 replica processes (2 shells' execs and their children)",
+        async || replicas_of(&name).len() == 4,
+    )
+    .await;
+    let before = replicas_of(&name);
+    first.kill()?;
+    first.wait()?;
+    // The parent-death signal ends the replicas themselves at once; their children, orphaned,
+    // are left for the next host.
+    eventually("the replicas to die with their host", async || {
+        replicas_of(&name).len() == 2
+    })
+    .await;
+    let mut second = host()?;
+    eventually(
+        "the orphans reclaimed and 2 new replicas started",
+        async || {
+            let now = replicas_of(&name);
+            now.len() == 4 && now.iter().all(|pid| !before.contains(pid))
+        },
+    )
+    .await;
+    second.kill()?;
+    second.wait()?;
+    // Clean up after this test: whatever is left is killed through the same reclaim.
+    let _ = LocalProcesses::start_recorded(
+        &name,
+        shell("true", 47_300),
+        0,
+        Some(
+            dir.path()
+                .join(".wasmscaler-state")
+                .join(format!("{name}.local-groups.json")),
+        ),
+    );
+    eventually("nothing left", async || replicas_of(&name).is_empty()).await;
+    Ok(())
+}

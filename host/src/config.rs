@@ -205,7 +205,7 @@ pub async fn build(
             }
         };
         // Nor does one whose target cannot be reached: it is reported and left out.
-        let target = match connect_target(spec, &mut kube_client).await {
+        let target = match connect_target(spec, &config.state_dir, &mut kube_client).await {
             Ok(target) => target,
             Err(error) => {
                 let message = format!("{error:#}");
@@ -250,16 +250,18 @@ pub async fn build(
     Ok(engine)
 }
 
-/// Starts or connects to the target of `spec`; the Kubernetes client is made once, on first
-/// use.
+/// Starts or connects to the target of `spec` (local replicas record their process groups in
+/// `state_dir`); the Kubernetes client is made once, on first use.
 async fn connect_target(
     spec: &AutoscalerSpec,
+    state_dir: &Path,
     kube_client: &mut Option<kube::Client>,
 ) -> anyhow::Result<Arc<dyn Target>> {
     Ok(match &spec.target {
         TargetSpec::Local(local) => {
             let initial = local.initial_replicas.unwrap_or(spec.min_replicas);
-            LocalProcesses::start(&spec.name, local.clone(), initial)
+            let groups = state_dir.join(format!("{}.local-groups.json", spec.name));
+            LocalProcesses::start_recorded(&spec.name, local.clone(), initial, Some(groups))
                 .with_context(|| format!("{}: starting local replicas", spec.name))?
         }
         TargetSpec::AwsAsg(asg) => Arc::new(
