@@ -108,10 +108,7 @@ impl StateStore for ReadOnlyState {
     fn load(&self) -> Result<std::collections::BTreeMap<String, Vec<u8>>, GuestError> {
         self.0.load()
     }
-    fn commit(
-        &self,
-        _state: std::collections::BTreeMap<String, Vec<u8>>,
-    ) -> Result<(), GuestError> {
+    fn commit(&self, _: &crate::sandbox::StateChanges, _: u64) -> Result<(), GuestError> {
         Ok(())
     }
 }

@@ -241,10 +241,12 @@ fn finish<T: OutputSize>(
     if let Some(e) = too_large(value.output_size()) {
         return Err(e);
     }
-    if let Some(new_state) = state.take_dirty_state()
+    if let Some((changes, max_bytes)) = state.take_changes()
         && let Some(store) = &state.env().state
     {
-        store.commit(new_state).map_err(SandboxError::State)?;
+        store
+            .commit(&changes, max_bytes)
+            .map_err(SandboxError::State)?;
     }
     Ok(CallOutcome {
         value,

@@ -162,15 +162,54 @@ impl HttpGrant {
 /// A boxed future, as returned by the provider traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What one call changed: for each key it wrote or deleted, the value it started from and
+/// the value it leaves (`None`: absent).
+pub type StateChanges = BTreeMap<String, (Option<Vec<u8>>, Option<Vec<u8>>)>;
+
 /// Backing store of the `state` capability for one autoscaler.
 ///
-/// A call works on a snapshot taken when it starts and commits the whole snapshot only if it
-/// succeeds, so a failing or trapping call never leaves half-written state behind.
+/// A call works on a snapshot taken when it starts and commits only if it succeeds, so a
+/// failing or trapping call never leaves half-written state behind. Calls may run at the
+/// same time (per-replica gathers): a commit applies only the keys its call changed, on top
+/// of whatever others committed meanwhile, and fails, writing nothing, if another call
+/// changed one of the same keys since this one's snapshot. Nothing is silently overwritten.
 pub trait StateStore: Send + Sync {
     /// The current contents.
     fn load(&self) -> Result<BTreeMap<String, Vec<u8>>, GuestError>;
-    /// Replaces the contents after a successful call.
-    fn commit(&self, state: BTreeMap<String, Vec<u8>>) -> Result<(), GuestError>;
+    /// Merges a successful call's `changes` into the current contents, atomically, keeping
+    /// the whole store within `max_bytes`.
+    fn commit(&self, changes: &StateChanges, max_bytes: u64) -> Result<(), GuestError>;
+}
+
+/// Applies `changes` to `current`, or says why not (a concurrent change to the same key, or
+/// the merged store over its quota).
+pub fn merge_state(
+    current: &mut BTreeMap<String, Vec<u8>>,
+    changes: &StateChanges,
+    max_bytes: u64,
+) -> Result<(), GuestError> {
+    for (key, (before, _)) in changes {
+        if current.get(key) != before.as_ref() {
+            return Err(GuestError::Unavailable(format!(
+                "state key {key:?} was changed by a concurrent call; this call's changes were not committed"
+            )));
+        }
+    }
+    let mut merged = current.clone();
+    for (key, (_, after)) in changes {
+        match after {
+            Some(value) => merged.insert(key.clone(), value.clone()),
+            None => merged.remove(key),
+        };
+    }
+    let size: u64 = merged.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    if size > max_bytes {
+        return Err(GuestError::Denied(format!(
+            "state quota of {max_bytes} bytes exceeded once merged with concurrent calls ({size} bytes)"
+        )));
+    }
+    *current = merged;
+    Ok(())
 }
 
 /// Source of the `kubernetes-metrics` capability.
@@ -212,26 +251,30 @@ impl StateStore for MemoryState {
             .map_err(|_| GuestError::Unavailable("state store lock poisoned".into()))
     }
 
-    fn commit(&self, state: BTreeMap<String, Vec<u8>>) -> Result<(), GuestError> {
+    fn commit(&self, changes: &StateChanges, max_bytes: u64) -> Result<(), GuestError> {
         let mut data = self
             .data
             .lock()
             .map_err(|_| GuestError::Unavailable("state store lock poisoned".into()))?;
-        *data = state;
-        Ok(())
+        merge_state(&mut data, changes, max_bytes)
     }
 }
 
-/// A state store kept in a JSON file (values hex-encoded), written atomically.
-#[derive(Debug, Clone)]
+/// A state store kept in a JSON file (values hex-encoded), written atomically; commits are
+/// serialized so a merge reads what the previous one wrote.
+#[derive(Debug)]
 pub struct FileState {
     path: PathBuf,
+    commits: Mutex<()>,
 }
 
 impl FileState {
     /// A store at `path`; a missing file is an empty store.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileState { path: path.into() }
+        FileState {
+            path: path.into(),
+            commits: Mutex::new(()),
+        }
     }
 }
 
@@ -266,9 +309,16 @@ impl StateStore for FileState {
             .collect()
     }
 
-    fn commit(&self, state: BTreeMap<String, Vec<u8>>) -> Result<(), GuestError> {
+    fn commit(&self, changes: &StateChanges, max_bytes: u64) -> Result<(), GuestError> {
+        let _serialized = self
+            .commits
+            .lock()
+            .map_err(|_| GuestError::Unavailable("state store lock poisoned".into()))?;
+        let mut state = self.load()?;
+        merge_state(&mut state, changes, max_bytes)?;
         let encoded: BTreeMap<&String, String> =
             state.iter().map(|(k, v)| (k, hex::encode(v))).collect();
+        // The store is only ever replaced whole, so a reader sees one commit or the next.
         let text = serde_json::to_string_pretty(&encoded)
             .map_err(|e| GuestError::Other(format!("cannot encode state: {e}")))?;
         crate::fsutil::write_atomic(&self.path, text.as_bytes()).map_err(|e| {
@@ -301,5 +351,84 @@ impl fmt::Debug for CallEnv {
             .field("state", &self.state.is_some())
             .field("pod_metrics", &self.pod_metrics.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    fn change(key: &str, before: Option<&str>, after: Option<&str>) -> StateChanges {
+        let bytes = |v: Option<&str>| v.map(|v| v.as_bytes().to_vec());
+        BTreeMap::from([(key.to_owned(), (bytes(before), bytes(after)))])
+    }
+
+    fn stores() -> Vec<(&'static str, Box<dyn StateStore>, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileState::new(dir.path().join("state.json"));
+        vec![
+            (
+                "memory",
+                Box::new(MemoryState::new()),
+                tempfile::tempdir().unwrap(),
+            ),
+            ("file", Box::new(file), dir),
+        ]
+    }
+
+    #[test]
+    fn concurrent_calls_writing_different_keys_both_land() {
+        for (kind, store, _dir) in stores() {
+            // Both calls started from the empty store.
+            store
+                .commit(&change("replica-a", None, Some("1")), 1024)
+                .unwrap();
+            store
+                .commit(&change("replica-b", None, Some("2")), 1024)
+                .unwrap();
+            let now = store.load().unwrap();
+            assert_eq!(now.len(), 2, "{kind}: {now:?}");
+        }
+    }
+
+    #[test]
+    fn a_concurrent_write_to_the_same_key_fails_and_writes_nothing() {
+        for (kind, store, _dir) in stores() {
+            store
+                .commit(&change("count", None, Some("1")), 1024)
+                .unwrap();
+            // A second call that also started from the empty store and also wrote `count`.
+            let mut both = change("count", None, Some("9"));
+            both.extend(change("other", None, Some("x")));
+            let error = store.commit(&both, 1024).unwrap_err().to_string();
+            assert!(error.contains("concurrent"), "{kind}: {error}");
+            let now = store.load().unwrap();
+            assert_eq!(
+                now.get("count").map(Vec::as_slice),
+                Some(&b"1"[..]),
+                "{kind}"
+            );
+            assert!(!now.contains_key("other"), "{kind}: half a commit landed");
+            // Started from what is there now: it lands.
+            store
+                .commit(&change("count", Some("1"), Some("2")), 1024)
+                .unwrap();
+            store
+                .commit(&change("count", Some("2"), None), 1024)
+                .unwrap();
+            assert!(store.load().unwrap().is_empty(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_quota_holds_for_the_merged_store() {
+        let store = MemoryState::new();
+        store
+            .commit(&change("a", None, Some("0123456789")), 16)
+            .unwrap();
+        let error = store
+            .commit(&change("b", None, Some("0123456789")), 16)
+            .unwrap_err();
+        assert!(error.to_string().contains("quota"), "{error}");
     }
 }

@@ -37,8 +37,10 @@ pub(crate) struct HostState {
 
 /// The call's private copy of the autoscaler's state; committed only if the call succeeds.
 pub(crate) struct StateOverlay {
+    /// What the store held when the call started.
+    base: BTreeMap<String, Vec<u8>>,
     pub(crate) data: BTreeMap<String, Vec<u8>>,
-    max_bytes: u64,
+    pub(crate) max_bytes: u64,
     pub(crate) dirty: bool,
 }
 
@@ -91,14 +93,18 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .build();
         let state = match &env.capabilities.state {
-            Some(grant) => Some(StateOverlay {
-                data: match &env.state {
+            Some(grant) => {
+                let data = match &env.state {
                     Some(store) => store.load()?,
                     None => BTreeMap::new(),
-                },
-                max_bytes: grant.max_bytes,
-                dirty: false,
-            }),
+                };
+                Some(StateOverlay {
+                    base: data.clone(),
+                    data,
+                    max_bytes: grant.max_bytes,
+                    dirty: false,
+                })
+            }
             None => None,
         };
         let allow_list = env.capabilities.http.as_ref().map(|grant| {
@@ -141,12 +147,17 @@ impl HostState {
         Ok(())
     }
 
-    /// The state to commit, if the call changed any.
-    pub(crate) fn take_dirty_state(&mut self) -> Option<BTreeMap<String, Vec<u8>>> {
-        match self.state.take() {
-            Some(overlay) if overlay.dirty => Some(overlay.data),
-            _ => None,
+    /// The keys the call changed (value before, value after) and the quota, if it changed any.
+    pub(crate) fn take_changes(&mut self) -> Option<(super::StateChanges, u64)> {
+        let overlay = self.state.take().filter(|o| o.dirty)?;
+        let mut changes = super::StateChanges::new();
+        for key in overlay.base.keys().chain(overlay.data.keys()) {
+            let (before, after) = (overlay.base.get(key), overlay.data.get(key));
+            if before != after {
+                changes.insert(key.clone(), (before.cloned(), after.cloned()));
+            }
         }
+        (!changes.is_empty()).then_some((changes, overlay.max_bytes))
     }
 
     pub(crate) fn env(&self) -> &CallEnv {

@@ -37,7 +37,7 @@ pub use cache::sha256;
 pub use call::CallOutcome;
 pub use capabilities::{
     BoxFuture, CallEnv, Capabilities, Capability, FileState, HttpGrant, MemoryState,
-    PodMetricsProvider, StateGrant, StateStore, StaticPodMetrics,
+    PodMetricsProvider, StateChanges, StateGrant, StateStore, StaticPodMetrics, merge_state,
 };
 pub use compile::{CompileConfig, CompileIsolation, CompileLimit};
 pub use component::{ComponentInfo, GuestComponent, World};
