@@ -68,6 +68,7 @@ fn config(state: &std::path::Path, election: Option<LeaseSettings>) -> Controlle
         tls: None,
         api_limits: Default::default(),
         bounds: test_bounds(),
+        uploads: Default::default(),
     }
 }
 
@@ -535,5 +536,288 @@ async fn an_oci_policy_runs_and_a_bad_reference_fails_static_with_an_event() -> 
     );
     stop.cancel();
     task.await??;
+    Ok(())
+}
+
+fn events_with(fake: &FakeKube, reason: &str) -> Vec<Value> {
+    fake.all("events")
+        .into_iter()
+        .filter(|e| e["reason"] == reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_outside_the_operators_bounds_are_refused_naming_the_bound() -> anyhow::Result<()>
+{
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    let cases = [
+        (
+            "fuel",
+            json!({"limits": {"fuel": 18_446_744_073_709_551_615u64}}),
+            "maxLimits.fuel",
+        ),
+        ("fast", json!({"interval": "1ms"}), "minInterval"),
+        ("zero", json!({"policy": "file:/dev/zero"}), "sources"),
+        (
+            "imds",
+            json!({"capabilities": {"http": {"allow": ["http://169.254.169.254/*"]}}}),
+            "httpDenyNetworks",
+        ),
+        (
+            "apiserver",
+            json!({"capabilities": {"http": {"allow": ["https://kubernetes.default.svc/*"]}}}),
+            "httpDenyHosts",
+        ),
+    ];
+    for (name, extra, _) in &cases {
+        fake.create(WSA.0, WSA.1, resource(name, extra.clone())?)?;
+    }
+    for (name, _, bound) in &cases {
+        wait_for(&format!("{name} refused"), Duration::from_secs(20), || {
+            condition(&status(&fake, name), "Ready")["reason"] == "OutOfBounds"
+        })
+        .await
+        .with_context(|| format!("{:#}", status(&fake, name)))?;
+        let ready = condition(&status(&fake, name), "Ready");
+        assert_eq!(ready["status"], "False");
+        let message = ready["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("tenantBounds.{bound}")),
+            "{name}: {message}"
+        );
+        wait_for(
+            &format!("{name}'s Warning"),
+            Duration::from_secs(10),
+            || {
+                events_with(&fake, "OutOfBounds").iter().any(|e| {
+                    e["regarding"]["name"] == *name
+                        && e["type"] == "Warning"
+                        && e["note"].as_str().is_some_and(|n| n.contains(bound))
+                })
+            },
+        )
+        .await?;
+    }
+    // Nothing was read or scaled for any of them.
+    assert_eq!(scale_reads(&fake), 0);
+    assert_eq!(fake.replicas("web"), Some(3));
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_policy_source_stalls_only_its_own_resource() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    // A server that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let slow = format!(
+        "http://{}/policy.wasm@sha256:{}",
+        silent.local_addr()?,
+        "4".repeat(64)
+    );
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    fake.create(WSA.0, WSA.1, resource("stuck", json!({"policy": slow}))?)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Created after the stuck one, edited and deleted while its fetch hangs (30 s timeout).
+    fake.create(WSA.0, WSA.1, resource("web", json!({}))?)?;
+    wait_for(
+        "the other resource to scale",
+        Duration::from_secs(15),
+        || fake.replicas("web") == Some(6),
+    )
+    .await?;
+    fake.patch(WSA.0, WSA.1, "web", json!({"spec": {"maxReplicas": 5}}))?;
+    wait_for("the edit observed", Duration::from_secs(10), || {
+        status(&fake, "web")["observedGeneration"] == 2
+    })
+    .await?;
+    stop.cancel();
+    task.await??;
+    drop(silent);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_each_scale_stabilization_and_a_missing_target() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    // Scale-down stabilization off: the count follows the load both ways.
+    let quick = json!({"behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}});
+    fake.create(WSA.0, WSA.1, resource("web", quick)?)?;
+    wait_for("3 -> 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    fake.set_cpu_usage("web", 50);
+    wait_for("6 -> 2", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(2)
+    })
+    .await?;
+    // Two different scales are two Events, each with its own note.
+    wait_for("two Scaled events", Duration::from_secs(10), || {
+        events_with(&fake, "Scaled").len() >= 2
+    })
+    .await?;
+    let notes: Vec<String> = events_with(&fake, "Scaled")
+        .iter()
+        .filter_map(|e| e["note"].as_str().map(str::to_owned))
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("from 3 to 6")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("from 6 to 2")), "{notes:?}");
+    let s = status(&fake, "web");
+    assert_eq!(condition(&s, "AbleToScale")["status"], "True", "{s:#}");
+    assert_eq!(
+        condition(&s, "ScalingActive")["reason"],
+        "ValidMetricFound",
+        "{s:#}"
+    );
+
+    // With the default 300 s window, a lower recommendation is held: the HPA's reason says so.
+    fake.set_cpu_usage("web", 450);
+    fake.patch(
+        WSA.0,
+        WSA.1,
+        "web",
+        json!({"spec": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}}),
+    )?;
+    wait_for("back to 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    fake.set_cpu_usage("web", 50);
+    wait_for("ScaleDownStabilized", Duration::from_secs(20), || {
+        condition(&status(&fake, "web"), "AbleToScale")["reason"] == "ScaleDownStabilized"
+    })
+    .await
+    .with_context(|| format!("{:#}", status(&fake, "web")))?;
+    assert_eq!(fake.replicas("web"), Some(6));
+
+    // A target that does not exist: not Ready, with a Warning Event.
+    fake.create(
+        WSA.0,
+        WSA.1,
+        resource("ghost", json!({"scaleTargetRef": {"name": "ghost"}}))?,
+    )?;
+    wait_for("ghost not ready", Duration::from_secs(20), || {
+        condition(&status(&fake, "ghost"), "Ready")["reason"] == "TargetUnavailable"
+    })
+    .await
+    .with_context(|| format!("{:#}", status(&fake, "ghost")))?;
+    assert_eq!(
+        condition(&status(&fake, "ghost"), "Ready")["status"],
+        "False"
+    );
+    // The HPA's reason: the scale could not be read.
+    wait_for("ghost's Warning", Duration::from_secs(10), || {
+        events_with(&fake, "FailedGetScale")
+            .iter()
+            .any(|e| e["regarding"]["name"] == "ghost" && e["type"] == "Warning")
+    })
+    .await
+    .with_context(|| format!("{:#?}", fake.all("events")))?;
+    stop.cancel();
+    task.await??;
+    assert_rbac_covers(&fake.requests())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_named_by_any_resource_is_not_deleted() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut config = config(state.path(), None);
+    config.listen = Some(format!("127.0.0.1:{port}").parse()?);
+    config.api_token = Some("t".into());
+    let (stop, task) = spawn_controller(&fake, config)?;
+    let base = format!("http://127.0.0.1:{port}/api/v1/policies/cpu");
+    let http = reqwest::Client::new();
+    let wasm = std::fs::read(build_rust_guest("guests/cpu-target")?)?;
+    let mut uploaded = false;
+    for _ in 0..50 {
+        match http
+            .put(&base)
+            .bearer_auth("t")
+            .body(wasm.clone())
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 201 => {
+                uploaded = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    anyhow::ensure!(uploaded, "the upload failed");
+    // Named by a resource this replica does not run (it is out of bounds): still in use, as
+    // it would be if another replica ran it.
+    fake.create(
+        WSA.0,
+        WSA.1,
+        resource("web", json!({"policy": "policy:cpu", "interval": "1ms"}))?,
+    )?;
+    wait_for("the resource refused", Duration::from_secs(20), || {
+        condition(&status(&fake, "web"), "Ready")["reason"] == "OutOfBounds"
+    })
+    .await?;
+    let refused = http.delete(&base).bearer_auth("t").send().await?;
+    assert_eq!(refused.status(), 409);
+    let text = refused.text().await?;
+    assert!(text.contains("default/web"), "{text}");
+    fake.delete(WSA.0, WSA.1, "web")?;
+    let deleted = http.delete(&base).bearer_auth("t").send().await?;
+    assert_eq!(deleted.status(), 204);
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_shutdown_every_scale_cycle_ends_before_the_lease_is_released() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    for i in 0..4 {
+        fake.create(
+            WSA.0,
+            WSA.1,
+            resource(&format!("web-{i}"), json!({"interval": "100ms"}))?,
+        )?;
+    }
+    let state = tempfile::tempdir()?;
+    let election = LeaseSettings::with_duration(
+        "wasmscaler",
+        "default",
+        "test-controller",
+        Duration::from_secs(3),
+    );
+    let (stop, task) = spawn_controller(&fake, config(state.path(), Some(election)))?;
+    wait_for("runs of every resource", Duration::from_secs(30), || {
+        scale_reads(&fake) >= 20
+    })
+    .await?;
+    stop.cancel();
+    task.await??;
+    let requests = fake.requests();
+    let released = requests
+        .iter()
+        .rposition(|(m, path, body)| {
+            m == "PUT" && path.contains("/leases/") && !body.contains("holderIdentity")
+        })
+        .ok_or_else(|| anyhow::anyhow!("the lease was not released"))?;
+    let last_scale = requests
+        .iter()
+        .rposition(|(_, path, _)| path.ends_with("/scale"))
+        .unwrap_or_default();
+    assert!(
+        last_scale < released,
+        "a scale request (#{last_scale}) came after the lease was released (#{released})"
+    );
     Ok(())
 }

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use wasmscaler::contract::model::{Context, PodMetrics};
-use wasmscaler::policies::{FetchConfig, PolicyRef, PolicySources, PolicyStore, SourceError};
+use wasmscaler::policies::{
+    FetchConfig, PolicyError, PolicyRef, PolicySources, PolicyStore, SourceError, SourceRules,
+    StoreQuota,
+};
 use wasmscaler::sandbox::GuestComponent;
 use wasmscaler_tests::registry::{push, sha256_hex, start_registry};
 use wasmscaler_tests::{build_rust_guest, read_fixture, test_sandbox};
@@ -175,5 +178,131 @@ async fn an_upload_is_resolved_by_name_and_its_pin_checked() -> anyhow::Result<(
         .err()
         .ok_or_else(|| anyhow::anyhow!("a missing upload was found"))?;
     assert!(err.to_string().contains("absent"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_source_taken_down_is_served_from_the_last_good_copy() -> anyhow::Result<()> {
+    let registry = start_registry()?;
+    let wasm = std::fs::read(build_rust_guest("guests/cpu-target")?)?;
+    let digest = push(&registry.addr, "policies/cpu:v1", &wasm).await?;
+    let copies = tempfile::tempdir()?;
+    let sources = sources_for(&FetchConfig {
+        insecure_registries: vec![registry.addr.clone()],
+        timeout_ms: 2_000,
+    })?
+    .with_local_copies(copies.path())?;
+    let by_tag = parse(&format!("oci://{}/policies/cpu:v1", registry.addr))?;
+    let by_digest = parse(&format!("oci://{}/policies/cpu@{digest}", registry.addr))?;
+    sources.load(&by_tag).await?;
+    sources.load(&by_digest).await?;
+
+    // The registry goes away: both still load, with the same content.
+    drop(registry);
+    for reference in [&by_tag, &by_digest] {
+        let guest = sources.load(reference).await?;
+        assert_eq!(guest.sha256(), sha256_hex(&wasm), "{reference}");
+    }
+    // A reference never fetched has no copy: the outage shows.
+    let never = parse("oci://127.0.0.1:9/policies/other:v1")?;
+    let err = sources
+        .load(&never)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("loaded from nowhere"))?;
+    assert!(matches!(err, SourceError::Fetch { .. }), "{err}");
+    // Without copies the same outage stops the load.
+    let bare = sources_for(&FetchConfig {
+        timeout_ms: 2_000,
+        ..Default::default()
+    })?;
+    assert!(bare.load(&by_tag).await.is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn files_outside_the_allowed_directories_and_devices_are_refused() -> anyhow::Result<()> {
+    let wasm = build_rust_guest("guests/cpu-target")?;
+    let allowed = wasm
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let sources = sources_for(&FetchConfig::default())?.with_rules(SourceRules {
+        file_dirs: Some(vec![allowed.clone()]),
+        ..SourceRules::default()
+    });
+    sources.load(&PolicyRef::File(wasm.clone())).await?;
+    // A link inside the directory to a device outside it.
+    let link = allowed.join(format!("zero-{}.wasm", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/dev/zero", &link)?;
+    let err = sources.load(&PolicyRef::File(link.clone())).await.err();
+    std::fs::remove_file(&link)?;
+    let err = err.ok_or_else(|| anyhow::anyhow!("a link out of the directory was followed"))?;
+    assert!(matches!(err, SourceError::NotAllowed(_)), "{err}");
+    assert!(err.to_string().contains("fileDirs"), "{err}");
+
+    // With no directory rule, a device is still never read (it would never end).
+    let open = sources_for(&FetchConfig::default())?;
+    let started = std::time::Instant::now();
+    let err = open
+        .load(&PolicyRef::File("/dev/zero".into()))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("/dev/zero was loaded"))?;
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_upload_store_keeps_its_quota_and_no_orphaned_blob() -> anyhow::Result<()> {
+    let cpu = std::fs::read(build_rust_guest("guests/cpu-target")?)?;
+    let scripted = std::fs::read(build_rust_guest("tests/hostile/scripted")?)?;
+    let dir = tempfile::tempdir()?;
+    let sandbox = Arc::new(test_sandbox()?);
+    let store = PolicyStore::open(dir.path(), sandbox.clone(), 64 << 20)?.with_quota(StoreQuota {
+        max_policies: 2,
+        max_total_bytes: (cpu.len() + scripted.len()) as u64,
+    });
+    let blobs =
+        || -> anyhow::Result<usize> { Ok(std::fs::read_dir(dir.path().join("blobs"))?.count()) };
+    let first = store.put("a", cpu.clone(), 0).await?;
+    // Re-uploading a name with other content removes the content no name refers to any more.
+    store.put("a", scripted.clone(), 1).await?;
+    assert_eq!(blobs()?, 1);
+    assert!(
+        !dir.path()
+            .join(format!("blobs/{}.wasm", first.sha256))
+            .exists()
+    );
+    store.put("b", cpu.clone(), 2).await?;
+    // A third name is over the count.
+    let err = store
+        .put("c", cpu.clone(), 3)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("over the count"))?;
+    assert!(matches!(err, PolicyError::Quota(_)), "{err}");
+    // Replacing within the quota works; new bytes over the byte quota do not.
+    store.put("b", cpu.clone(), 4).await?;
+    let bigger = PolicyStore::open(dir.path(), sandbox.clone(), 64 << 20)?.with_quota(StoreQuota {
+        max_policies: 10,
+        max_total_bytes: (cpu.len() + scripted.len()) as u64,
+    });
+    let other = std::fs::read(build_rust_guest("guests/capacity")?)?;
+    let err = bigger
+        .put("c", other, 5)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("over the bytes"))?;
+    assert!(matches!(err, PolicyError::Quota(_)), "{err}");
+    // A crash's leftover blob is collected when the store opens.
+    std::fs::write(
+        dir.path().join(format!("blobs/{}.wasm", "0".repeat(64))),
+        b"orphan",
+    )?;
+    PolicyStore::open(dir.path(), sandbox, 64 << 20)?;
+    assert_eq!(blobs()?, 2);
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::engine::store::FileBackend;
 use crate::engine::{
     Autoscaler, AutoscalerSpec, Engine, Guests, RunObserver, TargetSpec, system_clock,
 };
-use crate::policies::{FetchConfig, PolicyRef, PolicySources};
+use crate::policies::{FetchConfig, PolicyRef, PolicySources, StoreQuota};
 use crate::sandbox::{FileState, GuestComponent, SandboxConfig, StateStore};
 use crate::targets::Target;
 use crate::targets::aws::AsgTarget;
@@ -33,6 +33,9 @@ pub struct ConfigFile {
     /// How `https://` and `oci://` policies are fetched.
     #[serde(default)]
     pub fetch: FetchConfig,
+    /// How much the upload store may hold.
+    #[serde(default)]
+    pub uploads: StoreQuota,
     /// The autoscalers.
     #[serde(default)]
     pub autoscalers: Vec<AutoscalerSpec>,

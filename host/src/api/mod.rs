@@ -40,6 +40,17 @@ pub use serve::{TlsFiles, serve};
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 << 10;
 
+/// Who refers to an uploaded policy beyond the autoscalers this process runs: in cluster
+/// mode every `WasmAutoscaler` naming it, whichever replica runs it, so a delete through any
+/// replica sees the same answer.
+pub trait PolicyUsers: Send + Sync {
+    /// The users of upload `name`; an error refuses the delete.
+    fn users<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> crate::sandbox::BoxFuture<'a, Result<Vec<String>, String>>;
+}
+
 /// What the handlers share.
 pub struct ApiState {
     engine: Arc<Engine>,
@@ -47,6 +58,7 @@ pub struct ApiState {
     token: Option<String>,
     ready: AtomicBool,
     policies: Option<Arc<PolicyStore>>,
+    policy_users: Option<Arc<dyn PolicyUsers>>,
     limits: ApiLimits,
     dry_runs: Arc<Semaphore>,
 }
@@ -60,6 +72,7 @@ impl ApiState {
             token: token.filter(|t| !t.is_empty()),
             ready: AtomicBool::new(true),
             policies: None,
+            policy_users: None,
             dry_runs: Arc::new(Semaphore::new(ApiLimits::default().max_concurrent_dry_runs)),
             limits: ApiLimits::default(),
         }
@@ -80,6 +93,12 @@ impl ApiState {
     /// Serves uploads into `store` under `/api/v1/policies`.
     pub fn with_policies(mut self, store: Arc<PolicyStore>) -> Self {
         self.policies = Some(store);
+        self
+    }
+
+    /// Also asks `users` before deleting an upload.
+    pub fn with_policy_users(mut self, users: Arc<dyn PolicyUsers>) -> Self {
+        self.policy_users = Some(users);
         self
     }
 
@@ -415,6 +434,9 @@ impl From<PolicyError> for ApiError {
             PolicyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PolicyError::NotFound(_) => StatusCode::NOT_FOUND,
             PolicyError::InUse { .. } => StatusCode::CONFLICT,
+            // As Kubernetes answers a request over a ResourceQuota.
+            PolicyError::Quota(_) => StatusCode::FORBIDDEN,
+            PolicyError::UsersUnknown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             PolicyError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &e {
@@ -451,21 +473,34 @@ async fn put_policy(
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
-/// `DELETE /api/v1/policies/NAME`: refused (409) while an autoscaler runs its content.
+/// `DELETE /api/v1/policies/NAME`: refused (409) while an autoscaler runs its content or
+/// (cluster mode) any `WasmAutoscaler` names it.
 async fn delete_policy(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     // `guard_token` has checked the token.
-    let users_of = |sha256: &str| {
-        state
-            .engine
-            .autoscalers()
-            .iter()
-            .filter(|a| a.guest_digests().iter().any(|d| d == sha256))
-            .map(|a| a.spec().name.clone())
-            .collect()
-    };
-    store(&state)?.delete(&name, users_of)?;
+    let store = store(&state)?;
+    let record = store.get(&name)?;
+    let mut users: Vec<String> = state
+        .engine
+        .autoscalers()
+        .iter()
+        .filter(|a| a.guest_digests().contains(&record.sha256))
+        .map(|a| a.spec().name.clone())
+        .collect();
+    if let Some(provider) = &state.policy_users {
+        let named = provider
+            .users(&name)
+            .await
+            .map_err(|why| PolicyError::UsersUnknown {
+                name: name.clone(),
+                why,
+            })?;
+        users.extend(named);
+    }
+    users.sort();
+    users.dedup();
+    store.delete(&name, &users)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -10,7 +10,7 @@ use crate::controller::bounds::TenantBounds;
 use crate::controller::lease::LeaseSettings;
 use crate::controller::{self, ControllerConfig};
 use crate::engine::HumanDuration;
-use crate::policies::FetchConfig;
+use crate::policies::{FetchConfig, StoreQuota};
 use crate::sandbox::SandboxConfig;
 use crate::targets::kubernetes::client_for;
 
@@ -51,6 +51,12 @@ pub(super) struct ControllerArgs {
     /// minimum interval, policy sources, HTTP envelope) [default: the built-in bounds].
     #[arg(long, env = "WASMSCALER_TENANT_BOUNDS", value_name = "FILE")]
     tenant_bounds: Option<PathBuf>,
+    /// Most policies the upload store holds.
+    #[arg(long, default_value_t = StoreQuota::default().max_policies)]
+    upload_max_policies: usize,
+    /// Most MiB of content the upload store holds.
+    #[arg(long, default_value_t = StoreQuota::default().max_total_bytes >> 20)]
+    upload_max_mib: u64,
     #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
@@ -142,6 +148,10 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         tls: args.api.tls(),
         api_limits: args.api.limits(),
         bounds,
+        uploads: StoreQuota {
+            max_policies: args.upload_max_policies,
+            max_total_bytes: args.upload_max_mib << 20,
+        },
     };
     let client = client_for(kube_config)?;
     let stop = CancellationToken::new();

@@ -171,7 +171,7 @@ pub(super) async fn stop_on_signal(stop: CancellationToken, duration: Option<Hum
 /// The policy sources of a config file: its fetch settings and its upload store.
 fn sources(config: &ConfigFile, sandbox: Arc<Sandbox>) -> anyhow::Result<PolicySources> {
     Ok(PolicySources::new(sandbox, &config.fetch)?
-        .with_upload_dir(config.state_dir.join("policies"))?
+        .with_upload_dir(config.state_dir.join("policies"), config.uploads)?
         .with_local_copies(config.state_dir.join("sources"))?)
 }
 

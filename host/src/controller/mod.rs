@@ -55,6 +55,38 @@ pub struct ControllerConfig {
     pub api_limits: ApiLimits,
     /// What a namespace's `WasmAutoscaler` may ask for.
     pub bounds: TenantBounds,
+    /// How much the upload store may hold.
+    pub uploads: crate::policies::StoreQuota,
+}
+
+/// The `WasmAutoscaler`s that name an upload, read from the API server: the same answer on
+/// every replica.
+struct ResourceUsers(Api<WasmAutoscaler>);
+
+impl api::PolicyUsers for ResourceUsers {
+    fn users<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> crate::sandbox::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let list = self
+                .0
+                .list(&kube::api::ListParams::default())
+                .await
+                .map_err(|e| format!("listing WasmAutoscalers: {e}"))?;
+            Ok(list
+                .items
+                .iter()
+                .filter(|r| {
+                    [&r.spec.policy, &r.spec.metrics, &r.spec.evaluator]
+                        .into_iter()
+                        .flatten()
+                        .any(|p| matches!(p, crate::policies::PolicyRef::Uploaded { name: n, .. } if n == name))
+                })
+                .map(WasmAutoscaler::key)
+                .collect())
+        })
+    }
 }
 
 /// Runs the controller until `stop`.
@@ -73,28 +105,30 @@ pub async fn run(
     let denied = DeniedNetworks::new(config.sandbox.http_deny_networks.clone());
     let sources = Arc::new(
         PolicySources::new(sandbox, &config.fetch)?
-            .with_upload_dir(config.state_dir.join("policies"))?
+            .with_upload_dir(config.state_dir.join("policies"), config.uploads)?
             .with_local_copies(config.state_dir.join("sources"))?
             .with_rules(config.bounds.sources.clone()),
     );
     let engine = Arc::new(Engine::default());
     let metrics = Arc::new(Metrics::new());
+    let resources: Api<WasmAutoscaler> = match &config.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
     let api_task = match config.listen {
         Some(addr) => {
             let mut state =
                 ApiState::new(engine.clone(), metrics.clone(), config.api_token.clone())
                     .with_limits(config.api_limits.clone());
             if let Some(store) = sources.uploads() {
-                state = state.with_policies(store.clone());
+                state = state
+                    .with_policies(store.clone())
+                    .with_policy_users(Arc::new(ResourceUsers(resources.clone())));
             }
             let state = Arc::new(state);
             Some(api::serve(addr, state, config.tls.clone(), stop.clone()).await?)
         }
         None => None,
-    };
-    let resources: Api<WasmAutoscaler> = match &config.namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
     };
     let shared = Arc::new(Shared {
         client: client.clone(),

@@ -9,4 +9,4 @@ mod store;
 
 pub use reference::PolicyRef;
 pub use sources::{FetchConfig, OCI_LAYER_MEDIA_TYPES, PolicySources, SourceError, SourceRules};
-pub use store::{PolicyError, PolicyRecord, PolicyStore};
+pub use store::{PolicyError, PolicyRecord, PolicyStore, StoreQuota};

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::copies::LocalCopies;
 use super::reference::PolicyRef;
-use super::store::{PolicyError, PolicyStore};
+use super::store::{PolicyError, PolicyStore, StoreQuota};
 use crate::sandbox::{GuestComponent, Sandbox, SandboxError, glob_match};
 
 /// Which references a host accepts: in cluster mode the operator's bound on what a
@@ -263,13 +263,18 @@ impl PolicySources {
     }
 
     /// Resolves `policy:NAME` references in a store kept in `dir` (created if missing), which
-    /// accepts uploads up to the sandbox's component size limit.
-    pub fn with_upload_dir(self, dir: impl Into<PathBuf>) -> Result<Self, SourceError> {
+    /// accepts uploads up to the sandbox's component size limit, within `quota`.
+    pub fn with_upload_dir(
+        self,
+        dir: impl Into<PathBuf>,
+        quota: StoreQuota,
+    ) -> Result<Self, SourceError> {
         let store = PolicyStore::open(
             dir,
             self.sandbox.clone(),
             self.sandbox.max_component_bytes(),
-        )?;
+        )?
+        .with_quota(quota);
         Ok(self.with_uploads(Arc::new(store)))
     }
 

@@ -4,6 +4,11 @@
 //! Layout under the store's directory: `blobs/SHA256.wasm` (the bytes, shared by every name
 //! with the same content) and `names/NAME.json` (the name's record). Both are written
 //! atomically, blob first, so a crash never leaves a name pointing at nothing.
+//!
+//! Several controller replicas may share the directory (a ReadWriteMany volume): every
+//! change is made under an exclusive lock on `store.lock`, the quotas are checked under it,
+//! and a blob no name refers to any more (a replaced or deleted upload, or a crash's
+//! leftover) is removed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,9 +66,39 @@ pub enum PolicyError {
         /// Who uses it.
         users: String,
     },
+    /// The upload would take the store over one of its quotas.
+    #[error("policy store quota exceeded: {0}")]
+    Quota(String),
+    /// Whether it is in use could not be determined; nothing was deleted.
+    #[error("cannot tell whether policy {name:?} is in use: {why}")]
+    UsersUnknown {
+        /// The policy.
+        name: String,
+        /// Why.
+        why: String,
+    },
     /// The store's disk failed.
     #[error("policy store: {0}")]
     Io(String),
+}
+
+/// How much the upload store may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StoreQuota {
+    /// Most names.
+    pub max_policies: usize,
+    /// Most bytes of content, all blobs together.
+    pub max_total_bytes: u64,
+}
+
+impl Default for StoreQuota {
+    fn default() -> Self {
+        StoreQuota {
+            max_policies: 100,
+            max_total_bytes: 512 << 20,
+        }
+    }
 }
 
 /// The store.
@@ -71,7 +106,11 @@ pub struct PolicyStore {
     dir: PathBuf,
     sandbox: Arc<Sandbox>,
     max_bytes: u64,
+    quota: StoreQuota,
 }
+
+/// The store's lock, held while it is changed (released when dropped).
+struct Locked(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
 fn valid_name(name: &str) -> bool {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
@@ -97,11 +136,70 @@ impl PolicyStore {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
         }
-        Ok(PolicyStore {
+        let store = PolicyStore {
             dir,
             sandbox,
             max_bytes,
-        })
+            quota: StoreQuota::default(),
+        };
+        {
+            let _locked = store.lock()?;
+            store.collect_garbage()?;
+        }
+        Ok(store)
+    }
+
+    /// Limits the store to `quota`.
+    pub fn with_quota(mut self, quota: StoreQuota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    fn lock(&self) -> Result<Locked, PolicyError> {
+        let path = self.dir.join("store.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map(Locked)
+            .map_err(|(_, e)| io(&path, e))
+    }
+
+    /// Removes blobs no name refers to and temporary files a crash left. Call with the lock.
+    fn collect_garbage(&self) -> Result<(), PolicyError> {
+        let referenced: std::collections::HashSet<String> = self
+            .list()?
+            .into_iter()
+            .map(|r| format!("{}.wasm", r.sha256))
+            .collect();
+        let blobs = self.dir.join("blobs");
+        for entry in std::fs::read_dir(&blobs).map_err(|e| io(&blobs, e))? {
+            let path = entry.map_err(|e| io(&blobs, e))?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if !referenced.contains(&name) {
+                tracing::info!(blob = %name, "removing an unreferenced policy blob");
+                std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of content held, all blobs together.
+    fn total_bytes(&self) -> Result<u64, PolicyError> {
+        let blobs = self.dir.join("blobs");
+        let mut total = 0;
+        for entry in std::fs::read_dir(&blobs).map_err(|e| io(&blobs, e))? {
+            let entry = entry.map_err(|e| io(&blobs, e))?;
+            total += entry.metadata().map_err(|e| io(&entry.path(), e))?.len();
+        }
+        Ok(total)
     }
 
     /// The largest policy accepted.
@@ -150,14 +248,60 @@ impl PolicyStore {
             capabilities: info.capabilities,
             uploaded_ms: now_ms,
         };
+        let _locked = self.lock()?;
+        let replaced = self.get(name).ok();
+        let others = self.list()?.len() - usize::from(replaced.is_some());
+        if others + 1 > self.quota.max_policies {
+            return Err(PolicyError::Quota(format!(
+                "{} policies stored, the most allowed is {}",
+                others, self.quota.max_policies
+            )));
+        }
         let blob = self.blob_path(&record.sha256);
         if !blob.exists() {
+            let total = self.total_bytes()?;
+            // The replaced content's blob goes if nothing else refers to it.
+            let freed = replaced
+                .as_ref()
+                .filter(|old| old.sha256 != record.sha256)
+                .filter(|old| !self.shared(&old.sha256, name))
+                .map_or(0, |old| old.size);
+            if total - freed.min(total) + size > self.quota.max_total_bytes {
+                return Err(PolicyError::Quota(format!(
+                    "{} more bytes would take the store to {}, over {} bytes",
+                    size,
+                    total - freed.min(total) + size,
+                    self.quota.max_total_bytes
+                )));
+            }
             write_atomic(&blob, &bytes).map_err(|e| io(&blob, e))?;
         }
         let index = self.name_path(name);
         let json = serde_json::to_vec_pretty(&record).map_err(|e| io(&index, e))?;
         write_atomic(&index, &json).map_err(|e| io(&index, e))?;
+        if let Some(old) = replaced.filter(|old| old.sha256 != record.sha256) {
+            self.remove_blob_unless_shared(&old.sha256)?;
+        }
         Ok(record)
+    }
+
+    /// Whether a name other than `except` refers to content `sha256`.
+    fn shared(&self, sha256: &str, except: &str) -> bool {
+        self.list()
+            .map(|all| all.iter().any(|r| r.sha256 == sha256 && r.name != except))
+            .unwrap_or(true)
+    }
+
+    fn remove_blob_unless_shared(&self, sha256: &str) -> Result<(), PolicyError> {
+        if !self.list()?.iter().any(|other| other.sha256 == sha256) {
+            let blob = self.blob_path(sha256);
+            if let Err(e) = std::fs::remove_file(&blob)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(io(&blob, e));
+            }
+        }
+        Ok(())
     }
 
     /// Every stored policy, by name.
@@ -188,32 +332,20 @@ impl PolicyStore {
         serde_json::from_slice(&bytes).map_err(|e| io(&path, e))
     }
 
-    /// Deletes `name` unless `users_of(sha256)` names an autoscaler using its content; the
-    /// blob goes too when no other name shares it.
-    pub fn delete(
-        &self,
-        name: &str,
-        users_of: impl Fn(&str) -> Vec<String>,
-    ) -> Result<(), PolicyError> {
-        let record = self.get(name)?;
-        let users = users_of(&record.sha256);
+    /// Deletes `name` unless `users` (who refers to it or runs its content, as the caller
+    /// found) names anyone; the blob goes too when no other name shares it.
+    pub fn delete(&self, name: &str, users: &[String]) -> Result<(), PolicyError> {
         if !users.is_empty() {
             return Err(PolicyError::InUse {
                 name: name.to_owned(),
                 users: users.join(", "),
             });
         }
+        let _locked = self.lock()?;
+        let record = self.get(name)?;
         let index = self.name_path(name);
         std::fs::remove_file(&index).map_err(|e| io(&index, e))?;
-        if !self
-            .list()?
-            .iter()
-            .any(|other| other.sha256 == record.sha256)
-        {
-            let blob = self.blob_path(&record.sha256);
-            std::fs::remove_file(&blob).map_err(|e| io(&blob, e))?;
-        }
-        Ok(())
+        self.remove_blob_unless_shared(&record.sha256)
     }
 }
 
