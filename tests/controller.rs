@@ -821,3 +821,54 @@ async fn on_shutdown_every_scale_cycle_ends_before_the_lease_is_released() -> an
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_megabyte_of_words_cannot_outgrow_status_or_events() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let decisions = support::JsonServer::start()?;
+    let url = format!("http://{}/decide", decisions.addr);
+    // An error of a million bytes (with a credential-bearing URL at its start), every run.
+    let error = format!("https://user:hunter2@db.example/ {}", "E".repeat(1_000_000));
+    decisions.route("/decide", 200, json!({ "error": error }).to_string());
+    let scripted = build_rust_guest("tests/hostile/scripted")?;
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    fake.create(
+        WSA.0,
+        WSA.1,
+        resource(
+            "web",
+            json!({
+                "policy": format!("file:{}", scripted.display()),
+                "config": {"url": url},
+                "capabilities": {"kubernetesMetrics": null, "http": {"allow": [url]}},
+            }),
+        )?,
+    )?;
+    wait_for("the failure in status", Duration::from_secs(30), || {
+        condition(&status(&fake, "web"), "PolicyFailed")["status"] == "True"
+    })
+    .await
+    .with_context(|| format!("{:#}", status(&fake, "web")))?;
+    wait_for("its Warning", Duration::from_secs(10), || {
+        !events_with(&fake, "PolicyFailed").is_empty()
+    })
+    .await?;
+    let object = fake.get(WSA.0, WSA.1, "web").unwrap_or_default();
+    let size = object.to_string().len();
+    assert!(size < 32 << 10, "the resource grew to {size} bytes");
+    let text = object.to_string() + &Value::Array(fake.all("events")).to_string();
+    assert!(!text.contains("hunter2"), "a credential leaked");
+    let s = status(&fake, "web");
+    let message = condition(&s, "PolicyFailed")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.len() <= 1024 && message.contains("***@db.example"),
+        "{message}"
+    );
+    stop.cancel();
+    task.await??;
+    Ok(())
+}

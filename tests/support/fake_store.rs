@@ -1,8 +1,9 @@
 //! The fake API server's generic object store: custom resources, Leases and Events with the
 //! API server's semantics that controllers depend on — resourceVersion on every write and
 //! 409 on a stale one, `metadata.generation` bumped only by spec changes, a `/status`
-//! subresource, JSON merge patch and server-side apply, list with a collection
-//! resourceVersion, and watch streams (newline-delimited `{"type","object"}` events from a
+//! subresource, JSON merge patch and server-side apply (field manager and typed object
+//! required), list with a collection resourceVersion, Event validation (required fields, a
+//! 1 kB note), etcd's 1.5 MiB object limit and the 3 MiB request limit, and watch streams (newline-delimited `{"type","object"}` events from a
 //! given resourceVersion, ended after `timeoutSeconds`).
 
 use std::collections::BTreeMap;
@@ -140,6 +141,65 @@ fn fail(code: u16, reason: &'static str, message: &str) -> Failure {
     }
 }
 
+/// etcd's request size limit (`--max-request-bytes`, 1.5 MiB by default): a larger object is
+/// refused by etcd, and the API server answers 500 with etcd's message.
+const MAX_OBJECT_BYTES: usize = 1_572_864;
+
+/// The API server's request body limit (3 MiB), answered 413 before anything else.
+pub const MAX_REQUEST_BYTES: usize = 3 << 20;
+
+fn check_size(object: &Value) -> Result<(), Failure> {
+    let size = object.to_string().len();
+    if size > MAX_OBJECT_BYTES {
+        return Err(fail(
+            500,
+            "InternalError",
+            "etcdserver: request is too large",
+        ));
+    }
+    Ok(())
+}
+
+/// What the API server's `events.k8s.io/v1` validation refuses on create (422 Invalid).
+fn validate_event(event: &Value) -> Result<(), Failure> {
+    let text = |field: &str| event[field].as_str().unwrap_or_default();
+    let mut problems = Vec::new();
+    if event["eventTime"].is_null() {
+        problems.push("eventTime: Required value".to_owned());
+    }
+    for field in [
+        "reportingController",
+        "reportingInstance",
+        "action",
+        "reason",
+    ] {
+        let value = text(field);
+        if value.is_empty() {
+            problems.push(format!("{field}: Required value"));
+        } else if value.len() > 128 {
+            problems.push(format!("{field}: Too long: may not be more than 128 bytes"));
+        }
+    }
+    if text("note").len() > 1024 {
+        problems.push("note: Too long: may not be more than 1024 bytes".into());
+    }
+    if !matches!(text("type"), "Normal" | "Warning") {
+        problems.push(format!("type: Unsupported value: {:?}", text("type")));
+    }
+    if event["regarding"].is_null() {
+        problems.push("regarding: Required value".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(
+            422,
+            "Invalid",
+            &format!("Event is invalid: {}", problems.join(", ")),
+        ))
+    }
+}
+
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
@@ -192,6 +252,10 @@ impl Store {
         namespace: &str,
         mut object: Value,
     ) -> Result<Value, Failure> {
+        if t.kind == "Event" {
+            validate_event(&object)?;
+        }
+        check_size(&object)?;
         let name = object["metadata"]["name"]
             .as_str()
             .map(str::to_owned)
@@ -267,6 +331,7 @@ impl Store {
         for field in ["uid", "creationTimestamp", "namespace", "name"] {
             updated["metadata"][field] = current["metadata"][field].clone();
         }
+        check_size(&updated)?;
         let version = self.bump();
         updated = Self::with_type(t, updated);
         updated["metadata"]["resourceVersion"] = json!(version.to_string());
@@ -361,6 +426,13 @@ pub fn handle(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response {
+    if body.len() > MAX_REQUEST_BYTES {
+        return status(
+            413,
+            "RequestEntityTooLarge",
+            &format!("Request entity too large: limit is {MAX_REQUEST_BYTES}"),
+        );
+    }
     let Ok(mut world) = store.lock() else {
         return status(500, "InternalError", "poisoned");
     };
@@ -431,6 +503,23 @@ pub fn handle(
                         Ok(p) => p,
                         Err(r) => return r.response(),
                     };
+                    // As the API server: apply needs a field manager and a typed object.
+                    if content_type.contains("apply-patch") {
+                        if query(uri, "fieldManager").is_none_or(|m| m.is_empty()) {
+                            return status(
+                                400,
+                                "BadRequest",
+                                "PATCH requests with apply content type require fieldManager",
+                            );
+                        }
+                        if patch["apiVersion"].is_null() || patch["kind"].is_null() {
+                            return status(
+                                400,
+                                "BadRequest",
+                                "invalid object type: apiVersion and kind are required",
+                            );
+                        }
+                    }
                     let Some(mut updated) = s.get(&key) else {
                         return status(
                             404,
