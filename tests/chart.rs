@@ -197,3 +197,95 @@ fn the_example_resources_are_valid_wasm_autoscalers() -> anyhow::Result<()> {
     assert!(checked > 0, "no examples in {}", dir.display());
     Ok(())
 }
+
+/// Every (group, resource, verb) the chart grants.
+fn granted() -> anyhow::Result<std::collections::BTreeSet<(String, String, String)>> {
+    let mut all = std::collections::BTreeSet::new();
+    for (_, docs) in templates()? {
+        for doc in docs {
+            if !matches!(doc["kind"].as_str(), Some("Role" | "ClusterRole")) {
+                continue;
+            }
+            for rule in doc["rules"].as_sequence().cloned().unwrap_or_default() {
+                let list = |key: &str| -> Vec<String> {
+                    rule[key]
+                        .as_sequence()
+                        .map(|s| {
+                            s.iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                for group in list("apiGroups") {
+                    for resource in list("resources") {
+                        for verb in list("verbs") {
+                            all.insert((group.clone(), resource.clone(), verb));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+#[test]
+fn the_rbac_grants_exactly_the_calls_the_controller_makes() -> anyhow::Result<()> {
+    // The calls in the code: the watcher (list, watch), status by server-side apply, workloads
+    // read and scaled through /scale with merge patches, target pods listed and annotated
+    // (and the controller's own pod labelled), pod metrics listed, Events created and their
+    // series patched, the Lease read, created and replaced. tests/controller.rs checks every
+    // request the controller sent against the same rules.
+    let mut expected = std::collections::BTreeSet::new();
+    let mut add = |group: &str, resource: &str, verbs: &[&str]| {
+        for verb in verbs {
+            expected.insert((group.to_owned(), resource.to_owned(), (*verb).to_owned()));
+        }
+    };
+    add("wasmscaler.dev", "wasmautoscalers", &["list", "watch"]);
+    add("wasmscaler.dev", "wasmautoscalers/status", &["patch"]);
+    for kind in ["deployments", "statefulsets", "replicasets"] {
+        add("apps", kind, &["get"]);
+        add("apps", &format!("{kind}/scale"), &["get", "patch"]);
+    }
+    add("", "pods", &["list", "patch"]);
+    add("metrics.k8s.io", "pods", &["list"]);
+    add("events.k8s.io", "events", &["create", "patch"]);
+    add(
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+    );
+    let granted = granted()?;
+    let extra: Vec<_> = granted.difference(&expected).collect();
+    let missing: Vec<_> = expected.difference(&granted).collect();
+    assert!(extra.is_empty(), "granted but never used: {extra:?}");
+    assert!(missing.is_empty(), "used but not granted: {missing:?}");
+    Ok(())
+}
+
+#[test]
+fn the_service_routes_to_the_leader_and_the_bounds_reach_the_controller() -> anyhow::Result<()> {
+    let service = std::fs::read_to_string(chart_dir().join("templates").join("service.yaml"))?;
+    assert!(
+        service.contains(&format!(
+            "{}: leader",
+            wasmscaler::controller::lease::ROLE_LABEL
+        )),
+        "the Service does not select the leader"
+    );
+    // The values' bounds are the file the controller reads: empty means the built-in ones.
+    let values = values()?;
+    let bounds: wasmscaler::controller::bounds::TenantBounds =
+        serde_yaml::from_value(values["tenantBounds"].clone())?;
+    assert_eq!(
+        bounds,
+        wasmscaler::controller::bounds::TenantBounds::default()
+    );
+    let deployment =
+        std::fs::read_to_string(chart_dir().join("templates").join("deployment.yaml"))?;
+    assert!(deployment.contains("--tenant-bounds=/etc/wasmscaler/bounds/bounds.yaml"));
+    assert!(deployment.contains("terminationGracePeriodSeconds"));
+    Ok(())
+}
