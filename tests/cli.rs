@@ -461,3 +461,43 @@ fn eval_runs_the_http_guests_with_granted_capabilities() -> anyhow::Result<()> {
     assert_eq!(report["samples"].as_array().map(Vec::len), Some(4));
     Ok(())
 }
+
+#[test]
+fn an_autoscaler_whose_target_fails_does_not_stop_the_others() -> anyhow::Result<()> {
+    let policy = build_rust_guest("guests/capacity")?;
+    let dir = tempfile::tempdir()?;
+    // A second autoscaler whose replicas cannot start (no such program).
+    let broken = format!(
+        r#"  - name: broken
+    target:
+      local: {{ command: ["/nonexistent/worker"], basePort: 19720 }}
+    policy: {policy}
+    maxReplicas: 2
+    capabilities:
+      http:
+        allow: ["http://{{replica}}/status"]
+"#,
+        policy = policy.display()
+    );
+    let config = write_config(dir.path(), &local_config(&policy, 19_700, &broken))?;
+    let mut host = Command::new(wasmscaler_bin()?)
+        .args(["run", "--listen", "127.0.0.1:19790", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    let result = (|| -> anyhow::Result<()> {
+        wait_for("the healthy autoscaler's replicas", || {
+            accepting(19_700) && accepting(19_701)
+        });
+        let list = http_get(19_790, "/api/v1/autoscalers")?;
+        assert!(list.contains(r#""name":"workers""#), "{list}");
+        assert!(
+            list.contains("broken") && list.contains("/nonexistent/worker"),
+            "{list}"
+        );
+        Ok(())
+    })();
+    let _ = host.kill();
+    let _ = host.wait();
+    result
+}

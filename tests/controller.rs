@@ -413,6 +413,11 @@ async fn two_controller_processes_elect_one_leader_and_fail_over() -> anyhow::Re
     let kubeconfig = dir.path().join("kubeconfig");
     fake.kubeconfig(&kubeconfig)?;
     fake.create(WSA.0, WSA.1, resource("web", json!({}))?)?;
+    // The controllers' own pods, which they label leader or standby.
+    for replica in ["replica-a", "replica-b"] {
+        fake.add_pod(FakeKube::pod(replica, "wasmscaler", 0));
+    }
+    let role = |pod: &str| fake.pod_labels(pod).get("wasmscaler.dev/role").cloned();
     let mut a = Some(controller_process(
         &kubeconfig,
         "replica-a",
@@ -433,6 +438,15 @@ async fn two_controller_processes_elect_one_leader_and_fail_over() -> anyhow::Re
     })
     .await?;
     let leader = holder(&fake);
+    let standby = if leader == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
+    wait_for("the pods labelled by role", Duration::from_secs(10), || {
+        role(&leader).as_deref() == Some("leader") && role(standby).as_deref() == Some("standby")
+    })
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let instances: std::collections::BTreeSet<String> = fake
         .all("events")
@@ -464,6 +478,7 @@ async fn two_controller_processes_elect_one_leader_and_fail_over() -> anyhow::Re
         .iter()
         .any(|e| e["reportingInstance"] == survivor && e["reason"] == "Scaled");
     assert!(from_survivor, "no Scaled event from the new leader");
+    assert_eq!(role(survivor).as_deref(), Some("leader"));
     let lease = fake
         .get("coordination.k8s.io/v1", "leases", "wasmscaler")
         .unwrap_or_default();
@@ -534,6 +549,20 @@ async fn an_oci_policy_runs_and_a_bad_reference_fails_static_with_an_event() -> 
         support::registry::sha256_hex(&wasm),
         "{s:#}"
     );
+
+    // The registry goes down; a spec edit still takes effect, from the local copy.
+    drop(registry);
+    fake.patch(WSA.0, WSA.1, "web", json!({"spec": {"maxReplicas": 5}}))?;
+    wait_for(
+        "the edit running without the registry",
+        Duration::from_secs(20),
+        || {
+            let s = status(&fake, "web");
+            s["observedGeneration"] == 3 && condition(&s, "Ready")["status"] == "True"
+        },
+    )
+    .await
+    .with_context(|| format!("{:#}", status(&fake, "web")))?;
     stop.cancel();
     task.await??;
     Ok(())

@@ -306,3 +306,19 @@ async fn the_upload_store_keeps_its_quota_and_no_orphaned_blob() -> anyhow::Resu
     assert_eq!(blobs()?, 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn policy_urls_never_reach_metadata_addresses() -> anyhow::Result<()> {
+    let sources = sources_for(&FetchConfig::default())?;
+    let err = sources
+        .load(&parse(&format!(
+            "http://169.254.169.254/latest/policy.wasm@sha256:{}",
+            "5".repeat(64)
+        ))?)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("fetched from the metadata address"))?;
+    assert!(matches!(err, SourceError::NotAllowed(_)), "{err}");
+    assert!(err.to_string().contains("httpDenyNetworks"), "{err}");
+    Ok(())
+}

@@ -201,7 +201,7 @@ pub async fn build(
         {
             Ok(guests) => guests,
             Err(error) => {
-                let message = format!("{error:#}");
+                let message = crate::redact::report(error.as_ref());
                 tracing::error!(autoscaler = %spec.name, error = %message, "cannot load its policies; it does not run");
                 failed.push((spec.name.clone(), message));
                 continue;
@@ -211,7 +211,7 @@ pub async fn build(
         let target = match connect_target(spec, &config.state_dir, &mut kube_client).await {
             Ok(target) => target,
             Err(error) => {
-                let message = format!("{error:#}");
+                let message = crate::redact::report(error.as_ref());
                 tracing::error!(autoscaler = %spec.name, error = %message, "cannot reach its target; it does not run");
                 failed.push((spec.name.clone(), message));
                 continue;

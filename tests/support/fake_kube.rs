@@ -302,6 +302,18 @@ async fn handle(
                 return status(404, "NotFound", &format!("pods \"{name}\" not found"));
             };
             // JSON merge patch: null deletes the key.
+            if let Some(labels) = patch["metadata"]["labels"].as_object() {
+                for (k, v) in labels {
+                    match v.as_str() {
+                        Some(v) => {
+                            pod.labels.insert(k.clone(), v.to_owned());
+                        }
+                        None => {
+                            pod.labels.remove(k);
+                        }
+                    }
+                }
+            }
             if let Some(annotations) = patch["metadata"]["annotations"].as_object() {
                 for (k, v) in annotations {
                     match v.as_str() {
@@ -493,6 +505,17 @@ impl FakeKube {
                 pod.cpu_usage_m = cpu_usage_m;
             }
         });
+    }
+
+    /// The labels of pod `name`.
+    pub fn pod_labels(&self, name: &str) -> BTreeMap<String, String> {
+        self.with(|w| {
+            w.pods
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.labels.clone())
+                .unwrap_or_default()
+        })
     }
 
     /// The annotations of pod `name`.

@@ -135,15 +135,24 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(error) => {
             // The whole context chain on one line; a guest trap's backtrace stays out.
             // A sandbox error's summary already names its cause, so the chain stops there.
-            let mut parts = Vec::new();
+            // A cause whose text its wrapper already carries is not repeated.
+            let mut message = String::new();
             for cause in error.chain() {
-                if let Some(sandbox) = cause.downcast_ref::<crate::sandbox::SandboxError>() {
-                    parts.push(sandbox.summary());
+                let (text, last) = match cause.downcast_ref::<crate::sandbox::SandboxError>() {
+                    Some(sandbox) => (sandbox.summary(), true),
+                    None => (cause.to_string(), false),
+                };
+                if !message.contains(&text) {
+                    if !message.is_empty() {
+                        message.push_str(": ");
+                    }
+                    message.push_str(&text);
+                }
+                if last {
                     break;
                 }
-                parts.push(cause.to_string());
             }
-            let message = parts.join(": ");
+            let message = crate::redact::redact(&message);
             eprintln!("error: {}", message.replace('\n', " "));
             ExitCode::FAILURE
         }

@@ -45,6 +45,10 @@ pub struct TenantBounds {
     /// Which policy sources a resource may name. Default: no `file:` references (a path is
     /// the controller's file system), any OCI registry and HTTPS host, uploads.
     pub sources: SourceRules,
+    /// Other bounds for particular namespaces (e.g. a platform team's), each replacing these
+    /// whole for resources in that namespace.
+    #[schemars(skip)]
+    pub namespaces: std::collections::BTreeMap<String, TenantBounds>,
 }
 
 impl Default for TenantBounds {
@@ -78,6 +82,7 @@ impl Default for TenantBounds {
                 file_dirs: Some(Vec::new()),
                 ..SourceRules::default()
             },
+            namespaces: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -100,9 +105,19 @@ fn out(bound: impl Into<String>, message: impl Into<String>) -> OutOfBounds {
 }
 
 impl TenantBounds {
-    /// Checks `spec` against every bound; `denied` are the networks the sandbox refuses to
-    /// dial, so a pattern naming one of their addresses is refused here already.
+    /// The bounds of resources in `namespace`.
+    pub fn for_namespace(&self, namespace: &str) -> &TenantBounds {
+        self.namespaces.get(namespace).unwrap_or(self)
+    }
+
+    /// Checks `spec` against every bound of its namespace; `denied` are the networks the
+    /// sandbox refuses to dial, so a pattern naming one of their addresses is refused here
+    /// already.
     pub fn check(&self, spec: &AutoscalerSpec, denied: &DeniedNetworks) -> Result<(), OutOfBounds> {
+        self.for_namespace(&spec.namespace).check_own(spec, denied)
+    }
+
+    fn check_own(&self, spec: &AutoscalerSpec, denied: &DeniedNetworks) -> Result<(), OutOfBounds> {
         self.check_limits(&spec.limits)?;
         if spec.interval.0 < self.min_interval.0 {
             return Err(out(
@@ -368,6 +383,34 @@ mod tests {
         s.policy = Some(PolicyRef::parse("policy:cpu").unwrap());
         let error = bounds.check(&s, &denied).unwrap_err();
         assert!(error.message.contains("sources.uploads"), "{error}");
+    }
+
+    #[test]
+    fn a_namespace_can_have_bounds_of_its_own() {
+        let platform = TenantBounds {
+            sources: SourceRules {
+                file_dirs: Some(vec!["/policies".into()]),
+                ..SourceRules::default()
+            },
+            ..TenantBounds::default()
+        };
+        let bounds = TenantBounds {
+            namespaces: [("platform".to_string(), platform)].into(),
+            ..TenantBounds::default()
+        };
+        let denied = DeniedNetworks::new(Vec::new());
+        let mut s = spec();
+        s.policy = Some(PolicyRef::File("/policies/cpu.wasm".into()));
+        s.namespace = "team-a".into();
+        assert_eq!(bounds.check(&s, &denied).unwrap_err().bound, "sources");
+        s.namespace = "platform".into();
+        assert_eq!(bounds.check(&s, &denied), Ok(()));
+        let yaml = "namespaces:\n  platform:\n    sources: {fileDirs: [/policies]}\n";
+        let parsed: TenantBounds = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(
+            parsed.for_namespace("platform").sources.file_dirs,
+            Some(vec!["/policies".into()])
+        );
     }
 
     #[test]

@@ -211,8 +211,11 @@ impl PolicySources {
     /// Sources loading into `sandbox`.
     pub fn new(sandbox: Arc<Sandbox>, config: &FetchConfig) -> Result<Self, SourceError> {
         let timeout = Duration::from_millis(config.timeout_ms);
+        // A tenant names the URL: it must not make the host fetch from metadata services or
+        // link-local addresses either (names are checked as resolved, literals in `fetch`).
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .dns_resolver(sandbox.denied_networks().resolver())
             .build()
             .map_err(|e| SourceError::Fetch {
                 reference: "HTTP client".into(),
@@ -378,6 +381,12 @@ impl PolicySources {
             reference: reference.to_string(),
             message,
         };
+        if let Ok(parsed) = url::Url::parse(url) {
+            self.sandbox
+                .denied_networks()
+                .check_literal(&parsed)
+                .map_err(|why| SourceError::NotAllowed(format!("{reference}: {why}")))?;
+        }
         let response = self
             .http
             .get(url)

@@ -199,6 +199,11 @@ impl Sandbox {
         self.max_component_bytes
     }
 
+    /// The networks guests never dial (`httpDenyNetworks`); policy fetches keep to them too.
+    pub fn denied_networks(&self) -> &network::DeniedNetworks {
+        &self.shared.http.denied
+    }
+
     /// Validates, compiles (or fetches from cache) and pre-links a component.
     pub async fn load(&self, bytes: Vec<u8>) -> Result<Loaded, SandboxError> {
         let started = Instant::now();
