@@ -136,6 +136,28 @@ async fn an_oci_artifact_is_pulled_by_tag_and_by_digest_and_a_wrong_digest_is_re
         .ok_or_else(|| anyhow::anyhow!("a wrong digest was pulled"))?;
     assert!(matches!(err, SourceError::Fetch { .. }), "{err}");
 
+    // Larger than the sandbox accepts: refused from the manifest's size, before the layer.
+    let small = wasmscaler::sandbox::Sandbox::new(wasmscaler::sandbox::SandboxConfig {
+        max_component_bytes: 1_000,
+        compile: wasmscaler_tests::compile_config(),
+        ..Default::default()
+    })?;
+    let err = PolicySources::new(
+        Arc::new(small),
+        &FetchConfig {
+            insecure_registries: vec![registry.addr.clone()],
+            ..Default::default()
+        },
+    )?
+    .load(&parse(&format!(
+        "oci://{}/policies/cpu-target:v1",
+        registry.addr
+    ))?)
+    .await
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("an oversized layer was pulled"))?;
+    assert!(matches!(err, SourceError::TooLarge { .. }), "{err}");
+
     // Without the registry in the insecure list the host insists on HTTPS.
     let strict = sources_for(&FetchConfig::default())?;
     assert!(
