@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use wasmscaler_tests::chart::{chart_dir, strip_actions, templates};
+use wasmscaler_tests::chart::{chart_dir, rbac_rules, strip_actions, templates};
 
 fn values() -> anyhow::Result<serde_yaml::Value> {
     Ok(serde_yaml::from_str(&std::fs::read_to_string(
@@ -199,30 +199,13 @@ fn the_example_resources_are_valid_wasm_autoscalers() -> anyhow::Result<()> {
 }
 
 /// Every (group, resource, verb) the chart grants.
-fn granted() -> anyhow::Result<std::collections::BTreeSet<(String, String, String)>> {
-    let mut all = std::collections::BTreeSet::new();
-    for (_, docs) in templates()? {
-        for doc in docs {
-            if !matches!(doc["kind"].as_str(), Some("Role" | "ClusterRole")) {
-                continue;
-            }
-            for rule in doc["rules"].as_sequence().cloned().unwrap_or_default() {
-                let list = |key: &str| -> Vec<String> {
-                    rule[key]
-                        .as_sequence()
-                        .map(|s| {
-                            s.iter()
-                                .filter_map(|v| v.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-                for group in list("apiGroups") {
-                    for resource in list("resources") {
-                        for verb in list("verbs") {
-                            all.insert((group.clone(), resource.clone(), verb));
-                        }
-                    }
+fn granted() -> anyhow::Result<BTreeSet<(String, String, String)>> {
+    let mut all = BTreeSet::new();
+    for (groups, resources, verbs) in rbac_rules()? {
+        for group in &groups {
+            for resource in &resources {
+                for verb in &verbs {
+                    all.insert((group.clone(), resource.clone(), verb.clone()));
                 }
             }
         }
@@ -237,7 +220,7 @@ fn the_rbac_grants_exactly_the_calls_the_controller_makes() -> anyhow::Result<()
     // (and the controller's own pod labelled), pod metrics listed, Events created and their
     // series patched, the Lease read, created and replaced. tests/controller.rs checks every
     // request the controller sent against the same rules.
-    let mut expected = std::collections::BTreeSet::new();
+    let mut expected = BTreeSet::new();
     let mut add = |group: &str, resource: &str, verbs: &[&str]| {
         for verb in verbs {
             expected.insert((group.to_owned(), resource.to_owned(), (*verb).to_owned()));

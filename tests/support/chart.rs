@@ -112,9 +112,11 @@ fn strings(value: &serde_yaml::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Fails unless the chart's Roles and ClusterRoles allow every request in `requests`
-/// (method, path with query, body), naming the first that is not.
-pub fn assert_rbac_covers(requests: &[(String, String, String)]) -> anyhow::Result<()> {
+/// One rule of the chart's Roles and ClusterRoles: (apiGroups, resources, verbs).
+pub type Rule = (Vec<String>, Vec<String>, Vec<String>);
+
+/// The chart's RBAC rules, as rendered without actions.
+pub fn rbac_rules() -> anyhow::Result<Vec<Rule>> {
     let mut rules = Vec::new();
     for (_, docs) in templates()? {
         for doc in docs {
@@ -129,6 +131,13 @@ pub fn assert_rbac_covers(requests: &[(String, String, String)]) -> anyhow::Resu
             }
         }
     }
+    Ok(rules)
+}
+
+/// Fails unless the chart's Roles and ClusterRoles allow every request in `requests`
+/// (method, path with query, body), naming the first that is not.
+pub fn assert_rbac_covers(requests: &[(String, String, String)]) -> anyhow::Result<()> {
+    let rules = rbac_rules()?;
     anyhow::ensure!(!rules.is_empty(), "the chart grants no RBAC rules");
     let mut checked = 0;
     for (method, path, _) in requests {

@@ -301,31 +301,8 @@ async fn handle(
             let Some(pod) = w.pods.iter_mut().find(|p| p.name == *name) else {
                 return status(404, "NotFound", &format!("pods \"{name}\" not found"));
             };
-            // JSON merge patch: null deletes the key.
-            if let Some(labels) = patch["metadata"]["labels"].as_object() {
-                for (k, v) in labels {
-                    match v.as_str() {
-                        Some(v) => {
-                            pod.labels.insert(k.clone(), v.to_owned());
-                        }
-                        None => {
-                            pod.labels.remove(k);
-                        }
-                    }
-                }
-            }
-            if let Some(annotations) = patch["metadata"]["annotations"].as_object() {
-                for (k, v) in annotations {
-                    match v.as_str() {
-                        Some(v) => {
-                            pod.annotations.insert(k.clone(), v.to_owned());
-                        }
-                        None => {
-                            pod.annotations.remove(k);
-                        }
-                    }
-                }
-            }
+            merge_strings(&mut pod.labels, &patch["metadata"]["labels"]);
+            merge_strings(&mut pod.annotations, &patch["metadata"]["annotations"]);
             axum::Json(pod_json(pod)).into_response()
         }
         // Without metrics-server the group is not registered, and the API server answers
@@ -390,6 +367,20 @@ async fn handle(
             "NotFound",
             "the server could not find the requested resource",
         ),
+    }
+}
+
+/// JSON merge patch of a string map: a string sets the key, null deletes it.
+fn merge_strings(map: &mut BTreeMap<String, String>, patch: &Value) {
+    for (k, v) in patch.as_object().into_iter().flatten() {
+        match v.as_str() {
+            Some(v) => {
+                map.insert(k.clone(), v.to_owned());
+            }
+            None => {
+                map.remove(k);
+            }
+        }
     }
 }
 
