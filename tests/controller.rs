@@ -69,6 +69,7 @@ fn config(state: &std::path::Path, election: Option<LeaseSettings>) -> Controlle
         api_limits: Default::default(),
         bounds: test_bounds(),
         uploads: Default::default(),
+        client_budget: None,
     }
 }
 
@@ -897,6 +898,217 @@ async fn a_guests_megabyte_of_words_cannot_outgrow_status_or_events() -> anyhow:
         message.len() <= 1024 && message.contains("***@db.example"),
         "{message}"
     );
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+fn status_writes(fake: &FakeKube, name: &str) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|(m, path, _)| {
+            m == "PATCH" && path.contains(&format!("/wasmautoscalers/{name}/status"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_written_when_it_changes_not_on_every_run() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    fake.create(WSA.0, WSA.1, resource("web", json!({"interval": "100ms"}))?)?;
+    wait_for("the deployment at 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    wait_for("the scale in status", Duration::from_secs(10), || {
+        status(&fake, "web")["currentReplicas"] == 6
+    })
+    .await?;
+    // Steady state: the guest keeps asking for 6 at 6 replicas.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (reads, writes) = (scale_reads(&fake), status_writes(&fake, "web"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let runs = scale_reads(&fake) - reads;
+    let written = status_writes(&fake, "web") - writes;
+    assert!(runs >= 15, "only {runs} runs in 3 s");
+    assert!(
+        written <= 1,
+        "{written} status writes in {runs} unchanged runs"
+    );
+    // A change a reader would see is written at once: the load drops, the scale-down is held.
+    fake.set_cpu_usage("web", 50);
+    wait_for(
+        "the held scale-down in status",
+        Duration::from_secs(5),
+        || condition(&status(&fake, "web"), "AbleToScale")["reason"] == "ScaleDownStabilized",
+    )
+    .await?;
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_budget_spaces_requests_and_fails_no_run() -> anyhow::Result<()> {
+    use wasmscaler::targets::budget::{BudgetConfig, RequestBudget};
+    let fake = cluster().await?;
+    for i in 0..5 {
+        fake.create(
+            WSA.0,
+            WSA.1,
+            resource(&format!("web-{i}"), json!({"interval": "100ms"}))?,
+        )?;
+    }
+    // Five autoscalers at 10 runs/s each would send ~150 requests/s; the budget allows 20.
+    let budget = RequestBudget::new(BudgetConfig {
+        qps: 20.0,
+        burst: 5,
+    });
+    let state = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut config = config(state.path(), None);
+    config.listen = Some(format!("127.0.0.1:{port}").parse()?);
+    config.client_budget = Some(budget.clone());
+    let client = fake.client_with_budget(Duration::from_secs(15), &budget)?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(controller::run(client, config, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = fake.requests().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = fake.requests().len() - before;
+    // 3 s at 20/s, plus the burst and one request in flight per waiting caller.
+    assert!(
+        sent <= 70,
+        "{sent} requests in 3 s against a budget of 20/s"
+    );
+    assert!(
+        sent >= 30,
+        "only {sent} requests in 3 s: the budget starves the runs ({} throttled, {} s waited)",
+        budget.throttled.get(),
+        budget.waited_seconds.get()
+    );
+    assert!(budget.throttled.get() > 0);
+    // Delayed, never failed: every resource runs and is Ready.
+    for i in 0..5 {
+        let s = status(&fake, &format!("web-{i}"));
+        assert_eq!(condition(&s, "Ready")["status"], "True", "{s:#}");
+        assert_eq!(condition(&s, "PolicyFailed")["status"], "False", "{s:#}");
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("wasmscaler_kube_client_throttled_requests_total"),
+        "{metrics}"
+    );
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_shutdown_the_old_leader_starts_no_run_once_the_standby_runs() -> anyhow::Result<()>
+{
+    let fake = cluster().await?;
+    for i in 0..4 {
+        fake.create(
+            WSA.0,
+            WSA.1,
+            resource(&format!("web-{i}"), json!({"interval": "100ms"}))?,
+        )?;
+    }
+    let start = |identity: &str| -> anyhow::Result<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+        tempfile::TempDir,
+    )> {
+        let state = tempfile::tempdir()?;
+        let election =
+            LeaseSettings::with_duration("wasmscaler", "default", identity, Duration::from_secs(3));
+        let mut config = config(state.path(), Some(election));
+        config.identity = identity.into();
+        let client = fake.client_as(Duration::from_secs(15), identity)?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(controller::run(client, config, stop.clone()));
+        Ok((stop, task, state))
+    };
+    let (stop_a, task_a, _a) = start("a")?;
+    wait_for("a to lead and run", Duration::from_secs(30), || {
+        holder(&fake) == "a" && scale_reads(&fake) >= 20
+    })
+    .await?;
+    let (stop_b, task_b, _b) = start("b")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM to the leader.
+    stop_a.cancel();
+    task_a.await??;
+    wait_for("b to lead and run", Duration::from_secs(30), || {
+        let by = fake.request_identities();
+        holder(&fake) == "b"
+            && fake
+                .requests()
+                .iter()
+                .zip(&by)
+                .filter(|((_, path, _), who)| path.ends_with("/scale") && *who == "b")
+                .count()
+                >= 10
+    })
+    .await?;
+    stop_b.cancel();
+    task_b.await??;
+    let requests = fake.requests();
+    let by = fake.request_identities();
+    let scales = |who: &str| -> Vec<usize> {
+        requests
+            .iter()
+            .zip(&by)
+            .enumerate()
+            .filter(|(_, ((_, path, _), w))| path.ends_with("/scale") && w.as_str() == who)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (a, b) = (scales("a"), scales("b"));
+    let first_b = b.first().copied().unwrap_or_default();
+    let last_a = a.last().copied().unwrap_or_default();
+    assert!(!a.is_empty() && !b.is_empty());
+    assert!(
+        last_a < first_b,
+        "the old leader's request #{last_a} came after the new leader's first run (#{first_b})"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_slower_than_the_interval_slows_runs_and_stalls_none() -> anyhow::Result<()> {
+    use support::fake_kube::{Fault, Route};
+    let fake = cluster().await?;
+    // Every scale read takes 150 ms, runs are due every 100 ms: each run overruns the interval.
+    for _ in 0..1000 {
+        fake.inject(Route::GetScale, Fault::Delay(Duration::from_millis(150)));
+    }
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    fake.create(WSA.0, WSA.1, resource("web", json!({"interval": "100ms"}))?)?;
+    wait_for("the deployment at 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    let reads = scale_reads(&fake);
+    wait_for(
+        "runs going on after the scale",
+        Duration::from_secs(10),
+        || scale_reads(&fake) >= reads + 10,
+    )
+    .await?;
+    wait_for("the scale in status", Duration::from_secs(10), || {
+        status(&fake, "web")["currentReplicas"] == 6
+    })
+    .await?;
     stop.cancel();
     task.await??;
     Ok(())

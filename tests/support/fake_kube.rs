@@ -89,6 +89,8 @@ pub struct World {
     pods: Vec<FakePod>,
     faults: Vec<(Route, VecDeque<Fault>)>,
     requests: Vec<(String, String, String)>,
+    /// The `x-test-identity` header of each request (empty without one), by request index.
+    identities: Vec<String>,
 }
 
 /// The running server.
@@ -188,6 +190,7 @@ impl Default for World {
             pods: Vec::new(),
             faults: Vec::new(),
             requests: Vec::new(),
+            identities: Vec::new(),
         }
     }
 }
@@ -224,6 +227,13 @@ async fn handle(
         };
         w.requests
             .push((method.to_string(), recorded, body_text.clone()));
+        w.identities.push(
+            headers
+                .get("x-test-identity")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        );
         route.and_then(|r| {
             w.faults
                 .iter_mut()
@@ -397,13 +407,49 @@ impl FakeKube {
         Ok(FakeKube { addr, world })
     }
 
-    /// A client pointed at this server, built by the production `client_for` (its timeouts,
-    /// no built-in retries), with a shorter read timeout.
-    pub fn client(&self, read_timeout: Duration) -> anyhow::Result<kube::Client> {
+    fn config(&self, read_timeout: Duration) -> anyhow::Result<kube::Config> {
         let mut config = kube::Config::new(format!("http://{}", self.addr).parse()?);
         config.default_namespace = NAMESPACE.into();
         config.read_timeout = Some(read_timeout);
+        Ok(config)
+    }
+
+    /// A client pointed at this server, built by the production `client_for` (its timeouts,
+    /// no built-in retries), with a shorter read timeout.
+    pub fn client(&self, read_timeout: Duration) -> anyhow::Result<kube::Client> {
+        Ok(wasmscaler::targets::kubernetes::client_for(
+            self.config(read_timeout)?,
+        )?)
+    }
+
+    /// [`FakeKube::client`] whose requests are recorded as sent by `identity`.
+    pub fn client_as(
+        &self,
+        read_timeout: Duration,
+        identity: &str,
+    ) -> anyhow::Result<kube::Client> {
+        let mut config = self.config(read_timeout)?;
+        config
+            .headers
+            .push(("x-test-identity".parse()?, identity.parse()?));
         Ok(wasmscaler::targets::kubernetes::client_for(config)?)
+    }
+
+    /// Who sent each request (see [`FakeKube::client_as`]), by request index.
+    pub fn request_identities(&self) -> Vec<String> {
+        self.with(|w| w.identities.clone())
+    }
+
+    /// [`FakeKube::client`] under a client-side request budget, as the controller builds it.
+    pub fn client_with_budget(
+        &self,
+        read_timeout: Duration,
+        budget: &wasmscaler::targets::budget::RequestBudget,
+    ) -> anyhow::Result<kube::Client> {
+        Ok(wasmscaler::targets::kubernetes::client_with_budget(
+            self.config(read_timeout)?,
+            budget,
+        )?)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {

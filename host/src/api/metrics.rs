@@ -117,6 +117,21 @@ impl Metrics {
         }
     }
 
+    /// Also exposes the throttling of a Kubernetes client's request budget.
+    pub fn with_client_budget(mut self, budget: &crate::targets::budget::RequestBudget) -> Self {
+        self.registry.register(
+            "kube_client_throttled_requests",
+            "Kubernetes API requests that waited for the client-side budget",
+            budget.throttled.clone(),
+        );
+        self.registry.register(
+            "kube_client_throttled_seconds",
+            "Seconds Kubernetes API requests waited for the client-side budget",
+            budget.waited_seconds.clone(),
+        );
+        self
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();

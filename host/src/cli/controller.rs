@@ -12,7 +12,8 @@ use crate::controller::{self, ControllerConfig};
 use crate::engine::HumanDuration;
 use crate::policies::{FetchConfig, StoreQuota};
 use crate::sandbox::SandboxConfig;
-use crate::targets::kubernetes::client_for;
+use crate::targets::budget::{BudgetConfig, RequestBudget};
+use crate::targets::kubernetes::{client_for, client_with_budget};
 
 #[derive(Debug, Args)]
 pub(super) struct ControllerArgs {
@@ -51,6 +52,13 @@ pub(super) struct ControllerArgs {
     /// minimum interval, policy sources, HTTP envelope) [default: the built-in bounds].
     #[arg(long, env = "WASMSCALER_TENANT_BOUNDS", value_name = "FILE")]
     tenant_bounds: Option<PathBuf>,
+    /// Requests per second the controller sends to the API server, sustained (client-go's
+    /// QPS); runs over it wait, they never fail. Lease renewals have a client of their own.
+    #[arg(long, default_value_t = BudgetConfig::default().qps)]
+    kube_api_qps: f64,
+    /// Requests the controller may send at once after a quiet period (client-go's burst).
+    #[arg(long, default_value_t = BudgetConfig::default().burst)]
+    kube_api_burst: u32,
     /// Most policies the upload store holds.
     #[arg(long, default_value_t = StoreQuota::default().max_policies)]
     upload_max_policies: usize,
@@ -118,6 +126,10 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             args.lease_duration.0,
         )
     });
+    let budget = RequestBudget::new(BudgetConfig {
+        qps: args.kube_api_qps,
+        burst: args.kube_api_burst,
+    });
     let kube_config = kube::Config::infer()
         .await
         .map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
@@ -152,11 +164,13 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             max_policies: args.upload_max_policies,
             max_total_bytes: args.upload_max_mib << 20,
         },
+        client_budget: Some(budget.clone()),
     };
-    let client = client_for(kube_config)?;
+    let client = client_with_budget(kube_config.clone(), &budget)?;
+    let lease_client = client_for(kube_config)?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone(), None));
-    controller::run(client, config, stop).await
+    controller::run_with_lease_client(client, lease_client, config, stop).await
 }
 
 pub(super) fn crd() -> anyhow::Result<()> {

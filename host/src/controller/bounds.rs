@@ -347,6 +347,43 @@ mod tests {
     }
 
     #[test]
+    fn http_grants_are_bounded() {
+        let mut s = spec();
+        s.capabilities.http = Some(HttpGrant {
+            max_body_bytes: 1 << 30,
+            ..HttpGrant::allow(["http://{replica}/load"])
+        });
+        assert_eq!(bound_of(&s), "maxHttpBodyBytes");
+        s.capabilities.http = Some(HttpGrant {
+            timeout_ms: 600_000,
+            ..HttpGrant::allow(["http://{replica}/load"])
+        });
+        assert_eq!(bound_of(&s), "maxHttpTimeoutMs");
+    }
+
+    #[test]
+    fn url_hosts_can_be_restricted() {
+        let bounds = TenantBounds {
+            sources: SourceRules {
+                url_hosts: vec!["*.example.com".into()],
+                ..SourceRules::default()
+            },
+            ..TenantBounds::default()
+        };
+        let denied = DeniedNetworks::new(Vec::new());
+        let digest = "a".repeat(64);
+        let mut s = spec();
+        s.policy = Some(
+            PolicyRef::parse(&format!("https://cdn.example.com/p.wasm@sha256:{digest}")).unwrap(),
+        );
+        assert_eq!(bounds.check(&s, &denied), Ok(()));
+        s.policy =
+            Some(PolicyRef::parse(&format!("https://evil.test/p.wasm@sha256:{digest}")).unwrap());
+        let error = bounds.check(&s, &denied).unwrap_err();
+        assert!(error.message.contains("sources.urlHosts"), "{error}");
+    }
+
+    #[test]
     fn file_references_need_an_allowed_directory() {
         let mut s = spec();
         s.policy = Some(PolicyRef::File("/dev/zero".into()));

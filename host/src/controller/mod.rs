@@ -57,6 +57,8 @@ pub struct ControllerConfig {
     pub bounds: TenantBounds,
     /// How much the upload store may hold.
     pub uploads: crate::policies::StoreQuota,
+    /// The request budget the client was built with, for `/metrics`.
+    pub client_budget: Option<crate::targets::budget::RequestBudget>,
 }
 
 /// The `WasmAutoscaler`s that name an upload, read from the API server: the same answer on
@@ -89,9 +91,21 @@ impl api::PolicyUsers for ResourceUsers {
     }
 }
 
-/// Runs the controller until `stop`.
+/// Runs the controller until `stop`, renewing the lease through the same client.
 pub async fn run(
     client: Client,
+    config: ControllerConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with_lease_client(client.clone(), client, config, stop).await
+}
+
+/// Runs the controller until `stop`. The lease is renewed through `lease_client`, a client
+/// of its own (its own connections, outside any budget of the autoscalers' traffic), so that
+/// a busy or throttled API server slows runs down but never delays a renewal behind them.
+pub async fn run_with_lease_client(
+    client: Client,
+    lease_client: Client,
     config: ControllerConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -110,7 +124,10 @@ pub async fn run(
             .with_rules(config.bounds.sources.clone()),
     );
     let engine = Arc::new(Engine::default());
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(match &config.client_budget {
+        Some(budget) => Metrics::new().with_client_budget(budget),
+        None => Metrics::new(),
+    });
     let resources: Api<WasmAutoscaler> = match &config.namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
@@ -148,7 +165,7 @@ pub async fn run(
     let elector = config
         .election
         .clone()
-        .map(|settings| LeaderElector::new(client.clone(), settings));
+        .map(|settings| LeaderElector::new(lease_client.clone(), settings));
     tracing::info!(
         identity = %config.identity,
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
@@ -156,14 +173,14 @@ pub async fn run(
         "controller starting"
     );
     if let Some(settings) = &config.election {
-        lease::mark_role(&client, settings, false).await;
+        lease::mark_role(&lease_client, settings, false).await;
     }
     loop {
         if let Some(elector) = &elector {
             if !elector.acquire(&stop).await {
                 break;
             }
-            lease::mark_role(&client, elector.settings(), true).await;
+            lease::mark_role(&lease_client, elector.settings(), true).await;
         }
         let term = stop.child_token();
         let mut reconciler = Reconciler::new(shared.clone());
@@ -198,7 +215,7 @@ pub async fn run(
             None => reconciler.shutdown(false, within).await,
         }
         if let Some(elector) = &elector {
-            lease::mark_role(&client, elector.settings(), false).await;
+            lease::mark_role(&lease_client, elector.settings(), false).await;
         }
         if stop.is_cancelled() {
             break;

@@ -413,13 +413,19 @@ async fn prepare(shared: &Shared, resource: &WasmAutoscaler) -> Result<Prepared,
 }
 
 /// Runs one autoscaler and writes its status after every run, until `stop`.
+///
+/// The runs go on in a task of their own. Writing a status needs the engine state, whose lock
+/// a run holds; were the runs polled by this same task, a run that took longer than the
+/// interval would take the lock for the next run while this task waited for it, and neither
+/// would ever move again (found with an API server slower than the interval).
 async fn supervise(
     autoscaler: Arc<Autoscaler>,
     mut records: mpsc::UnboundedReceiver<RunRecord>,
     mut writer: StatusWriter,
     stop: CancellationToken,
 ) {
-    let mut run = pin!(autoscaler.clone().run(stop));
+    // Aborted with this task (a lost lease aborts the resource's task).
+    let mut run = AbortOnDrop(tokio::spawn(autoscaler.clone().run(stop)));
     loop {
         tokio::select! {
             biased;
@@ -427,11 +433,20 @@ async fn supervise(
                 let state = autoscaler.engine_state().await;
                 writer.run(&record, &state).await;
             }
-            _ = &mut run => break,
+            _ = &mut run.0 => break,
         }
     }
     while let Ok(record) = records.try_recv() {
         let state = autoscaler.engine_state().await;
         writer.run(&record, &state).await;
+    }
+}
+
+/// A task ended when its handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -8,6 +8,7 @@
 //! whatever a guest says.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -25,6 +26,64 @@ pub const FIELD_MANAGER: &str = "wasmscaler";
 
 /// Longest condition message, in bytes (guest reasons are cut before this already).
 const MAX_CONDITION_MESSAGE: usize = 1024;
+
+/// How often the history is written when nothing else changed, without a scale-down
+/// stabilization window (with one: half the window, so a restarted controller always finds
+/// the last half window of recommendations and never scales down before the window ends).
+const HISTORY_REFRESH: Duration = Duration::from_secs(300);
+
+/// Fewest time between two status writes that carry no scale and no condition change.
+const MIN_WRITE_GAP: Duration = Duration::from_secs(1);
+
+/// What a status write is for: what a reader sees (replicas, conditions' states, last scale)
+/// and what a restarted controller needs from the history (the extremes of the
+/// recommendations the stabilization windows hold, and the rate-limit events).
+#[derive(Debug, Clone, PartialEq)]
+struct Visible {
+    generation: Option<i64>,
+    current: Option<u32>,
+    desired: Option<u32>,
+    asked: Option<u32>,
+    last_scale_time: Option<String>,
+    digests: Vec<String>,
+    conditions: Vec<(String, String, String)>,
+    highest: Option<u32>,
+    lowest: Option<u32>,
+    scale_events: usize,
+}
+
+impl Visible {
+    fn of(status: &WasmAutoscalerStatus) -> Self {
+        let history = status.engine_state.as_ref().map(|s| &s.history);
+        let recommendations = history.map(|h| h.recommendations.iter().map(|r| r.replicas));
+        Visible {
+            generation: status.observed_generation,
+            current: status.current_replicas,
+            desired: status.desired_replicas,
+            asked: status
+                .last_decision
+                .as_ref()
+                .and_then(|d| d.target_replicas),
+            last_scale_time: status.last_scale_time.clone(),
+            digests: status.policy_digests.clone(),
+            conditions: status
+                .conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                .collect(),
+            highest: recommendations.clone().and_then(Iterator::max),
+            lowest: recommendations.and_then(Iterator::min),
+            scale_events: history
+                .map_or(0, |h| h.scale_up_events.len() + h.scale_down_events.len()),
+        }
+    }
+}
+
+/// The last status written, and when.
+struct Written {
+    visible: Visible,
+    at: Instant,
+}
 
 fn rfc3339_ms(ms: i64) -> String {
     Timestamp::from_millisecond(ms)
@@ -44,6 +103,8 @@ pub struct StatusWriter {
     name: String,
     generation: Option<i64>,
     status: WasmAutoscalerStatus,
+    written: Option<Written>,
+    history_refresh: Duration,
 }
 
 impl StatusWriter {
@@ -54,6 +115,17 @@ impl StatusWriter {
         events: Arc<EventSink>,
         resource: &WasmAutoscaler,
     ) -> Self {
+        let window = resource
+            .spec
+            .behavior
+            .as_ref()
+            .and_then(|b| b.scale_down.as_ref())
+            .and_then(|r| r.stabilization_window_seconds)
+            .unwrap_or(300);
+        let history_refresh = match window {
+            0 => HISTORY_REFRESH,
+            w => Duration::from_secs(u64::from(w) / 2).max(MIN_WRITE_GAP),
+        };
         StatusWriter {
             api,
             events,
@@ -61,6 +133,8 @@ impl StatusWriter {
             name: resource.name_any(),
             generation: resource.meta().generation,
             status: resource.status.clone().unwrap_or_default(),
+            written: None,
+            history_refresh,
         }
     }
 
@@ -241,7 +315,8 @@ impl StatusWriter {
         }
         self.able_to_scale(record, target_failed);
         self.scaling_limited(record);
-        self.write().await;
+        self.write_if_due(matches!(record.outcome, Outcome::Scaled { .. }))
+            .await;
 
         if let Outcome::Scaled { from, to } = record.outcome {
             let note = match &reason {
@@ -340,7 +415,32 @@ impl StatusWriter {
         };
     }
 
-    async fn write(&self) {
+    /// Writes the status when a reader would see a change or the history a restart needs
+    /// changed (a new highest or lowest recommendation, a scale event): at once for a scale
+    /// or a condition's new state, else at most once per [`MIN_WRITE_GAP`]; and the sliding
+    /// history once per refresh period. A run that changes nothing writes nothing.
+    async fn write_if_due(&mut self, scaled: bool) {
+        let visible = Visible::of(&self.status);
+        let due = match &self.written {
+            None => true,
+            Some(last) => {
+                let elapsed = last.at.elapsed();
+                scaled
+                    || last.visible.conditions != visible.conditions
+                    || (last.visible != visible && elapsed >= MIN_WRITE_GAP)
+                    || elapsed >= self.history_refresh
+            }
+        };
+        if due {
+            self.write().await;
+        }
+    }
+
+    async fn write(&mut self) {
+        self.written = Some(Written {
+            visible: Visible::of(&self.status),
+            at: Instant::now(),
+        });
         let patch = json!({
             "apiVersion": "wasmscaler.dev/v1alpha1",
             "kind": "WasmAutoscaler",

@@ -495,7 +495,22 @@ pub async fn client_from_environment() -> Result<kube::Client, TargetError> {
 /// A client with the autoscaler's policy: timeouts short enough that a hung API server
 /// delays one run, not the process, and no built-in retries (kube-rs would otherwise back off
 /// for minutes on a persistent 503; the next run is the retry, and it sees fresh state).
-pub fn client_for(mut config: kube::Config) -> Result<kube::Client, TargetError> {
+pub fn client_for(config: kube::Config) -> Result<kube::Client, TargetError> {
+    kube::Client::try_from(tuned(config))
+        .map_err(|e| TargetError::Unavailable(format!("Kubernetes client: {e}")))
+}
+
+/// [`client_for`], with every request taking a token of `budget` first.
+pub fn client_with_budget(
+    config: kube::Config,
+    budget: &super::budget::RequestBudget,
+) -> Result<kube::Client, TargetError> {
+    let builder = kube::client::ClientBuilder::try_from(tuned(config))
+        .map_err(|e| TargetError::Unavailable(format!("Kubernetes client: {e}")))?;
+    Ok(builder.with_layer(budget).build())
+}
+
+fn tuned(mut config: kube::Config) -> kube::Config {
     let at_most = |t: Option<Duration>, max: u64| {
         Some(t.map_or(Duration::from_secs(max), |t| {
             t.min(Duration::from_secs(max))
@@ -505,8 +520,7 @@ pub fn client_for(mut config: kube::Config) -> Result<kube::Client, TargetError>
     config.read_timeout = at_most(config.read_timeout, 15);
     config.write_timeout = at_most(config.write_timeout, 15);
     config.default_retry = false;
-    kube::Client::try_from(config)
-        .map_err(|e| TargetError::Unavailable(format!("Kubernetes client: {e}")))
+    config
 }
 
 #[cfg(test)]

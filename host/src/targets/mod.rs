@@ -5,6 +5,7 @@
 //! safety and history lives in the engine, so every target gets the same behavior.
 
 pub mod aws;
+pub mod budget;
 pub mod kubernetes;
 pub mod local;
 
