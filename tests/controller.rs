@@ -569,6 +569,18 @@ async fn an_oci_policy_runs_and_a_bad_reference_fails_static_with_an_event() -> 
     Ok(())
 }
 
+/// `n` resources `web-0`…, all on the deployment `web`, running every 100 ms.
+fn create_fast_resources(fake: &FakeKube, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        fake.create(
+            WSA.0,
+            WSA.1,
+            resource(&format!("web-{i}"), json!({"interval": "100ms"}))?,
+        )?;
+    }
+    Ok(())
+}
+
 fn events_with(fake: &FakeKube, reason: &str) -> Vec<Value> {
     fake.all("events")
         .into_iter()
@@ -813,13 +825,7 @@ async fn an_upload_named_by_any_resource_is_not_deleted() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_shutdown_every_scale_cycle_ends_before_the_lease_is_released() -> anyhow::Result<()> {
     let fake = cluster().await?;
-    for i in 0..4 {
-        fake.create(
-            WSA.0,
-            WSA.1,
-            resource(&format!("web-{i}"), json!({"interval": "100ms"}))?,
-        )?;
-    }
+    create_fast_resources(&fake, 4)?;
     let state = tempfile::tempdir()?;
     let election = LeaseSettings::with_duration(
         "wasmscaler",
@@ -954,13 +960,7 @@ async fn status_is_written_when_it_changes_not_on_every_run() -> anyhow::Result<
 async fn a_client_budget_spaces_requests_and_fails_no_run() -> anyhow::Result<()> {
     use wasmscaler::targets::budget::{BudgetConfig, RequestBudget};
     let fake = cluster().await?;
-    for i in 0..5 {
-        fake.create(
-            WSA.0,
-            WSA.1,
-            resource(&format!("web-{i}"), json!({"interval": "100ms"}))?,
-        )?;
-    }
+    create_fast_resources(&fake, 5)?;
     // Five autoscalers at 10 runs/s each would send ~150 requests/s; the budget allows 20.
     let budget = RequestBudget::new(BudgetConfig {
         qps: 20.0,
@@ -1015,13 +1015,7 @@ async fn a_client_budget_spaces_requests_and_fails_no_run() -> anyhow::Result<()
 async fn after_a_shutdown_the_old_leader_starts_no_run_once_the_standby_runs() -> anyhow::Result<()>
 {
     let fake = cluster().await?;
-    for i in 0..4 {
-        fake.create(
-            WSA.0,
-            WSA.1,
-            resource(&format!("web-{i}"), json!({"interval": "100ms"}))?,
-        )?;
-    }
+    create_fast_resources(&fake, 4)?;
     let start = |identity: &str| -> anyhow::Result<(
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<()>>,
