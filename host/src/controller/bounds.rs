@@ -451,6 +451,27 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_parses() {
+        let yaml = r#"
+maxLimits: { fuel: 200000000, timeoutMs: 5000 }
+minInterval: 15s
+httpAllow: ["http://{replica}:*", "http://*.svc.cluster.local:*"]
+sources: { fileDirs: [], ociRegistries: ["registry.internal:5000"], urlHosts: [], uploads: true }
+namespaces:
+  platform: { sources: { fileDirs: [/policies], ociRegistries: ["*"] } }
+"#;
+        let bounds: TenantBounds = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(bounds.max_limits.fuel, 200_000_000);
+        assert_eq!(bounds.min_interval, HumanDuration::parse("15s").unwrap());
+        let platform = bounds.for_namespace("platform");
+        assert_eq!(platform.sources.file_dirs, Some(vec!["/policies".into()]));
+        assert_eq!(
+            bounds.for_namespace("team-a").sources.url_hosts,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn http_patterns_must_fall_inside_the_envelope() {
         let bounds = TenantBounds {
             http_allow: vec!["http://{replica}:*".into(), "https://*.example.com".into()],
