@@ -104,11 +104,25 @@ async fn observe_reads_the_scale_and_the_pods_of_its_selector() -> anyhow::Resul
         Some("web")
     );
     assert_eq!(observed.object["kind"], "Deployment");
+    // Pods and the workload object from the watch cache; the scale read fresh.
+    let requests = server.requests();
+    let pods = requests
+        .iter()
+        .find(|(_, uri, _)| uri.contains("labelSelector=app%3Dweb"))
+        .map(|(_, uri, _)| uri.clone())
+        .unwrap_or_default();
+    assert!(pods.contains("resourceVersion=0"), "{pods}");
     assert!(
-        server
-            .requests()
+        requests
             .iter()
-            .any(|(_, uri, _)| uri.contains("labelSelector=app%3Dweb"))
+            .any(|(_, uri, _)| uri.ends_with("/deployments/web?&resourceVersion=0")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|(_, uri, _)| uri.ends_with("/deployments/web/scale")),
+        "{requests:?}"
     );
     Ok(())
 }
