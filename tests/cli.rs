@@ -501,3 +501,20 @@ fn an_autoscaler_whose_target_fails_does_not_stop_the_others() -> anyhow::Result
     let _ = host.wait();
     result
 }
+
+#[test]
+fn a_request_budget_of_zero_is_refused_with_its_flag_named() -> anyhow::Result<()> {
+    for (flag, value) in [
+        ("--kube-api-qps", "0"),
+        ("--kube-api-qps", "-5"),
+        ("--kube-api-burst", "0"),
+    ] {
+        let out = Command::new(wasmscaler_bin()?)
+            .args(["controller", &format!("{flag}={value}")])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    Ok(())
+}

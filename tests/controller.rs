@@ -73,15 +73,20 @@ fn config(state: &std::path::Path, election: Option<LeaseSettings>) -> Controlle
     }
 }
 
-/// The built-in bounds, but `file:` policies from the guests' build directory and runs every
-/// 100 ms, as these tests need.
+/// The built-in bounds, with the test namespace allowed `file:` policies from the guests'
+/// build directory and runs every 100 ms: every resource here goes through the
+/// per-namespace bounds, at the check and when the file is read.
 fn test_bounds() -> TenantBounds {
-    TenantBounds {
+    let namespace = TenantBounds {
         min_interval: HumanDuration(Duration::from_millis(100)),
         sources: SourceRules {
             file_dirs: Some(vec![support::guest_target_dir()]),
             ..TenantBounds::default().sources
         },
+        ..TenantBounds::default()
+    };
+    TenantBounds {
+        namespaces: [("default".to_string(), namespace)].into(),
         ..TenantBounds::default()
     }
 }

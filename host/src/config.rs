@@ -11,7 +11,7 @@ use crate::engine::store::FileBackend;
 use crate::engine::{
     Autoscaler, AutoscalerSpec, Engine, Guests, RunObserver, TargetSpec, system_clock,
 };
-use crate::policies::{FetchConfig, PolicyRef, PolicySources, StoreQuota};
+use crate::policies::{FetchConfig, PolicyRef, PolicySources, SourceRules, StoreQuota};
 use crate::sandbox::{FileState, GuestComponent, SandboxConfig, StateStore};
 use crate::targets::Target;
 use crate::targets::aws::AsgTarget;
@@ -122,16 +122,26 @@ impl ConfigFile {
     }
 }
 
-/// Loads the guests of one autoscaler and checks them against its spec: worlds and grants.
+/// Loads the guests of one autoscaler under the host's source rules and checks them against
+/// its spec: worlds and grants.
 pub async fn load_spec_guests(
     spec: &AutoscalerSpec,
     sources: &PolicySources,
+) -> anyhow::Result<Guests> {
+    load_spec_guests_under(spec, sources, sources.rules()).await
+}
+
+/// [`load_spec_guests`] under `rules` (a namespace's bounds in cluster mode).
+pub async fn load_spec_guests_under(
+    spec: &AutoscalerSpec,
+    sources: &PolicySources,
+    rules: &SourceRules,
 ) -> anyhow::Result<Guests> {
     let load = |reference: &PolicyRef| {
         let reference = reference.clone();
         async move {
             sources
-                .load(&reference)
+                .load_under(&reference, rules)
                 .await
                 .with_context(|| format!("loading {reference}"))
         }
@@ -193,26 +203,20 @@ pub async fn build(
     let mut autoscalers = Vec::new();
     let mut failed = Vec::new();
     for (i, spec) in config.autoscalers.iter().enumerate() {
-        // One autoscaler whose policy cannot load (a compile limit, a bad component) does
-        // not stop the others: it is reported and left out.
-        let guests = match load_spec_guests(spec, sources)
-            .await
-            .with_context(|| format!("autoscalers[{i}] ({})", spec.name))
-        {
-            Ok(guests) => guests,
-            Err(error) => {
-                let message = crate::redact::report(error.as_ref());
-                tracing::error!(autoscaler = %spec.name, error = %message, "cannot load its policies; it does not run");
-                failed.push((spec.name.clone(), message));
-                continue;
-            }
+        // One autoscaler whose policy cannot load (a compile limit, a bad component) or whose
+        // target cannot be reached does not stop the others: it is reported and left out.
+        let prepared = async {
+            let guests = load_spec_guests(spec, sources)
+                .await
+                .with_context(|| format!("autoscalers[{i}] ({})", spec.name))?;
+            let target = connect_target(spec, &config.state_dir, &mut kube_client).await?;
+            anyhow::Ok((guests, target))
         };
-        // Nor does one whose target cannot be reached: it is reported and left out.
-        let target = match connect_target(spec, &config.state_dir, &mut kube_client).await {
-            Ok(target) => target,
+        let (guests, target) = match prepared.await {
+            Ok(prepared) => prepared,
             Err(error) => {
                 let message = crate::redact::report(error.as_ref());
-                tracing::error!(autoscaler = %spec.name, error = %message, "cannot reach its target; it does not run");
+                tracing::error!(autoscaler = %spec.name, error = %message, "cannot start; it does not run");
                 failed.push((spec.name.clone(), message));
                 continue;
             }

@@ -26,6 +26,23 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// `text` redacted and cut to at most `max` bytes on a character boundary, ending in a note of
+/// how much was cut: what every guest-written or error text is stored and shown as.
+pub fn bounded(text: &str, max: usize) -> String {
+    let text = redact(text);
+    if text.len() <= max {
+        return text;
+    }
+    let suffix = |cut: usize| format!("… ({cut} bytes cut)");
+    // The note's length with the largest count it can hold.
+    let room = max.saturating_sub(suffix(text.len()).len());
+    if room == 0 {
+        return crate::sandbox::truncate_text(&text, max).0.to_owned();
+    }
+    let (kept, cut) = crate::sandbox::truncate_text(&text, room);
+    format!("{kept}{}", suffix(cut))
+}
+
 /// An error and its causes in one line, each cause only if its text is not already there
 /// (wrappers often repeat their source: "file: No such file (os error 2): No such file (os
 /// error 2)"), with credentials redacted.
@@ -46,6 +63,21 @@ pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::{redact, report};
+
+    #[test]
+    fn bounded_text_stays_within_its_bound_on_a_character_boundary() {
+        assert_eq!(super::bounded("short", 10), "short");
+        let long = "é".repeat(600);
+        let kept = super::bounded(&long, 1024);
+        assert!(kept.len() <= 1024 && kept.ends_with("bytes cut)"), "{kept}");
+        let secret = format!("https://u:p@h/ {}", "x".repeat(100));
+        let kept = super::bounded(&secret, 40);
+        assert!(
+            kept.len() <= 40 && kept.starts_with("https://***@h/"),
+            "{kept}"
+        );
+        assert!(super::bounded(&long, 3).len() <= 3);
+    }
 
     #[test]
     fn a_cause_already_in_the_text_is_not_repeated() {

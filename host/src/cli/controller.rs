@@ -54,10 +54,11 @@ pub(super) struct ControllerArgs {
     tenant_bounds: Option<PathBuf>,
     /// Requests per second the controller sends to the API server, sustained (client-go's
     /// QPS); runs over it wait, they never fail. Lease renewals have a client of their own.
-    #[arg(long, default_value_t = BudgetConfig::default().qps)]
+    #[arg(long, default_value_t = BudgetConfig::default().qps, value_parser = positive_rate)]
     kube_api_qps: f64,
     /// Requests the controller may send at once after a quiet period (client-go's burst).
-    #[arg(long, default_value_t = BudgetConfig::default().burst)]
+    #[arg(long, default_value_t = BudgetConfig::default().burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
     kube_api_burst: u32,
     /// Most policies the upload store holds.
     #[arg(long, default_value_t = StoreQuota::default().max_policies)]
@@ -76,6 +77,16 @@ fn default_identity() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "wasmscaler".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// A request rate above zero: at 0 the budget would hold every request for good.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate above 0 requests per second"
+        )),
+    }
 }
 
 /// The bounds file, or the defaults.

@@ -66,17 +66,6 @@ pub struct EventSink {
     series: Mutex<HashMap<SeriesKey, Series>>,
 }
 
-/// `text` cut to `max` bytes on a character boundary.
-pub fn cut(text: &str, max: usize) -> String {
-    let (kept, cut) = crate::sandbox::truncate_text(text, max);
-    if cut == 0 {
-        kept.to_owned()
-    } else {
-        let (kept, _) = crate::sandbox::truncate_text(text, max.saturating_sub(3));
-        format!("{kept}...")
-    }
-}
-
 impl EventSink {
     /// Events reported as `controller` by `instance` (the pod's name).
     pub fn new(client: Client, controller: &str, instance: &str) -> Self {
@@ -98,7 +87,7 @@ impl EventSink {
         action: &str,
         note: &str,
     ) -> Result<(), kube::Error> {
-        let note = cut(&crate::redact::redact(note), MAX_NOTE_BYTES);
+        let note = crate::redact::bounded(note, MAX_NOTE_BYTES);
         let namespace = regarding
             .namespace
             .clone()
@@ -117,19 +106,26 @@ impl EventSink {
         };
         let now = Timestamp::now();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let mut series = self.series.lock().await;
-        series
-            .retain(|_, s| now.duration_since(s.first).as_secs() < SERIES_WINDOW.as_secs() as i64);
-        if let Some(repeat) = series.get_mut(&key) {
-            let count = repeat.count + 1;
+        // The lock is never held across a request: one slow Event must not hold up every
+        // other resource's.
+        let repeat = {
+            let mut series = self.series.lock().await;
+            series.retain(|_, s| {
+                now.duration_since(s.first).as_secs() < SERIES_WINDOW.as_secs() as i64
+            });
+            series.get(&key).map(|s| (s.name.clone(), s.count + 1))
+        };
+        if let Some((name, count)) = repeat {
             let patch =
                 json!({"series": EventSeries { count, last_observed_time: MicroTime(now) }});
             match api
-                .patch(&repeat.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
-                    repeat.count = count;
+                    if let Some(s) = self.series.lock().await.get_mut(&key) {
+                        s.count = s.count.max(count);
+                    }
                     return Ok(());
                 }
                 // The Event expired or was deleted: start a new one.
@@ -159,7 +155,7 @@ impl EventSink {
             ..Event::default()
         };
         api.create(&PostParams::default(), &event).await?;
-        series.insert(
+        self.series.lock().await.insert(
             key,
             Series {
                 name,
@@ -168,22 +164,5 @@ impl EventSink {
             },
         );
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cut;
-
-    #[test]
-    fn notes_are_cut_on_a_character_boundary() {
-        assert_eq!(cut("short", 10), "short");
-        let long = "é".repeat(600);
-        let kept = cut(&long, 1024);
-        assert!(
-            kept.len() <= 1024 && kept.ends_with("..."),
-            "{}",
-            kept.len()
-        );
     }
 }

@@ -120,8 +120,8 @@ pub async fn run_with_lease_client(
     let sources = Arc::new(
         PolicySources::new(sandbox, &config.fetch)?
             .with_upload_dir(config.state_dir.join("policies"), config.uploads)?
-            .with_local_copies(config.state_dir.join("sources"))?
-            .with_rules(config.bounds.sources.clone()),
+            // No host-wide rules: every load names its namespace's (`bounds.for_namespace`).
+            .with_local_copies(config.state_dir.join("sources"))?,
     );
     let engine = Arc::new(Engine::default());
     let metrics = Arc::new(match &config.client_budget {

@@ -22,7 +22,7 @@ use super::bounds::TenantBounds;
 use super::crd::{WasmAutoscaler, WasmAutoscalerSpec};
 use super::events::EventSink;
 use super::status::StatusWriter;
-use crate::config::load_spec_guests;
+use crate::config::load_spec_guests_under;
 use crate::engine::store::{EngineState, MemoryBackend};
 use crate::engine::{
     Autoscaler, AutoscalerSpec, Engine, Guests, RunObserver, RunRecord, system_clock,
@@ -224,7 +224,8 @@ impl Reconciler {
         let mut retiring = Vec::new();
         if let Some(p) = &previous {
             retiring.push((p.task.stop.clone(), p.task.task.abort_handle()));
-            retiring.extend(p.retiring.iter().cloned());
+            // Tasks that have ended need no reaching any more.
+            retiring.extend(p.retiring.iter().filter(|(_, h)| !h.is_finished()).cloned());
         }
         let stop = CancellationToken::new();
         let live: Live = Arc::default();
@@ -384,7 +385,9 @@ async fn prepare(shared: &Shared, resource: &WasmAutoscaler) -> Result<Prepared,
             message: e.to_string(),
             permanent: true,
         })?;
-    let guests = load_spec_guests(&spec, &shared.sources)
+    // The sources the resource's namespace may use, checked again as the file is read.
+    let rules = &shared.bounds.for_namespace(&spec.namespace).sources;
+    let guests = load_spec_guests_under(&spec, &shared.sources, rules)
         .await
         .map_err(|e| refused("PolicyLoadFailed", crate::redact::report(e.as_ref())))?;
     let reference = KubernetesRef {

@@ -16,10 +16,11 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::crd::{Condition, LastDecision, WasmAutoscaler, WasmAutoscalerStatus};
-use super::events::{EventSink, EventType, cut};
+use super::events::{EventSink, EventType};
 use crate::engine::behavior::LimitReason;
 use crate::engine::store::EngineState;
 use crate::engine::{Outcome, RunRecord};
+use crate::redact::bounded;
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "wasmscaler";
@@ -152,10 +153,7 @@ impl StatusWriter {
         message: impl Into<String>,
     ) -> bool {
         let status = if on { "True" } else { "False" };
-        let message = cut(
-            &crate::redact::redact(&message.into()),
-            MAX_CONDITION_MESSAGE,
-        );
+        let message = bounded(&message.into(), MAX_CONDITION_MESSAGE);
         let conditions = &mut self.status.conditions;
         match conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
@@ -207,7 +205,7 @@ impl StatusWriter {
         let repeated = self.get("Ready").is_some_and(|c| {
             c.status == "False"
                 && c.reason == reason
-                && c.message == cut(message, MAX_CONDITION_MESSAGE)
+                && c.message == bounded(message, MAX_CONDITION_MESSAGE)
         });
         self.condition("Ready", false, reason, message);
         if reason == "PolicyLoadFailed" {
@@ -251,9 +249,7 @@ impl StatusWriter {
             time: rfc3339_ms(record.at_ms),
             target_replicas: record.decision.as_ref().map(|d| d.target_replicas),
             outcome: outcome.into(),
-            reason: reason
-                .as_deref()
-                .map(|r| cut(&crate::redact::redact(r), MAX_CONDITION_MESSAGE)),
+            reason: reason.as_deref().map(|r| bounded(r, MAX_CONDITION_MESSAGE)),
             fuel: record.fuel,
             duration_micros: record.duration_micros,
         });

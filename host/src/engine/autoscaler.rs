@@ -366,15 +366,7 @@ impl Autoscaler {
     /// credentials in them: every later copy (logs, status, Events, API) sees only this.
     fn cap_texts(&self, record: &mut RunRecord) {
         let max = usize::try_from(self.spec.limits.max_message_bytes).unwrap_or(usize::MAX);
-        let cap = |text: &mut String| {
-            let redacted = crate::redact::redact(text);
-            let (kept, cut) = crate::sandbox::truncate_text(&redacted, max);
-            *text = if cut > 0 {
-                format!("{kept}… ({cut} bytes cut)")
-            } else {
-                redacted
-            };
-        };
+        let cap = |text: &mut String| *text = crate::redact::bounded(text, max);
         if let Some(reason) = record.decision.as_mut().and_then(|d| d.reason.as_mut()) {
             cap(reason);
         }

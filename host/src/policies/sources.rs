@@ -297,9 +297,19 @@ impl PolicySources {
         &self.sandbox
     }
 
-    /// Loads the component `reference` names.
+    /// Loads the component `reference` names, under this host's rules.
     pub async fn load(&self, reference: &PolicyRef) -> Result<Arc<GuestComponent>, SourceError> {
-        let bytes = self.fetch(reference).await?;
+        self.load_under(reference, &self.rules).await
+    }
+
+    /// Loads the component `reference` names under `rules` (in cluster mode, the bounds of
+    /// the resource's namespace).
+    pub async fn load_under(
+        &self,
+        reference: &PolicyRef,
+        rules: &SourceRules,
+    ) -> Result<Arc<GuestComponent>, SourceError> {
+        let bytes = self.fetch_under(reference, rules).await?;
         self.sandbox
             .load(bytes)
             .await
@@ -312,22 +322,28 @@ impl PolicySources {
 
     /// The bytes `reference` names, digest-checked where it pins one.
     pub async fn fetch(&self, reference: &PolicyRef) -> Result<Vec<u8>, SourceError> {
-        self.rules
-            .permits(reference)
-            .map_err(SourceError::NotAllowed)?;
+        self.fetch_under(reference, &self.rules).await
+    }
+
+    async fn fetch_under(
+        &self,
+        reference: &PolicyRef,
+        rules: &SourceRules,
+    ) -> Result<Vec<u8>, SourceError> {
+        rules.permits(reference).map_err(SourceError::NotAllowed)?;
         let Some(copies) = self
             .copies
             .as_ref()
             .filter(|_| LocalCopies::keeps(reference))
         else {
-            return self.fetch_from_source(reference).await;
+            return self.fetch_from_source(reference, rules).await;
         };
         if is_pinned(reference)
             && let Some(bytes) = copies.get(reference)
         {
             return Ok(bytes);
         }
-        match self.fetch_from_source(reference).await {
+        match self.fetch_from_source(reference, rules).await {
             Ok(bytes) => {
                 if let Err(error) = copies.put(reference, &bytes) {
                     tracing::warn!(%reference, %error, "cannot keep a local copy of the policy");
@@ -345,11 +361,15 @@ impl PolicySources {
         }
     }
 
-    async fn fetch_from_source(&self, reference: &PolicyRef) -> Result<Vec<u8>, SourceError> {
+    async fn fetch_from_source(
+        &self,
+        reference: &PolicyRef,
+        rules: &SourceRules,
+    ) -> Result<Vec<u8>, SourceError> {
         let limit = self.sandbox.max_component_bytes();
         match reference {
             PolicyRef::File(path) => {
-                if let Some(dirs) = &self.rules.file_dirs {
+                if let Some(dirs) = &rules.file_dirs {
                     check_resolved_under(reference, path, dirs).await?;
                 }
                 read_file(path, limit).await
