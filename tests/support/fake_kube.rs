@@ -1,11 +1,12 @@
 //! A fake Kubernetes API server over real HTTP, speaking the wire format kube-rs expects:
-//! discovery (`/api/v1`, `/apis/GROUP/VERSION` resource lists), objects and their
-//! `autoscaling/v1` Scale subresource with `resourceVersion` conflicts (409 `Status`), pods
-//! filtered by label selector, merge patches, and `metrics.k8s.io` pod metrics. Faults
-//! (500s, delays, a concurrent writer) can be injected per request kind, and every request
-//! is recorded.
+//! discovery (`/api/v1`, `/apis/GROUP/VERSION` resource lists) and `metrics.k8s.io` pod
+//! metrics here; pods, workloads with their `autoscaling/v1` Scale subresource, custom
+//! resources, Leases and Events in the object store (`fake_store.rs`), with resourceVersion
+//! conflicts, label selectors and watch streams. Faults (500s, delays, a concurrent writer)
+//! can be injected per request kind, and every request is counted by verb and resource and,
+//! unless told otherwise, recorded.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,28 +18,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::fake_store::{self, Key, Store, Target as StoreTarget};
+use super::fake_store::{self, Key, Kind, Selector, Store};
 
-/// A scalable object held by the server.
-#[derive(Debug, Clone)]
-pub struct Scalable {
-    /// apiVersion, e.g. `apps/v1`.
-    pub api_version: String,
-    /// Kind, e.g. `Deployment`.
-    pub kind: String,
-    /// Plural as discovery lists it.
-    pub plural: String,
-    /// Name.
-    pub name: String,
-    /// Desired replicas (`spec.replicas`).
-    pub replicas: u32,
-    /// `status.selector`.
-    pub selector: String,
-    /// The object's resourceVersion (bumped on every write).
-    pub resource_version: u64,
-}
-
-/// A pod held by the server.
+/// A pod to add to the server.
 #[derive(Debug, Clone)]
 pub struct FakePod {
     /// Name.
@@ -84,13 +66,19 @@ pub enum Route {
 pub struct World {
     /// Whether metrics.k8s.io is served (metrics-server installed).
     metrics_api: bool,
-    objects: Vec<Scalable>,
     store: Store,
-    pods: Vec<FakePod>,
+    /// The scalable objects added by tests: name → (group/version, plural).
+    scalables: BTreeMap<String, (String, String)>,
+    /// CPU usage (millicores) metrics.k8s.io reports, by pod name.
+    usage: HashMap<String, u64>,
     faults: Vec<(Route, VecDeque<Fault>)>,
+    /// Whether requests are kept (off for fleet benchmarks, where only counts matter).
+    record: bool,
     requests: Vec<(String, String, String)>,
     /// The `x-test-identity` header of each request (empty without one), by request index.
     identities: Vec<String>,
+    /// Requests by (verb, resource), as RBAC names them (e.g. `list`, `pods`).
+    counts: BTreeMap<(String, String), u64>,
 }
 
 /// The running server.
@@ -115,31 +103,19 @@ fn status(code: u16, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn resource_list(group_version: &str, resources: &[(&str, &str, bool)]) -> Value {
+fn resource_list(group_version: &str, kinds: &[Kind]) -> Value {
     let mut list = Vec::new();
-    for (plural, kind, scalable) in resources {
+    for kind in kinds {
         list.push(
-            json!({"name": plural, "singularName": "", "namespaced": true, "kind": kind,
+            json!({"name": kind.plural, "singularName": "", "namespaced": true, "kind": kind.kind,
             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}),
         );
-        if *scalable {
-            list.push(json!({"name": format!("{plural}/scale"), "singularName": "", "namespaced": true,
+        if kind.scalable {
+            list.push(json!({"name": format!("{}/scale", kind.plural), "singularName": "", "namespaced": true,
                 "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
     }
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": list})
-}
-
-fn matches_selector(labels: &BTreeMap<String, String>, selector: &str) -> bool {
-    selector
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .all(|term| match term.split_once('=') {
-            Some((k, v)) => {
-                labels.get(k.trim()).map(String::as_str) == Some(v.trim_start_matches('=').trim())
-            }
-            None => labels.contains_key(term.trim()),
-        })
 }
 
 fn query_param(uri: &Uri, name: &str) -> Option<String> {
@@ -150,8 +126,7 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 fn pod_json(p: &FakePod) -> Value {
-    let mut metadata = json!({"name": p.name, "namespace": NAMESPACE, "labels": p.labels,
-        "annotations": p.annotations, "uid": format!("uid-{}", p.name)});
+    let mut metadata = json!({"name": p.name, "labels": p.labels, "annotations": p.annotations});
     if p.terminating {
         metadata["deletionTimestamp"] = json!("2026-11-22T00:00:00Z");
     }
@@ -164,41 +139,71 @@ fn pod_json(p: &FakePod) -> Value {
     })
 }
 
-fn scale_json(o: &Scalable) -> Value {
-    json!({
-        "apiVersion": "autoscaling/v1", "kind": "Scale",
-        "metadata": {"name": o.name, "namespace": NAMESPACE, "resourceVersion": o.resource_version.to_string()},
-        "spec": {"replicas": o.replicas},
-        "status": {"replicas": o.replicas, "selector": o.selector},
-    })
-}
-
-fn object_json(o: &Scalable) -> Value {
-    json!({
-        "apiVersion": o.api_version, "kind": o.kind,
-        "metadata": {"name": o.name, "namespace": NAMESPACE, "resourceVersion": o.resource_version.to_string()},
-        "spec": {"replicas": o.replicas, "selector": {"matchLabels": {}}},
-    })
-}
-
 impl Default for World {
     fn default() -> Self {
         World {
             metrics_api: true,
-            objects: Vec::new(),
             store: Store::default(),
-            pods: Vec::new(),
+            scalables: BTreeMap::new(),
+            usage: HashMap::new(),
             faults: Vec::new(),
+            record: true,
             requests: Vec::new(),
             identities: Vec::new(),
+            counts: BTreeMap::new(),
         }
     }
 }
 
 impl World {
-    /// The generic object store (custom resources, Leases, Events).
+    /// The object store.
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
+    }
+
+    fn key(&self, name: &str) -> Option<(Key, String)> {
+        let (gv, plural) = self.scalables.get(name)?;
+        Some((
+            Key {
+                gv: gv.clone(),
+                plural: plural.clone(),
+                namespace: NAMESPACE.into(),
+                name: name.into(),
+            },
+            plural.clone(),
+        ))
+    }
+
+    /// Another writer touches scalable `name`: its resourceVersion moves, and its replicas
+    /// too when given.
+    fn concurrent_write(&mut self, name: &str, replicas: Option<u32>) {
+        let Some((key, _)) = self.key(name) else {
+            return;
+        };
+        let Some(target) = self.store.target(&key.gv, &key.plural) else {
+            return;
+        };
+        let patch = match replicas {
+            Some(r) => json!({"spec": {"replicas": r}}),
+            None => json!({"metadata": {"annotations": {"touched": key.name.clone() + "-again"}}}),
+        };
+        let _ = self.store.patch(&target, &key, &patch);
+    }
+
+    fn pods(&self, selector: &Selector) -> Vec<Value> {
+        self.store
+            .all("pods")
+            .into_iter()
+            .filter(|p| {
+                let labels = p["metadata"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect();
+                selector.matches(&labels)
+            })
+            .collect()
     }
 }
 
@@ -210,14 +215,13 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
-    let body_text = String::from_utf8_lossy(&body).into_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let route = match (&method, segments.last()) {
         (&Method::GET, Some(&"scale")) => Some(Route::GetScale),
         (&Method::PATCH, Some(&"scale")) => Some(Route::PatchScale),
         _ => None,
     };
-    let fault = {
+    let (fault, target) = {
         let Ok(mut w) = world.lock() else {
             return status(500, "InternalError", "poisoned");
         };
@@ -225,21 +229,32 @@ async fn handle(
             Some(query) => format!("{path}?{query}"),
             None => path.clone(),
         };
-        w.requests
-            .push((method.to_string(), recorded, body_text.clone()));
-        w.identities.push(
-            headers
-                .get("x-test-identity")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-        );
-        route.and_then(|r| {
+        if let Some((_, resource, verb)) =
+            super::chart::request_permission(method.as_str(), &recorded)
+        {
+            *w.counts.entry((verb, resource)).or_default() += 1;
+        }
+        if w.record {
+            w.requests.push((
+                method.to_string(),
+                recorded,
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+            w.identities.push(
+                headers
+                    .get("x-test-identity")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        let fault = route.and_then(|r| {
             w.faults
                 .iter_mut()
                 .find(|(fr, _)| *fr == r)
                 .and_then(|(_, q)| q.pop_front())
-        })
+        });
+        (fault, w.store.parse(&segments))
     };
     match fault {
         Some(Fault::Status(code)) => return status(code, "InternalError", "injected failure"),
@@ -247,17 +262,13 @@ async fn handle(
         Some(Fault::ConcurrentWrite(replicas)) => {
             if let Ok(mut w) = world.lock()
                 && let Some(name) = segments.get(segments.len().saturating_sub(2))
-                && let Some(o) = w.objects.iter_mut().find(|o| o.name == *name)
             {
-                o.resource_version += 1;
-                if let Some(r) = replicas {
-                    o.replicas = r;
-                }
+                w.concurrent_write(name, replicas);
             }
         }
         None => {}
     }
-    if let Some(target) = StoreTarget::parse(&segments) {
+    if let Some(target) = target {
         return fake_store::handle(&world, target, &method, &uri, &headers, &body);
     }
     let Ok(mut w) = world.lock() else {
@@ -268,52 +279,7 @@ async fn handle(
             axum::Json(json!({"kind": "APIVersions", "versions": ["v1"]})).into_response()
         }
         (Method::GET, ["api", "v1"]) => {
-            axum::Json(resource_list("v1", &[("pods", "Pod", false)])).into_response()
-        }
-        (Method::GET, ["apis", group, version]) => {
-            let gv = format!("{group}/{version}");
-            let mut resources: Vec<(String, String, bool)> = w
-                .objects
-                .iter()
-                .filter(|o| o.api_version == gv)
-                .map(|o| (o.plural.clone(), o.kind.clone(), true))
-                .collect();
-            if gv == "apps/v1" {
-                resources.push(("daemonsets".into(), "DaemonSet".into(), false));
-            }
-            if resources.is_empty() {
-                return status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                );
-            }
-            resources.dedup();
-            let borrowed: Vec<(&str, &str, bool)> = resources
-                .iter()
-                .map(|(p, k, s)| (p.as_str(), k.as_str(), *s))
-                .collect();
-            axum::Json(resource_list(&gv, &borrowed)).into_response()
-        }
-        (Method::GET, ["api", "v1", "namespaces", _, "pods"]) => {
-            let selector = query_param(&uri, "labelSelector").unwrap_or_default();
-            let items: Vec<Value> = w
-                .pods
-                .iter()
-                .filter(|p| matches_selector(&p.labels, &selector))
-                .map(pod_json)
-                .collect();
-            axum::Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}))
-                .into_response()
-        }
-        (Method::PATCH, ["api", "v1", "namespaces", _, "pods", name]) => {
-            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
-            let Some(pod) = w.pods.iter_mut().find(|p| p.name == *name) else {
-                return status(404, "NotFound", &format!("pods \"{name}\" not found"));
-            };
-            merge_strings(&mut pod.labels, &patch["metadata"]["labels"]);
-            merge_strings(&mut pod.annotations, &patch["metadata"]["annotations"]);
-            axum::Json(pod_json(pod)).into_response()
+            axum::Json(resource_list("v1", &w.store.kinds_in("v1"))).into_response()
         }
         // Without metrics-server the group is not registered, and the API server answers
         // its paths with a plain-text 404, not a Status.
@@ -327,70 +293,42 @@ async fn handle(
         )
             .into_response(),
         (Method::GET, ["apis", "metrics.k8s.io", "v1beta1", "namespaces", _, "pods"]) => {
-            let selector = query_param(&uri, "labelSelector").unwrap_or_default();
-            let items: Vec<Value> = w
-                .pods
+            let selector =
+                match Selector::parse(&query_param(&uri, "labelSelector").unwrap_or_default()) {
+                    Ok(selector) => selector,
+                    Err(message) => return status(400, "BadRequest", &message),
+                };
+            let pods = w.pods(&selector);
+            let items: Vec<Value> = pods
                 .iter()
-                .filter(|p| matches_selector(&p.labels, &selector))
-                .map(|p| json!({"metadata": {"name": p.name, "namespace": NAMESPACE},
+                .filter_map(|p| p["metadata"]["name"].as_str())
+                .map(|name| {
+                    let usage = w.usage.get(name).copied().unwrap_or_default();
+                    json!({"metadata": {"name": name, "namespace": NAMESPACE},
                     "timestamp": "2026-11-22T01:00:00Z", "window": "15s",
-                    "containers": [{"name": "app", "usage": {"cpu": format!("{}000000n", p.cpu_usage_m), "memory": "100Mi"}}]}))
+                    "containers": [{"name": "app", "usage": {"cpu": format!("{usage}000000n"), "memory": "100Mi"}}]})
+                })
                 .collect();
             axum::Json(json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items}))
                 .into_response()
         }
-        (m, ["apis", _, _, "namespaces", _, plural, name, rest @ ..]) => {
-            let Some(object) = w
-                .objects
-                .iter_mut()
-                .find(|o| o.plural == *plural && o.name == *name)
-            else {
-                return status(404, "NotFound", &format!("{plural} \"{name}\" not found"));
-            };
-            match (m, rest) {
-                (Method::GET, []) => axum::Json(object_json(object)).into_response(),
-                (Method::GET, ["scale"]) => axum::Json(scale_json(object)).into_response(),
-                (Method::PATCH, ["scale"]) => {
-                    let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
-                    if let Some(rv) = patch["metadata"]["resourceVersion"].as_str()
-                        && rv != object.resource_version.to_string()
-                    {
-                        return status(
-                            409,
-                            "Conflict",
-                            &format!(
-                                "Operation cannot be fulfilled on {plural}.apps \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
-                            ),
-                        );
-                    }
-                    if let Some(r) = patch["spec"]["replicas"].as_u64() {
-                        object.replicas = r as u32;
-                    }
-                    object.resource_version += 1;
-                    axum::Json(scale_json(object)).into_response()
-                }
-                _ => status(405, "MethodNotAllowed", "not supported by the fake"),
+        (Method::GET, ["apis", group, version]) => {
+            let gv = format!("{group}/{version}");
+            let kinds = w.store().kinds_in(&gv);
+            if kinds.is_empty() {
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                );
             }
+            axum::Json(resource_list(&gv, &kinds)).into_response()
         }
         _ => status(
             404,
             "NotFound",
             "the server could not find the requested resource",
         ),
-    }
-}
-
-/// JSON merge patch of a string map: a string sets the key, null deletes it.
-fn merge_strings(map: &mut BTreeMap<String, String>, patch: &Value) {
-    for (k, v) in patch.as_object().into_iter().flatten() {
-        match v.as_str() {
-            Some(v) => {
-                map.insert(k.clone(), v.to_owned());
-            }
-            None => {
-                map.remove(k);
-            }
-        }
     }
 }
 
@@ -457,7 +395,8 @@ impl FakeKube {
         f(&mut w)
     }
 
-    /// Adds a scalable object whose pods carry `app=NAME`.
+    /// Adds a scalable object whose pods carry `app=NAME`: an apps/v1 workload selects them
+    /// in `spec.selector`, a custom resource reports them in `status.selector`.
     pub fn add_scalable(
         &self,
         api_version: &str,
@@ -467,21 +406,36 @@ impl FakeKube {
         replicas: u32,
     ) {
         self.with(|w| {
-            w.objects.push(Scalable {
-                api_version: api_version.into(),
-                kind: kind.into(),
+            w.store.serve(Kind {
+                gv: api_version.into(),
                 plural: plural.into(),
-                name: name.into(),
-                replicas,
-                selector: format!("app={name}"),
-                resource_version: 100,
-            })
+                kind: kind.into(),
+                scalable: true,
+            });
+            let object = if api_version == "apps/v1" {
+                json!({"metadata": {"name": name},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}},
+                    "status": {"replicas": replicas}})
+            } else {
+                json!({"metadata": {"name": name}, "spec": {"replicas": replicas},
+                    "status": {"replicas": replicas, "selector": format!("app={name}")}})
+            };
+            if let Some(target) = w.store.target(api_version, plural) {
+                let _ = w.store.create(&target, NAMESPACE, object);
+            }
+            w.scalables
+                .insert(name.into(), (api_version.into(), plural.into()));
         });
     }
 
     /// Adds a pod.
     pub fn add_pod(&self, pod: FakePod) {
-        self.with(|w| w.pods.push(pod));
+        self.with(|w| {
+            w.usage.insert(pod.name.clone(), pod.cpu_usage_m);
+            if let Some(target) = w.store.target("v1", "pods") {
+                let _ = w.store.create(&target, NAMESPACE, pod_json(&pod));
+            }
+        });
     }
 
     /// A ready pod of app `app` using `cpu_usage_m` of a 500m request.
@@ -511,70 +465,84 @@ impl FakeKube {
         });
     }
 
-    /// The replicas of object `name`.
+    /// The replicas of scalable `name`.
     pub fn replicas(&self, name: &str) -> Option<u32> {
         self.with(|w| {
-            w.objects
-                .iter()
-                .find(|o| o.name == name)
-                .map(|o| o.replicas)
+            let (key, _) = w.key(name)?;
+            let object = w.store.get(&key)?;
+            object["spec"]["replicas"].as_u64().map(|r| r as u32)
+        })
+    }
+
+    /// The resourceVersion of scalable `name` (its Scale's too).
+    pub fn resource_version(&self, name: &str) -> Option<String> {
+        self.with(|w| {
+            let (key, _) = w.key(name)?;
+            let object = w.store.get(&key)?;
+            object["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_owned)
         })
     }
 
     /// Sets the replicas of `name` (another actor), bumping its resourceVersion.
     pub fn set_replicas(&self, name: &str, replicas: u32) {
-        self.with(|w| {
-            if let Some(o) = w.objects.iter_mut().find(|o| o.name == name) {
-                o.replicas = replicas;
-                o.resource_version += 1;
-            }
-        });
+        self.with(|w| w.concurrent_write(name, Some(replicas)));
     }
 
     /// Sets the CPU usage metrics.k8s.io reports for every pod of app `app`.
     pub fn set_cpu_usage(&self, app: &str, cpu_usage_m: u64) {
         self.with(|w| {
-            for pod in w
-                .pods
-                .iter_mut()
-                .filter(|p| p.labels.get("app").is_some_and(|a| a == app))
-            {
-                pod.cpu_usage_m = cpu_usage_m;
+            let Ok(selector) = Selector::parse(&format!("app={app}")) else {
+                return;
+            };
+            for pod in w.pods(&selector) {
+                if let Some(name) = pod["metadata"]["name"].as_str() {
+                    w.usage.insert(name.to_owned(), cpu_usage_m);
+                }
             }
         });
     }
 
+    fn pod_map(&self, name: &str, field: &str) -> BTreeMap<String, String> {
+        self.get("v1", "pods", name)
+            .and_then(|pod| serde_json::from_value(pod["metadata"][field].clone()).ok())
+            .unwrap_or_default()
+    }
+
     /// The labels of pod `name`.
     pub fn pod_labels(&self, name: &str) -> BTreeMap<String, String> {
-        self.with(|w| {
-            w.pods
-                .iter()
-                .find(|p| p.name == name)
-                .map(|p| p.labels.clone())
-                .unwrap_or_default()
-        })
+        self.pod_map(name, "labels")
     }
 
     /// The annotations of pod `name`.
     pub fn pod_annotations(&self, name: &str) -> BTreeMap<String, String> {
-        self.with(|w| {
-            w.pods
-                .iter()
-                .find(|p| p.name == name)
-                .map(|p| p.annotations.clone())
-                .unwrap_or_default()
-        })
+        self.pod_map(name, "annotations")
     }
 
-    fn store_target(gv: &str, plural: &str) -> anyhow::Result<StoreTarget> {
-        let (group, version) = gv.split_once('/').unwrap_or(("", gv));
-        StoreTarget::parse(&["apis", group, version, plural])
+    /// Stops keeping requests (their bodies and identities); only the counts by verb and
+    /// resource go on. For fleet benchmarks.
+    pub fn count_only(&self) {
+        self.with(|w| {
+            w.record = false;
+            w.requests = Vec::new();
+            w.identities = Vec::new();
+        });
+    }
+
+    /// Requests so far by (verb, resource), as RBAC names them.
+    pub fn counts(&self) -> BTreeMap<(String, String), u64> {
+        self.with(|w| w.counts.clone())
+    }
+
+    fn store_target(&self, gv: &str, plural: &str) -> anyhow::Result<fake_store::Target> {
+        self.with(|w| w.store.target(gv, plural))
             .ok_or_else(|| anyhow::anyhow!("the fake does not serve {gv} {plural}"))
     }
 
     /// Creates an object of a served kind (as `kubectl create` would).
     pub fn create(&self, gv: &str, plural: &str, object: Value) -> anyhow::Result<Value> {
-        let target = Self::store_target(gv, plural)?;
+        let target = self.store_target(gv, plural)?;
         self.with(|w| w.store.create(&target, NAMESPACE, object))
             .map_err(|r| anyhow::anyhow!("create failed: {}", r.code))
     }
@@ -600,14 +568,14 @@ impl FakeKube {
 
     /// Merge-patches an object (as `kubectl patch --type merge` would).
     pub fn patch(&self, gv: &str, plural: &str, name: &str, patch: Value) -> anyhow::Result<Value> {
-        let target = Self::store_target(gv, plural)?;
+        let target = self.store_target(gv, plural)?;
         self.with(|w| w.store.patch(&target, &Self::key(gv, plural, name), &patch))
             .map_err(|r| anyhow::anyhow!("patch failed: {}", r.code))
     }
 
     /// Deletes an object.
     pub fn delete(&self, gv: &str, plural: &str, name: &str) -> anyhow::Result<()> {
-        let target = Self::store_target(gv, plural)?;
+        let target = self.store_target(gv, plural)?;
         self.with(|w| w.store.delete(&target, &Self::key(gv, plural, name)))
             .map(|_| ())
             .map_err(|r| anyhow::anyhow!("delete failed: {}", r.code))

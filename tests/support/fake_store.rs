@@ -1,12 +1,18 @@
-//! The fake API server's generic object store: custom resources, Leases and Events with the
-//! API server's semantics that controllers depend on — resourceVersion on every write and
-//! 409 on a stale one, `metadata.generation` bumped only by spec changes, a `/status`
-//! subresource, JSON merge patch and server-side apply (field manager and typed object
-//! required), list with a collection resourceVersion, Event validation (required fields, a
-//! 1 kB note), etcd's 1.5 MiB object limit and the 3 MiB request limit, and watch streams (newline-delimited `{"type","object"}` events from a
-//! given resourceVersion, ended after `timeoutSeconds`).
+//! The fake API server's object store: pods, workloads, custom resources, Leases and Events
+//! with the API server's semantics that controllers depend on:
+//! - resourceVersion on every write and 409 on a stale one; `metadata.generation` bumped only
+//!   by spec changes;
+//! - the `/status` subresource, and `/scale` of scalable kinds (read from and written to the
+//!   object, with the object's resourceVersion, as the real one);
+//! - JSON merge patch and server-side apply (field manager and typed object required);
+//! - list with a collection resourceVersion and label selectors (equality- and set-based);
+//! - watch streams of newline-delimited `{"type","object"}` events from a given
+//!   resourceVersion, ended after `timeoutSeconds`; the change log is compacted as etcd's is,
+//!   and a watch from before the oldest kept change gets `410 Expired`, as the real one;
+//! - Event validation (required fields, a 1 kB note), etcd's 1.5 MiB object limit and the
+//!   3 MiB request limit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -14,16 +20,52 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-/// The kinds the store serves: (group/version, plural, kind).
-pub const KINDS: [(&str, &str, &str); 3] = [
-    (
-        "wasmscaler.dev/v1alpha1",
-        "wasmautoscalers",
-        "WasmAutoscaler",
-    ),
-    ("coordination.k8s.io/v1", "leases", "Lease"),
-    ("events.k8s.io/v1", "events", "Event"),
-];
+/// A kind the store serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kind {
+    /// group/version (`v1` for the core group).
+    pub gv: String,
+    /// Plural, as discovery lists it.
+    pub plural: String,
+    /// Kind.
+    pub kind: String,
+    /// Whether it has a `/scale` subresource.
+    pub scalable: bool,
+}
+
+impl Kind {
+    fn new(gv: &str, plural: &str, kind: &str, scalable: bool) -> Self {
+        Kind {
+            gv: gv.into(),
+            plural: plural.into(),
+            kind: kind.into(),
+            scalable,
+        }
+    }
+}
+
+/// The kinds every fake serves; scalable custom kinds are added with [`Store::serve`].
+fn builtin_kinds() -> Vec<Kind> {
+    vec![
+        Kind::new(
+            "wasmscaler.dev/v1alpha1",
+            "wasmautoscalers",
+            "WasmAutoscaler",
+            false,
+        ),
+        Kind::new("coordination.k8s.io/v1", "leases", "Lease", false),
+        Kind::new("events.k8s.io/v1", "events", "Event", false),
+        Kind::new("v1", "pods", "Pod", false),
+        Kind::new("apps/v1", "deployments", "Deployment", true),
+        Kind::new("apps/v1", "statefulsets", "StatefulSet", true),
+        Kind::new("apps/v1", "replicasets", "ReplicaSet", true),
+        Kind::new("apps/v1", "daemonsets", "DaemonSet", false),
+    ]
+}
+
+/// How many changes the log keeps (the API server's watch cache holds a bounded window, and
+/// etcd compacts): a watch from before the oldest is answered `410 Expired`.
+const LOG_CAPACITY: usize = 50_000;
 
 /// A stored object's address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,27 +87,41 @@ pub struct Change {
     gv: String,
     plural: String,
     namespace: String,
-    kind: &'static str,
     object: Value,
+    /// The object's labels, for watches with a selector.
+    labels: BTreeMap<String, String>,
 }
 
 /// The objects and their change log.
 pub struct Store {
+    kinds: Vec<Kind>,
     objects: BTreeMap<Key, Value>,
     version: u64,
-    log: Vec<Change>,
+    log: VecDeque<Change>,
     notify: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Store {
     fn default() -> Self {
         Store {
+            kinds: builtin_kinds(),
             objects: BTreeMap::new(),
             version: 1000,
-            log: Vec::new(),
+            log: VecDeque::new(),
             notify: tokio::sync::watch::channel(1000).0,
         }
     }
+}
+
+/// Which part of an object a request addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    /// The object itself.
+    Main,
+    /// `/status`.
+    Status,
+    /// `/scale` (an `autoscaling/v1` Scale).
+    Scale,
 }
 
 /// A parsed request path of a served kind.
@@ -73,38 +129,69 @@ impl Default for Store {
 pub struct Target {
     gv: String,
     plural: String,
-    kind: &'static str,
+    kind: String,
     namespace: Option<String>,
     name: Option<String>,
-    status: bool,
+    sub: Sub,
 }
 
-impl Target {
-    /// Parses `/apis/G/V[/namespaces/NS]/PLURAL[/NAME[/status]]` for a served kind.
-    pub fn parse(segments: &[&str]) -> Option<Target> {
-        let ["apis", group, version, rest @ ..] = segments else {
-            return None;
+impl Store {
+    /// Parses `/api/v1/…` or `/apis/G/V[/namespaces/NS]/PLURAL[/NAME[/status|/scale]]` for a
+    /// served kind.
+    pub fn parse(&self, segments: &[&str]) -> Option<Target> {
+        let (gv, rest) = match segments {
+            ["api", version, rest @ ..] => (version.to_string(), rest),
+            ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
+            _ => return None,
         };
-        let gv = format!("{group}/{version}");
         let (namespace, rest) = match rest {
             ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
             _ => (None, rest),
         };
-        let (plural, name, status) = match rest {
-            [plural] => (*plural, None, false),
-            [plural, name] => (*plural, Some(name.to_string()), false),
-            [plural, name, "status"] => (*plural, Some(name.to_string()), true),
+        let (plural, name, sub) = match rest {
+            [plural] => (*plural, None, Sub::Main),
+            [plural, name] => (*plural, Some(name.to_string()), Sub::Main),
+            [plural, name, "status"] => (*plural, Some(name.to_string()), Sub::Status),
+            [plural, name, "scale"] => (*plural, Some(name.to_string()), Sub::Scale),
             _ => return None,
         };
-        let (_, _, kind) = KINDS.iter().find(|(g, p, _)| *g == gv && *p == plural)?;
+        let kind = self
+            .kinds
+            .iter()
+            .find(|k| k.gv == gv && k.plural == plural)?;
+        if sub == Sub::Scale && !kind.scalable {
+            return None;
+        }
         Some(Target {
             gv,
             plural: plural.to_owned(),
-            kind,
+            kind: kind.kind.clone(),
             namespace,
             name,
-            status,
+            sub,
         })
+    }
+
+    /// The target of `plural` in `gv`, for a test acting directly on the store.
+    pub fn target(&self, gv: &str, plural: &str) -> Option<Target> {
+        let (group, version) = gv.split_once('/').unwrap_or(("", gv));
+        if group.is_empty() {
+            self.parse(&["api", version, plural])
+        } else {
+            self.parse(&["apis", group, version, plural])
+        }
+    }
+
+    /// Serves a further kind (a custom resource definition being installed).
+    pub fn serve(&mut self, kind: Kind) {
+        if !self.kinds.contains(&kind) {
+            self.kinds.push(kind);
+        }
+    }
+
+    /// The kinds served in `gv`, for discovery.
+    pub fn kinds_in(&self, gv: &str) -> Vec<Kind> {
+        self.kinds.iter().filter(|k| k.gv == gv).cloned().collect()
     }
 }
 
@@ -227,15 +314,19 @@ impl Store {
         self.version
     }
 
-    fn record(&mut self, kind: &'static str, key: &Key, change: &str, object: Value) {
-        self.log.push(Change {
+    fn record(&mut self, key: &Key, change: &str, object: Value) {
+        let labels = labels_of(&object);
+        self.log.push_back(Change {
             version: self.version,
             gv: key.gv.clone(),
             plural: key.plural.clone(),
             namespace: key.namespace.clone(),
-            kind,
             object: json!({"type": change, "object": object}),
+            labels,
         });
+        while self.log.len() > LOG_CAPACITY {
+            self.log.pop_front();
+        }
         let _ = self.notify.send(self.version);
     }
 
@@ -282,7 +373,7 @@ impl Store {
         metadata["generation"] = json!(1);
         metadata["creationTimestamp"] = json!("2026-11-22T00:00:00Z");
         self.objects.insert(key.clone(), object.clone());
-        self.record(t.kind, &key, "ADDED", object.clone());
+        self.record(&key, "ADDED", object.clone());
         Ok(object)
     }
 
@@ -337,7 +428,7 @@ impl Store {
         updated["metadata"]["resourceVersion"] = json!(version.to_string());
         updated["metadata"]["generation"] = json!(generation + i64::from(spec_changed));
         self.objects.insert(key.clone(), updated.clone());
-        self.record(t.kind, key, "MODIFIED", updated.clone());
+        self.record(key, "MODIFIED", updated.clone());
         Ok(updated)
     }
 
@@ -375,18 +466,19 @@ impl Store {
         };
         let version = self.bump();
         object["metadata"]["resourceVersion"] = json!(version.to_string());
-        self.record(t.kind, key, "DELETED", object.clone());
+        self.record(key, "DELETED", object.clone());
         Ok(object)
     }
 
-    fn list(&self, t: &Target) -> Value {
+    fn list(&self, t: &Target, selector: &Selector) -> Value {
         let items: Vec<Value> = self
             .objects
             .iter()
-            .filter(|(k, _)| {
+            .filter(|(k, v)| {
                 k.gv == t.gv
                     && k.plural == t.plural
                     && t.namespace.as_ref().is_none_or(|ns| *ns == k.namespace)
+                    && selector.matches(&labels_of(v))
             })
             .map(|(_, v)| v.clone())
             .collect();
@@ -394,20 +486,166 @@ impl Store {
             "metadata": {"resourceVersion": self.version.to_string()}, "items": items})
     }
 
-    fn changes_after(&self, t: &Target, after: u64) -> (Vec<Value>, u64) {
+    /// The changes of `t`'s kind after `after`, and the newest version; `Err` when `after` is
+    /// older than the log keeps (the client must list again).
+    fn changes_after(
+        &self,
+        t: &Target,
+        selector: &Selector,
+        after: u64,
+    ) -> Result<(Vec<Value>, u64), u64> {
+        let oldest = self.log.front().map_or(self.version, |c| c.version);
+        if after + 1 < oldest {
+            return Err(oldest);
+        }
+        let start = self.log.partition_point(|c| c.version <= after);
         let changes = self
             .log
-            .iter()
+            .range(start..)
             .filter(|c| {
-                c.version > after
-                    && c.gv == t.gv
+                c.gv == t.gv
                     && c.plural == t.plural
                     && t.namespace.as_ref().is_none_or(|ns| *ns == c.namespace)
+                    && selector.matches(&c.labels)
             })
-            .inspect(|c| debug_assert!(!c.kind.is_empty()))
             .map(|c| c.object.clone())
             .collect();
-        (changes, self.version)
+        Ok((changes, self.version))
+    }
+
+    /// The Scale of the scalable object at `key`: replicas from `spec.replicas`, the selector
+    /// from `status.selector` (custom resources) or `spec.selector` (apps kinds), and the
+    /// object's own resourceVersion.
+    fn scale(&self, key: &Key) -> Option<Value> {
+        let object = self.objects.get(key)?;
+        let selector = match object["status"]["selector"].as_str() {
+            Some(text) => text.to_owned(),
+            None => object["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let replicas = object["spec"]["replicas"].as_u64().unwrap_or(1);
+        Some(json!({
+            "apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": key.name, "namespace": key.namespace,
+                "resourceVersion": object["metadata"]["resourceVersion"].clone(),
+                "uid": object["metadata"]["uid"].clone()},
+            "spec": {"replicas": replicas},
+            "status": {"replicas": object["status"]["replicas"].as_u64().unwrap_or(replicas),
+                "selector": selector},
+        }))
+    }
+
+    /// Sets `spec.replicas` of the scalable object at `key` (a write to its `/scale`), with the
+    /// caller's resourceVersion precondition.
+    pub fn write_scale(
+        &mut self,
+        t: &Target,
+        key: &Key,
+        replicas: Option<u64>,
+        expected_version: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let mut updated = self.get(key).ok_or_else(|| {
+            fail(
+                404,
+                "NotFound",
+                &format!("{} \"{}\" not found", t.plural, key.name),
+            )
+        })?;
+        if let Some(replicas) = replicas {
+            updated["spec"]["replicas"] = json!(replicas);
+        }
+        self.write(t, key, updated, expected_version)?;
+        self.scale(key)
+            .ok_or_else(|| fail(500, "InternalError", "the object went away"))
+    }
+}
+
+/// The labels of an object.
+fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect()
+}
+
+/// A parsed label selector (`a=b,c!=d,e in (f,g),h notin (i),j,!k`), as the API server
+/// parses the `labelSelector` parameter.
+#[derive(Debug, Default, Clone)]
+pub struct Selector(Vec<Requirement>);
+
+#[derive(Debug, Clone)]
+enum Requirement {
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+impl Selector {
+    /// Parses a selector; `Err` names what the API server would refuse (400).
+    pub fn parse(text: &str) -> Result<Selector, String> {
+        let mut terms = Vec::new();
+        let mut depth = 0usize;
+        let mut start = 0;
+        for (i, c) in text.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    terms.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        terms.push(&text[start..]);
+        let mut requirements = Vec::new();
+        for term in terms.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
+            let set = |rest: &str| -> Result<Vec<String>, String> {
+                let inner = rest
+                    .trim()
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| format!("unable to parse requirement: {term:?}"))?;
+                Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
+            };
+            let requirement = if let Some(key) = term.strip_prefix('!') {
+                Requirement::DoesNotExist(key.trim().to_owned())
+            } else if let Some((key, value)) = term.split_once("!=") {
+                Requirement::NotIn(key.trim().to_owned(), vec![value.trim().to_owned()])
+            } else if let Some((key, value)) = term.split_once("==") {
+                Requirement::In(key.trim().to_owned(), vec![value.trim().to_owned()])
+            } else if let Some((key, value)) = term.split_once('=') {
+                Requirement::In(key.trim().to_owned(), vec![value.trim().to_owned()])
+            } else if let Some((key, rest)) = term.split_once(" notin ") {
+                Requirement::NotIn(key.trim().to_owned(), set(rest)?)
+            } else if let Some((key, rest)) = term.split_once(" in ") {
+                Requirement::In(key.trim().to_owned(), set(rest)?)
+            } else if term.contains([' ', '(', ')']) {
+                return Err(format!("unable to parse requirement: {term:?}"));
+            } else {
+                Requirement::Exists(term.to_owned())
+            };
+            requirements.push(requirement);
+        }
+        Ok(Selector(requirements))
+    }
+
+    /// Whether `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::In(k, values) => labels.get(k).is_some_and(|v| values.contains(v)),
+            Requirement::NotIn(k, values) => labels.get(k).is_none_or(|v| !values.contains(v)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+        })
     }
 }
 
@@ -433,6 +671,10 @@ pub fn handle(
             &format!("Request entity too large: limit is {MAX_REQUEST_BYTES}"),
         );
     }
+    let selector = match Selector::parse(&query(uri, "labelSelector").unwrap_or_default()) {
+        Ok(selector) => selector,
+        Err(message) => return status(400, "BadRequest", &message),
+    };
     let Ok(mut world) = store.lock() else {
         return status(500, "InternalError", "poisoned");
     };
@@ -440,11 +682,18 @@ pub fn handle(
     let body_json = || -> Result<Value, Failure> {
         serde_json::from_slice(body).map_err(|e| fail(400, "BadRequest", &e.to_string()))
     };
+    let not_found = |t: &Target, name: &str| {
+        fail(
+            404,
+            "NotFound",
+            &format!("{} \"{name}\" not found", t.plural),
+        )
+    };
     let result = match (method, &t.name, &t.namespace) {
         (&Method::GET, None, _) => {
             let watch = matches!(query(uri, "watch").as_deref(), Some("true" | "1"));
             if !watch {
-                return axum::Json(s.list(&t)).into_response();
+                return axum::Json(s.list(&t, &selector)).into_response();
             }
             let from: u64 = query(uri, "resourceVersion")
                 .and_then(|v| v.parse().ok())
@@ -457,31 +706,43 @@ pub fn handle(
             return watch_response(
                 store.clone(),
                 t,
+                selector,
                 from,
                 Duration::from_secs(timeout),
                 receiver,
             );
         }
-        (&Method::POST, None, Some(ns)) => body_json()
+        (&Method::POST, None, Some(ns)) if t.sub == Sub::Main => body_json()
             .and_then(|o| s.create(&t, ns, o))
             .map(|o| (201, o)),
-        (m, Some(_), Some(ns)) => {
+        (m, Some(name), Some(ns)) => {
             let Some(key) = Store::key(&t, ns) else {
                 return status(404, "NotFound", "not found");
             };
-            match *m {
-                Method::GET => s.get(&key).map(|o| (200, o)).ok_or_else(|| {
-                    fail(
-                        404,
-                        "NotFound",
-                        &format!("{} \"{}\" not found", t.plural, key.name),
+            match (m.clone(), t.sub) {
+                (Method::GET, Sub::Scale) => s
+                    .scale(&key)
+                    .map(|o| (200, o))
+                    .ok_or_else(|| not_found(&t, name)),
+                (Method::PATCH, Sub::Scale) => body_json().and_then(|patch| {
+                    s.write_scale(
+                        &t,
+                        &key,
+                        patch["spec"]["replicas"].as_u64(),
+                        patch["metadata"]["resourceVersion"].as_str(),
                     )
+                    .map(|o| (200, o))
                 }),
-                Method::PUT => body_json().and_then(|mut updated| {
+                (_, Sub::Scale) => Err(fail(405, "MethodNotAllowed", "not supported by the fake")),
+                (Method::GET, _) => s
+                    .get(&key)
+                    .map(|o| (200, o))
+                    .ok_or_else(|| not_found(&t, name)),
+                (Method::PUT, sub) => body_json().and_then(|mut updated| {
                     let expected = updated["metadata"]["resourceVersion"]
                         .as_str()
                         .map(str::to_owned);
-                    if t.status {
+                    if sub == Sub::Status {
                         // PUT on /status changes only the status.
                         let mut current = s.get(&key).unwrap_or_default();
                         current["status"] = updated["status"].take();
@@ -492,7 +753,7 @@ pub fn handle(
                     s.write(&t, &key, updated, expected.as_deref())
                         .map(|o| (200, o))
                 }),
-                Method::PATCH => {
+                (Method::PATCH, sub) => {
                     let content_type = headers
                         .get("content-type")
                         .and_then(|v| v.to_str().ok())
@@ -521,13 +782,9 @@ pub fn handle(
                         }
                     }
                     let Some(mut updated) = s.get(&key) else {
-                        return status(
-                            404,
-                            "NotFound",
-                            &format!("{} \"{}\" not found", t.plural, key.name),
-                        );
+                        return not_found(&t, name).response();
                     };
-                    if t.status {
+                    if sub == Sub::Status {
                         // Server-side apply by the status's only manager: its fields replace
                         // the status wholesale; a merge patch merges.
                         if content_type.contains("apply-patch") {
@@ -542,9 +799,12 @@ pub fn handle(
                         }
                         merge_patch(&mut updated, &patch);
                     }
-                    s.write(&t, &key, updated, None).map(|o| (200, o))
+                    // A resourceVersion in a patch is a precondition.
+                    let expected = patch_version(body);
+                    s.write(&t, &key, updated, expected.as_deref())
+                        .map(|o| (200, o))
                 }
-                Method::DELETE => s.delete(&t, &key).map(|o| (200, o)),
+                (Method::DELETE, Sub::Main) => s.delete(&t, &key).map(|o| (200, o)),
                 _ => Err(fail(405, "MethodNotAllowed", "not supported by the fake")),
             }
         }
@@ -560,9 +820,18 @@ pub fn handle(
     }
 }
 
+/// The `metadata.resourceVersion` a patch body carries, if any.
+fn patch_version(body: &Bytes) -> Option<String> {
+    let patch: Value = serde_json::from_slice(body).ok()?;
+    patch["metadata"]["resourceVersion"]
+        .as_str()
+        .map(str::to_owned)
+}
+
 fn watch_response(
     store: std::sync::Arc<std::sync::Mutex<super::fake_kube::World>>,
     t: Target,
+    selector: Selector,
     from: u64,
     timeout: Duration,
     receiver: tokio::sync::watch::Receiver<u64>,
@@ -573,14 +842,31 @@ fn watch_response(
         move |(after, mut receiver, mut done)| {
             let store = store.clone();
             let t = t.clone();
+            let selector = selector.clone();
             async move {
                 loop {
                     if done {
                         return None;
                     }
-                    let (changes, now) = match store.lock() {
-                        Ok(mut w) => w.store().changes_after(&t, after),
+                    let found = match store.lock() {
+                        Ok(mut w) => w.store().changes_after(&t, &selector, after),
                         Err(_) => return None,
+                    };
+                    let (changes, now) = match found {
+                        Ok(found) => found,
+                        Err(oldest) => {
+                            // As the API server: the stream carries one ERROR event and ends.
+                            let expired = json!({"type": "ERROR", "object": {
+                                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "reason": "Expired", "code": 410,
+                                "message": format!("too old resource version: {after} ({oldest})")}});
+                            return Some((
+                                Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+                                    "{expired}\n"
+                                ))),
+                                (after, receiver, true),
+                            ));
+                        }
                     };
                     if !changes.is_empty() {
                         let mut chunk = String::new();
@@ -588,10 +874,7 @@ fn watch_response(
                             chunk.push_str(&change.to_string());
                             chunk.push('\n');
                         }
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
-                            (now, receiver, done),
-                        ));
+                        return Some((Ok(Bytes::from(chunk)), (now, receiver, done)));
                     }
                     tokio::select! {
                         changed = receiver.changed() => {
