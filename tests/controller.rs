@@ -140,10 +140,17 @@ fn condition(status: &Value, type_: &str) -> Value {
         .unwrap_or_default()
 }
 
-fn scale_reads(fake: &FakeKube) -> usize {
+/// Whether a request is part of a run: every run of the cpu-target guest reads pod metrics
+/// (the workload and its pods come from the watch caches), and a scaling run writes /scale.
+fn in_run(path: &str) -> bool {
+    path.starts_with("/apis/metrics.k8s.io/") || path.ends_with("/scale")
+}
+
+/// Runs so far: each reads pod metrics once.
+fn runs(fake: &FakeKube) -> usize {
     fake.requests()
         .iter()
-        .filter(|(m, path, _)| m == "GET" && path.ends_with("/deployments/web/scale"))
+        .filter(|(m, path, _)| m == "GET" && path.starts_with("/apis/metrics.k8s.io/"))
         .count()
 }
 
@@ -246,14 +253,10 @@ async fn a_resource_is_run_edited_without_losing_history_and_stopped_on_delete()
     // Deleted → task stopped: no more reads, and an outside change is left alone.
     fake.delete(WSA.0, WSA.1, "web")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let reads = scale_reads(&fake);
+    let reads = runs(&fake);
     fake.set_replicas("web", 2);
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    assert_eq!(
-        scale_reads(&fake),
-        reads,
-        "the deleted autoscaler still runs"
-    );
+    assert_eq!(runs(&fake), reads, "the deleted autoscaler still runs");
     assert_eq!(fake.replicas("web"), Some(2));
 
     stop.cancel();
@@ -278,11 +281,11 @@ async fn a_restart_mid_window_resumes_the_history_from_status() -> anyhow::Resul
     // Load drops while no controller runs: the guest now asks for 2 (10 % against 50 %).
     fake.set_cpu_usage("web", 50);
     let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
-    let reads = scale_reads(&fake);
+    let reads = runs(&fake);
     wait_for(
         "five runs of the restarted controller",
         Duration::from_secs(20),
-        || scale_reads(&fake) >= reads + 5,
+        || runs(&fake) >= reads + 5,
     )
     .await?;
     let s = status(&fake, "web");
@@ -359,10 +362,10 @@ async fn a_leader_that_loses_its_lease_stops_acting_at_once() -> anyhow::Result<
     };
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     fake.set_replicas("web", 3);
-    let reads = scale_reads(&fake);
+    let reads = runs(&fake);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(fake.replicas("web"), Some(3), "a deposed leader scaled");
-    assert_eq!(scale_reads(&fake), reads, "a deposed leader still runs");
+    assert_eq!(runs(&fake), reads, "a deposed leader still runs");
     renewing.cancel();
     intruder.await?;
     stop.cancel();
@@ -648,7 +651,7 @@ async fn resources_outside_the_operators_bounds_are_refused_naming_the_bound() -
         .await?;
     }
     // Nothing was read or scaled for any of them.
-    assert_eq!(scale_reads(&fake), 0);
+    assert_eq!(runs(&fake), 0);
     assert_eq!(fake.replicas("web"), Some(3));
     stop.cancel();
     task.await??;
@@ -840,7 +843,7 @@ async fn on_shutdown_every_scale_cycle_ends_before_the_lease_is_released() -> an
     );
     let (stop, task) = spawn_controller(&fake, config(state.path(), Some(election)))?;
     wait_for("runs of every resource", Duration::from_secs(30), || {
-        scale_reads(&fake) >= 20
+        runs(&fake) >= 20
     })
     .await?;
     stop.cancel();
@@ -854,7 +857,7 @@ async fn on_shutdown_every_scale_cycle_ends_before_the_lease_is_released() -> an
         .ok_or_else(|| anyhow::anyhow!("the lease was not released"))?;
     let last_scale = requests
         .iter()
-        .rposition(|(_, path, _)| path.ends_with("/scale"))
+        .rposition(|(_, path, _)| in_run(path))
         .unwrap_or_default();
     assert!(
         last_scale < released,
@@ -939,9 +942,9 @@ async fn status_is_written_when_it_changes_not_on_every_run() -> anyhow::Result<
     .await?;
     // Steady state: the guest keeps asking for 6 at 6 replicas.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (reads, writes) = (scale_reads(&fake), status_writes(&fake, "web"));
+    let (reads, writes) = (runs(&fake), status_writes(&fake, "web"));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let runs = scale_reads(&fake) - reads;
+    let runs = runs(&fake) - reads;
     let written = status_writes(&fake, "web") - writes;
     assert!(runs >= 15, "only {runs} runs in 3 s");
     assert!(
@@ -1038,7 +1041,7 @@ async fn after_a_shutdown_the_old_leader_starts_no_run_once_the_standby_runs() -
     };
     let (stop_a, task_a, _a) = start("a")?;
     wait_for("a to lead and run", Duration::from_secs(30), || {
-        holder(&fake) == "a" && scale_reads(&fake) >= 20
+        holder(&fake) == "a" && runs(&fake) >= 20
     })
     .await?;
     let (stop_b, task_b, _b) = start("b")?;
@@ -1053,7 +1056,7 @@ async fn after_a_shutdown_the_old_leader_starts_no_run_once_the_standby_runs() -
                 .requests()
                 .iter()
                 .zip(&by)
-                .filter(|((_, path, _), who)| path.ends_with("/scale") && *who == "b")
+                .filter(|((_, path, _), who)| in_run(path) && *who == "b")
                 .count()
                 >= 10
     })
@@ -1067,7 +1070,7 @@ async fn after_a_shutdown_the_old_leader_starts_no_run_once_the_standby_runs() -
             .iter()
             .zip(&by)
             .enumerate()
-            .filter(|(_, ((_, path, _), w))| path.ends_with("/scale") && w.as_str() == who)
+            .filter(|(_, ((_, path, _), w))| in_run(path) && w.as_str() == who)
             .map(|(i, _)| i)
             .collect()
     };
@@ -1097,11 +1100,11 @@ async fn an_api_server_slower_than_the_interval_slows_runs_and_stalls_none() -> 
         fake.replicas("web") == Some(6)
     })
     .await?;
-    let reads = scale_reads(&fake);
+    let reads = runs(&fake);
     wait_for(
         "runs going on after the scale",
         Duration::from_secs(10),
-        || scale_reads(&fake) >= reads + 10,
+        || runs(&fake) >= reads + 10,
     )
     .await?;
     wait_for("the scale in status", Duration::from_secs(10), || {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use wasmscaler::engine::store::NoPersistence;
 use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome, system_clock};
 use wasmscaler::sandbox::Capabilities;
+use wasmscaler::targets::kubernetes::cache::WatchCaches;
 use wasmscaler::targets::kubernetes::{DELETION_COST, KubernetesRef, KubernetesTarget};
 use wasmscaler::targets::{Target, TargetError};
 use wasmscaler_tests::fake_kube::{FakeKube, Fault, Route};
@@ -368,5 +369,160 @@ async fn the_cpu_guest_scales_a_deployment_from_metrics_server_data() -> anyhow:
     assert!(matches!(record.outcome, Outcome::Held { .. }), "{record:?}");
     assert_eq!(record.error_kind.as_deref(), Some("target"));
     assert_eq!(server.replicas("web"), Some(2));
+    Ok(())
+}
+
+/// Waits until `ready`, for at most 5 s.
+async fn until(what: &str, ready: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !ready() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn is_watch(uri: &str) -> bool {
+    uri.contains("watch=true")
+}
+
+#[tokio::test]
+async fn with_watch_caches_a_steady_run_sends_no_request_and_sees_every_change()
+-> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let caches = WatchCaches::new(server.client(Duration::from_secs(2))?);
+    let target = web(&server, 3).await?.with_caches(&caches);
+    server.add_pod(FakeKube::pod("other-0", "other", 10));
+    until("the caches are listed", || target.reads_from_caches()).await?;
+
+    let before = server.requests().len();
+    let observed = target.observe().await?;
+    let sent: Vec<_> = server.requests()[before..]
+        .iter()
+        .filter(|(_, uri, _)| !is_watch(uri))
+        .cloned()
+        .collect();
+    assert!(sent.is_empty(), "a cached run sent {sent:?}");
+    assert_eq!(observed.current, 3);
+    assert_eq!(observed.version, server.resource_version("web"));
+    let names: Vec<&str> = observed.replicas.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["web-0", "web-1", "web-2"],
+        "the selector is applied"
+    );
+    assert_eq!(observed.object["kind"], "Deployment");
+
+    // Another actor's change and a new pod reach the cache through the watch.
+    server.set_replicas("web", 5);
+    server.add_pod(FakeKube::pod("web-3", "web", 100));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = target.observe().await?;
+        if seen.current == 5 && seen.replicas.len() == 4 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the change is never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Right after our own write, a run sees it (read directly if the cache lags).
+    let observed = target.observe().await?;
+    target.scale(&observed, 2, &[]).await?;
+    let after = target.observe().await?;
+    assert_eq!(after.current, 2);
+    assert_eq!(after.version, server.resource_version("web"));
+    assert_eq!(server.replicas("web"), Some(2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_decision_on_a_stale_cache_is_refused_by_its_resource_version() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    let caches = WatchCaches::new(server.client(Duration::from_secs(2))?);
+    let target = web(&server, 3).await?.with_caches(&caches);
+    until("the caches are listed", || target.reads_from_caches()).await?;
+    let observed = target.observe().await?;
+    // The count moves to 7 after the observation: the decision made on 3 must not land.
+    server.set_replicas("web", 7);
+    let err = target.scale(&observed, 2, &[]).await.unwrap_err();
+    assert!(
+        matches!(&err, TargetError::Conflict(m) if m.contains("changed from 3 to 7")),
+        "{err}"
+    );
+    assert_eq!(server.replicas("web"), Some(7));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_custom_resource_reads_its_scale_and_takes_pods_from_the_cache() -> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    server.add_scalable("example.com/v1", "Cactus", "cacti", "garden", 2);
+    server.add_pod(FakeKube::pod("garden-0", "garden", 10));
+    server.add_pod(FakeKube::pod("garden-1", "garden", 10));
+    server.add_pod(FakeKube::pod("web-0", "web", 10));
+    let client = server.client(Duration::from_secs(2))?;
+    let caches = WatchCaches::new(client.clone());
+    let cactus = KubernetesTarget::connect(client, reference("example.com/v1", "Cactus", "garden"))
+        .await?
+        .with_caches(&caches);
+    until("the caches are listed", || cactus.reads_from_caches()).await?;
+    let before = server.requests().len();
+    let observed = cactus.observe().await?;
+    let sent: Vec<String> = server.requests()[before..]
+        .iter()
+        .filter(|(_, uri, _)| !is_watch(uri))
+        .map(|(m, uri, _)| format!("{m} {uri}"))
+        .collect();
+    assert_eq!(
+        sent,
+        ["GET /apis/example.com/v1/namespaces/default/cacti/garden/scale"],
+        "only the Scale is read: its mapping is the custom resource's own"
+    );
+    assert_eq!(observed.current, 2);
+    assert_eq!(observed.replicas.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn caches_are_shared_per_namespace_and_kind_and_stop_with_their_last_target()
+-> anyhow::Result<()> {
+    let server = FakeKube::start().await?;
+    server.add_scalable("apps/v1", "Deployment", "deployments", "api", 1);
+    let client = server.client(Duration::from_secs(2))?;
+    let caches = WatchCaches::new(client.clone());
+    let web = web(&server, 2).await?.with_caches(&caches);
+    let api = KubernetesTarget::connect(client.clone(), reference("apps/v1", "Deployment", "api"))
+        .await?
+        .with_caches(&caches);
+    until("the caches are listed", || {
+        web.reads_from_caches() && api.reads_from_caches()
+    })
+    .await?;
+    let started = |caches: &WatchCaches| {
+        caches
+            .stats()
+            .started
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(
+        started(&caches),
+        2,
+        "one Deployment cache and one pod cache"
+    );
+    let lists = server
+        .counts()
+        .get(&("list".to_string(), "pods".to_string()))
+        .copied();
+    assert_eq!(lists, Some(1), "the pods were listed once for both targets");
+    drop((web, api));
+    let again = KubernetesTarget::connect(client, reference("apps/v1", "Deployment", "api"))
+        .await?
+        .with_caches(&caches);
+    assert_eq!(started(&caches), 4, "dropped caches are started anew");
+    until("the new caches are listed", || again.reads_from_caches()).await?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::sandbox::{FileState, GuestComponent, SandboxConfig, StateStore};
 use crate::targets::Target;
 use crate::targets::aws::AsgTarget;
 use crate::targets::aws::lifecycle::{LifecycleProcessor, LifecycleSpec};
+use crate::targets::kubernetes::cache::WatchCaches;
 use crate::targets::kubernetes::{KubernetesTarget, client_from_environment};
 use crate::targets::local::LocalProcesses;
 
@@ -258,11 +259,11 @@ pub async fn build(
 }
 
 /// Starts or connects to the target of `spec` (local replicas record their process groups in
-/// `state_dir`); the Kubernetes client is made once, on first use.
+/// `state_dir`); the Kubernetes client and its watch caches are made once, on first use.
 async fn connect_target(
     spec: &AutoscalerSpec,
     state_dir: &Path,
-    kube_client: &mut Option<kube::Client>,
+    kube_client: &mut Option<(kube::Client, WatchCaches)>,
 ) -> anyhow::Result<Arc<dyn Target>> {
     Ok(match &spec.target {
         TargetSpec::Local(local) => {
@@ -278,18 +279,20 @@ async fn connect_target(
         ),
         TargetSpec::Kubernetes(reference) => {
             if kube_client.is_none() {
-                *kube_client = Some(client_from_environment().await?);
+                let client = client_from_environment().await?;
+                *kube_client = Some((client.clone(), WatchCaches::new(client)));
             }
-            let client = kube_client.clone().context("no Kubernetes client")?;
+            let (client, caches) = kube_client.as_ref().context("no Kubernetes client")?;
             Arc::new(
-                KubernetesTarget::connect(client, reference.clone())
+                KubernetesTarget::connect(client.clone(), reference.clone())
                     .await
                     .with_context(|| {
                         format!(
                             "{}: connecting to {} {}",
                             spec.name, reference.kind, reference.name
                         )
-                    })?,
+                    })?
+                    .with_caches(caches),
             )
         }
     })

@@ -21,6 +21,7 @@ use crate::engine::Engine;
 use crate::policies::{FetchConfig, PolicySources};
 use crate::sandbox::network::DeniedNetworks;
 use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::targets::kubernetes::cache::WatchCaches;
 use bounds::TenantBounds;
 use crd::WasmAutoscaler;
 use events::EventSink;
@@ -161,6 +162,7 @@ pub async fn run_with_lease_client(
         state_dir: config.state_dir.join("guest-state"),
         bounds: config.bounds.clone(),
         denied,
+        caches: Arc::new(WatchCaches::new(client.clone())),
     });
     let elector = config
         .election

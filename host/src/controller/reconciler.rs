@@ -31,6 +31,7 @@ use crate::policies::PolicySources;
 use crate::sandbox::network::DeniedNetworks;
 use crate::sandbox::{FileState, StateStore};
 use crate::targets::Target;
+use crate::targets::kubernetes::cache::WatchCaches;
 use crate::targets::kubernetes::{KubernetesRef, KubernetesTarget};
 
 /// First and longest wait before retrying a resource that could not start.
@@ -57,6 +58,8 @@ pub struct Shared {
     pub bounds: TenantBounds,
     /// Networks guests never reach (for refusing patterns that name them).
     pub denied: DeniedNetworks,
+    /// Workload objects and pods, watched once per namespace and kind for every target.
+    pub caches: Arc<WatchCaches>,
 }
 
 /// The autoscaler a task runs, once it runs: the next task of the same resource takes its
@@ -399,7 +402,8 @@ async fn prepare(shared: &Shared, resource: &WasmAutoscaler) -> Result<Prepared,
     let target: Arc<dyn Target> = Arc::new(
         KubernetesTarget::connect(shared.client.clone(), reference)
             .await
-            .map_err(|e| refused("TargetUnavailable", e.to_string()))?,
+            .map_err(|e| refused("TargetUnavailable", e.to_string()))?
+            .with_caches(&shared.caches),
     );
     let guest_state = spec.capabilities.state.as_ref().map(|_| {
         Arc::new(FileState::new(shared.state_dir.join(format!(

@@ -1,6 +1,13 @@
 //! Any Kubernetes resource with a `/scale` subresource: Deployments, StatefulSets,
 //! ReplicaSets and custom resources alike.
 //!
+//! With [`WatchCaches`] (the controller's case), the workload object and its pods come from
+//! shared watch caches, and the pods are matched against the selector in memory. For the apps
+//! workloads (Deployment, StatefulSet, ReplicaSet), whose Scale is their `spec.replicas` and
+//! `spec.selector` under the object's own resourceVersion, the scale is derived from the
+//! cached object too, so a steady-state run sends no request at all; other kinds read `/scale`.
+//! Without caches, or while a cache is not healthy, everything is read from the API server.
+//!
 //! The resource is found through discovery (`pinned_kind`), never by guessing its plural
 //! (Custom Pod Autoscaler issue #199). Replicas are the pods matched by the scale's
 //! `status.selector`. Scaling patches the scale subresource with the `resourceVersion` that was
@@ -15,10 +22,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, GetParams, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
 use serde::{Deserialize, Serialize};
+
+pub mod cache;
+pub mod selector;
+
+use cache::{Cache, WatchCaches};
+use kube::core::{Selector, SelectorExt};
 
 use super::{Observation, Target, TargetError, TargetIdentity};
 use crate::contract::model::{GuestError, PodMetrics, Replica};
@@ -52,8 +66,30 @@ pub struct KubernetesTarget {
     namespace: String,
     api: Api<DynamicObject>,
     pods: Api<Pod>,
+    /// The discovered resource (for the caches).
+    resource: ApiResource,
+    /// Whether the Scale is the object's `spec.replicas`/`spec.selector` (the apps kinds).
+    scale_in_object: bool,
+    caches: Option<TargetCaches>,
+    /// The resourceVersion our last write replaced: a cache still showing it has not seen
+    /// the write yet.
+    written_over: Mutex<Option<String>>,
     /// Pod CPU/memory requests from the last observation, for the metrics provider.
     snapshot: Arc<Mutex<PodSnapshot>>,
+}
+
+/// The shared caches a target reads from.
+struct TargetCaches {
+    /// None for a cluster-scoped kind (the caches are per namespace).
+    objects: Option<Arc<Cache<DynamicObject>>>,
+    pods: Arc<Cache<Pod>>,
+}
+
+/// The replica count, selector and resourceVersion a Scale gives.
+struct ScaleView {
+    current: i32,
+    selector: String,
+    version: Option<String>,
 }
 
 #[derive(Default, Clone)]
@@ -118,14 +154,42 @@ impl KubernetesTarget {
             Scope::Namespaced => Api::namespaced_with(client.clone(), &namespace, &resource),
             Scope::Cluster => Api::all_with(client.clone(), &resource),
         };
+        let scale_in_object = resource.group == "apps"
+            && matches!(
+                resource.kind.as_str(),
+                "Deployment" | "StatefulSet" | "ReplicaSet"
+            )
+            && capabilities.scope == Scope::Namespaced;
         Ok(KubernetesTarget {
             pods: Api::namespaced(client.clone(), &namespace),
             client,
             reference,
             namespace,
             api,
+            resource,
+            scale_in_object,
+            caches: None,
+            written_over: Mutex::new(None),
             snapshot: Arc::default(),
         })
+    }
+
+    /// Reads the workload object and its pods from `caches` (started for this namespace and
+    /// kind if need be) whenever they are healthy.
+    pub fn with_caches(mut self, caches: &WatchCaches) -> Self {
+        let namespaced = self.api.resource_url().contains("/namespaces/");
+        self.caches = Some(TargetCaches {
+            objects: namespaced.then(|| caches.objects(&self.namespace, &self.resource)),
+            pods: caches.pods(&self.namespace),
+        });
+        self
+    }
+
+    /// Whether the workload object and the pods are read from healthy watch caches.
+    pub fn reads_from_caches(&self) -> bool {
+        self.caches
+            .as_ref()
+            .is_some_and(|c| c.pods.healthy() && c.objects.as_ref().is_none_or(|o| o.healthy()))
     }
 
     /// The discovered plural, e.g. `deployments` (for tests and the API).
@@ -144,6 +208,82 @@ impl KubernetesTarget {
                 e,
             )
         })
+    }
+
+    async fn read_scale_view(&self) -> Result<ScaleView, TargetError> {
+        let scale = self.read_scale().await?;
+        Ok(ScaleView {
+            current: scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+            selector: scale
+                .status
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default(),
+            version: scale.metadata.resource_version,
+        })
+    }
+
+    /// The workload object from the API server's watch cache (`resourceVersion=0`: no etcd
+    /// read). It is context for the guest; the count acted on comes from the Scale.
+    async fn read_object(&self) -> Result<Arc<DynamicObject>, TargetError> {
+        self.api
+            .get_with(&self.reference.name, &GetParams::any())
+            .await
+            .map(Arc::new)
+            .map_err(|e| {
+                api_error(
+                    &format!("{} {}", self.reference.kind, self.reference.name),
+                    e,
+                )
+            })
+    }
+
+    /// The workload object from the shared cache, if it is healthy, holds the object, and
+    /// has seen our last write.
+    fn cached_object(&self) -> Option<Arc<DynamicObject>> {
+        let object = self
+            .caches
+            .as_ref()?
+            .objects
+            .as_ref()?
+            .get(&self.reference.name)??;
+        let written_over = self.written_over.lock().ok()?.clone();
+        if written_over.is_some() && object.metadata.resource_version == written_over {
+            return None;
+        }
+        Some(object)
+    }
+
+    /// The Scale of an apps workload, from the object itself.
+    fn scale_from_object(object: &DynamicObject) -> Option<ScaleView> {
+        let spec = object.data.get("spec")?;
+        let current = i32::try_from(spec.get("replicas")?.as_i64()?).ok()?;
+        let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(spec.get("selector")?.clone()).ok()?;
+        let selector = Selector::try_from(selector).ok()?;
+        Some(ScaleView {
+            current,
+            selector: selector.to_string(),
+            version: object.metadata.resource_version.clone(),
+        })
+    }
+
+    /// The pods `selector` matches: from the shared cache when it is healthy, else listed.
+    async fn matching_pods(&self, selector: &str) -> Result<Vec<Arc<Pod>>, TargetError> {
+        if let Some(caches) = &self.caches
+            && let Ok(parsed) = selector::parse(selector)
+            && let Some(mut pods) = caches.pods.filter(|pod| parsed.matches(pod.labels()))
+        {
+            // In name order, as the API server lists them.
+            pods.sort_unstable_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            return Ok(pods);
+        }
+        let pods = self
+            .pods
+            .list(&ListParams::default().labels(selector).match_any())
+            .await
+            .map_err(|e| api_error(&format!("pods matching {selector:?}"), e))?;
+        Ok(pods.items.into_iter().map(Arc::new).collect())
     }
 
     /// Gives the named pods deletion costs; on failure, the ones already annotated are in
@@ -212,7 +352,12 @@ impl KubernetesTarget {
                 )
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if let Ok(mut written_over) = self.written_over.lock() {
+                        *written_over = version;
+                    }
+                    return Ok(());
+                }
                 Err(kube::Error::Api(status))
                     if status.code == 409 && attempt < CONFLICT_RETRIES =>
                 {
@@ -340,53 +485,44 @@ impl Target for KubernetesTarget {
 
     fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
         Box::pin(async move {
-            let scale = self.read_scale().await?;
-            let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-            let selector = scale
-                .status
-                .as_ref()
-                .and_then(|s| s.selector.clone())
-                .unwrap_or_default();
-            // The workload object and its pods may come from the API server's watch cache
-            // (`resourceVersion=0`: no etcd read, ~8× less API server CPU for a pod LIST);
-            // they are context for the guest. The count that is acted on comes from the fresh
-            // /scale read above, whose resourceVersion every write carries.
-            let object = self
-                .api
-                .get_with(&self.reference.name, &GetParams::any())
-                .await
-                .map_err(|e| {
-                    api_error(
-                        &format!("{} {}", self.reference.kind, self.reference.name),
-                        e,
-                    )
-                })?;
-            let (replicas, requests) = if selector.is_empty() {
+            let (scale, object) = match self.cached_object() {
+                Some(object) => {
+                    let derived = self
+                        .scale_in_object
+                        .then(|| Self::scale_from_object(&object))
+                        .flatten();
+                    match derived {
+                        Some(scale) => (scale, object),
+                        None => (self.read_scale_view().await?, object),
+                    }
+                }
+                // The Scale read fresh: its resourceVersion is what a write carries.
+                None => (self.read_scale_view().await?, self.read_object().await?),
+            };
+            let (replicas, requests) = if scale.selector.is_empty() {
                 (Vec::new(), HashMap::new())
             } else {
-                let pods = self
-                    .pods
-                    .list(&ListParams::default().labels(&selector).match_any())
-                    .await
-                    .map_err(|e| api_error(&format!("pods matching {selector:?}"), e))?;
+                let pods = self.matching_pods(&scale.selector).await?;
                 let requests = pods
-                    .items
                     .iter()
                     .filter_map(|p| Some((p.metadata.name.clone()?, pod_requests(p))))
                     .collect();
                 (
-                    pods.items.iter().filter_map(pod_to_replica).collect(),
+                    pods.iter().filter_map(|p| pod_to_replica(p)).collect(),
                     requests,
                 )
             };
             if let Ok(mut snapshot) = self.snapshot.lock() {
-                *snapshot = PodSnapshot { selector, requests };
+                *snapshot = PodSnapshot {
+                    selector: scale.selector,
+                    requests,
+                };
             }
             Ok(Observation {
-                current: u32::try_from(current).unwrap_or(0),
+                current: u32::try_from(scale.current).unwrap_or(0),
                 replicas,
-                object: serde_json::to_value(&object).unwrap_or_default(),
-                version: scale.metadata.resource_version.clone(),
+                object: serde_json::to_value(&*object).unwrap_or_default(),
+                version: scale.version,
             })
         })
     }

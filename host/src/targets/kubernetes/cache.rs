@@ -1,0 +1,217 @@
+//! Watch caches shared by every Kubernetes target of a process: one reflector per namespace
+//! and kind in use (the workload kinds, and pods), as the HPA's shared informers.
+//!
+//! A run then reads its workload object and its pods from memory instead of sending a GET and
+//! a LIST to the API server. A cache is started by the first target that needs it and stopped
+//! when the last one is dropped.
+//!
+//! Staleness is bounded, and a stale read can never be written:
+//! - A cache is used only while its watch is healthy: from the end of a (re)list until the
+//!   next watch error. A silent connection ends in the client's read timeout (15 s), an error;
+//!   the server ends each watch after [`WATCH_TIMEOUT_SECS`] and the watcher resumes from the
+//!   last resourceVersion. While it is not healthy, targets read the API server directly.
+//! - Healthy, it lags the API server by the delivery of one watch event.
+//! - A decision made on a stale object is written with that object's resourceVersion, which
+//!   the API server refuses (409); the target then re-reads and writes only if the replica
+//!   count is still the one decided on.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject};
+use kube::discovery::ApiResource;
+use kube::runtime::reflector::{ObjectRef, Store, reflector, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::task::JoinHandle;
+
+/// How long the API server keeps one watch open (`timeoutSeconds`). Inside the client's 15 s
+/// read timeout, so a quiet watch ends normally rather than in an error.
+pub const WATCH_TIMEOUT_SECS: u32 = 10;
+
+/// One reflector: its store, whether it is usable, and its task (stopped on drop).
+pub struct Cache<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store: Store<K>,
+    dynamic_type: K::DynamicType,
+    namespace: String,
+    healthy: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl<K> Drop for Cache<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<K> Cache<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    /// Whether the cache is listed and its watch is running.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The object `name`, when the cache is healthy: `Some(None)` means it does not exist.
+    pub fn get(&self, name: &str) -> Option<Option<Arc<K>>> {
+        if !self.healthy() {
+            return None;
+        }
+        let key = ObjectRef::new_with(name, self.dynamic_type.clone()).within(&self.namespace);
+        Some(self.store.get(&key))
+    }
+
+    /// The objects `keep` selects, when the cache is healthy.
+    pub fn filter(&self, keep: impl Fn(&K) -> bool) -> Option<Vec<Arc<K>>> {
+        self.healthy().then(|| self.store.state_filter(keep))
+    }
+}
+
+/// Counts of the caches' work, for tests and `/metrics`.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Reflectors started.
+    pub started: AtomicU64,
+    /// Watch errors (each makes its cache unusable until relisted).
+    pub errors: AtomicU64,
+}
+
+/// Live caches by key; a cache lives as long as a target holds it.
+type Registry<Q, C> = Mutex<HashMap<Q, Weak<C>>>;
+
+/// The caches of one process, by namespace and kind.
+pub struct WatchCaches {
+    client: Client,
+    /// By (namespace, apiVersion/plural).
+    objects: Registry<(String, String), Cache<DynamicObject>>,
+    /// By namespace.
+    pods: Registry<String, Cache<Pod>>,
+    stats: Arc<CacheStats>,
+}
+
+impl WatchCaches {
+    /// No caches yet; they are started on first use, through `client`.
+    pub fn new(client: Client) -> Self {
+        WatchCaches {
+            client,
+            objects: Mutex::default(),
+            pods: Mutex::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// What the caches have done so far.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// The cache of `resource` objects in `namespace`, started if no target holds it.
+    pub fn objects(&self, namespace: &str, resource: &ApiResource) -> Arc<Cache<DynamicObject>> {
+        let key = (
+            namespace.to_owned(),
+            resource.api_version.clone() + "/" + &resource.plural,
+        );
+        shared(&self.objects, key, || {
+            let api = Api::namespaced_with(self.client.clone(), namespace, resource);
+            start(
+                api,
+                Writer::new(resource.clone()),
+                resource.clone(),
+                namespace,
+                &self.stats,
+            )
+        })
+    }
+
+    /// The cache of the pods in `namespace`, started if no target holds it.
+    pub fn pods(&self, namespace: &str) -> Arc<Cache<Pod>> {
+        shared(&self.pods, namespace.to_owned(), || {
+            let api = Api::namespaced(self.client.clone(), namespace);
+            start(api, Writer::default(), (), namespace, &self.stats)
+        })
+    }
+}
+
+/// The live cache under `key`, or a new one from `make`.
+fn shared<Q: Eq + Hash, C>(
+    map: &Registry<Q, C>,
+    key: Q,
+    make: impl FnOnce() -> C,
+) -> Arc<C> {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(live) = map.get(&key).and_then(Weak::upgrade) {
+        return live;
+    }
+    // Forget caches nobody holds any more.
+    map.retain(|_, cache| cache.strong_count() > 0);
+    let cache = Arc::new(make());
+    map.insert(key, Arc::downgrade(&cache));
+    cache
+}
+
+fn start<K>(
+    api: Api<K>,
+    writer: Writer<K>,
+    dynamic_type: K::DynamicType,
+    namespace: &str,
+    stats: &Arc<CacheStats>,
+) -> Cache<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let store = writer.as_reader();
+    let healthy = Arc::new(AtomicBool::new(false));
+    stats.started.fetch_add(1, Ordering::Relaxed);
+    let config = watcher::Config::default()
+        .timeout(WATCH_TIMEOUT_SECS)
+        // Listed from the API server's own watch cache, not from etcd.
+        .any_semantic();
+    let stream = reflector(
+        writer,
+        watcher(api, config)
+            .default_backoff()
+            // Nobody reads who wrote which field; it is most of a small object's size.
+            .modify(|object| object.managed_fields_mut().clear()),
+    );
+    let task = tokio::spawn({
+        let healthy = healthy.clone();
+        let stats = stats.clone();
+        let namespace = namespace.to_owned();
+        async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => healthy.store(true, Ordering::Release),
+                    Ok(_) => {}
+                    Err(error) => {
+                        healthy.store(false, Ordering::Release);
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%namespace, %error, "watch cache interrupted; reading the API server directly until it is listed again");
+                    }
+                }
+            }
+        }
+    });
+    Cache {
+        store,
+        dynamic_type,
+        namespace: namespace.to_owned(),
+        healthy,
+        task,
+    }
+}
