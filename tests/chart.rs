@@ -216,7 +216,8 @@ fn granted() -> anyhow::Result<BTreeSet<(String, String, String)>> {
 #[test]
 fn the_rbac_grants_exactly_the_calls_the_controller_makes() -> anyhow::Result<()> {
     // The calls in the code: the watcher (list, watch), status by server-side apply, workloads
-    // read and scaled through /scale with merge patches, target pods listed and annotated
+    // watched into caches (read directly while a cache is not healthy) and scaled through
+    // /scale with merge patches, target pods watched and listed, and annotated
     // (and the controller's own pod labelled), pod metrics listed, Events created and their
     // series patched, the Lease read, created and replaced. tests/controller.rs checks every
     // request the controller sent against the same rules.
@@ -229,10 +230,10 @@ fn the_rbac_grants_exactly_the_calls_the_controller_makes() -> anyhow::Result<()
     add("wasmscaler.dev", "wasmautoscalers", &["list", "watch"]);
     add("wasmscaler.dev", "wasmautoscalers/status", &["patch"]);
     for kind in ["deployments", "statefulsets", "replicasets"] {
-        add("apps", kind, &["get"]);
+        add("apps", kind, &["get", "list", "watch"]);
         add("apps", &format!("{kind}/scale"), &["get", "patch"]);
     }
-    add("", "pods", &["list", "patch"]);
+    add("", "pods", &["list", "watch", "patch"]);
     add("metrics.k8s.io", "pods", &["list"]);
     add("events.k8s.io", "events", &["create", "patch"]);
     add(
