@@ -492,12 +492,20 @@ async fn caches_are_shared_per_namespace_and_kind_and_stop_with_their_last_targe
 -> anyhow::Result<()> {
     let server = FakeKube::start().await?;
     server.add_scalable("apps/v1", "Deployment", "deployments", "api", 1);
-    let client = server.client(Duration::from_secs(2))?;
-    let caches = WatchCaches::new(client.clone());
-    let web = web(&server, 2).await?.with_caches(&caches);
-    let api = KubernetesTarget::connect(client.clone(), reference("apps/v1", "Deployment", "api"))
-        .await?
-        .with_caches(&caches);
+    let caches = WatchCaches::new(server.client(Duration::from_secs(2))?);
+    server.add_scalable("apps/v1", "Deployment", "deployments", "web", 2);
+    let web = caches
+        .connect(reference("apps/v1", "Deployment", "web"))
+        .await?;
+    let api = caches
+        .connect(reference("apps/v1", "Deployment", "api"))
+        .await?;
+    let discoveries = server
+        .requests()
+        .iter()
+        .filter(|(_, uri, _)| uri == "/apis/apps/v1")
+        .count();
+    assert_eq!(discoveries, 1, "the kind is discovered once for both");
     until("the caches are listed", || {
         web.reads_from_caches() && api.reads_from_caches()
     })
@@ -519,9 +527,9 @@ async fn caches_are_shared_per_namespace_and_kind_and_stop_with_their_last_targe
         .copied();
     assert_eq!(lists, Some(1), "the pods were listed once for both targets");
     drop((web, api));
-    let again = KubernetesTarget::connect(client, reference("apps/v1", "Deployment", "api"))
-        .await?
-        .with_caches(&caches);
+    let again = caches
+        .connect(reference("apps/v1", "Deployment", "api"))
+        .await?;
     assert_eq!(started(&caches), 4, "dropped caches are started anew");
     until("the new caches are listed", || again.reads_from_caches()).await?;
     Ok(())

@@ -17,7 +17,7 @@ use crate::targets::Target;
 use crate::targets::aws::AsgTarget;
 use crate::targets::aws::lifecycle::{LifecycleProcessor, LifecycleSpec};
 use crate::targets::kubernetes::cache::WatchCaches;
-use crate::targets::kubernetes::{KubernetesTarget, client_from_environment};
+use crate::targets::kubernetes::client_from_environment;
 use crate::targets::local::LocalProcesses;
 
 /// The whole file.
@@ -200,7 +200,7 @@ pub async fn build(
             config.state_dir.display()
         )
     })?;
-    let mut kube_client = None;
+    let mut kube = None;
     let mut autoscalers = Vec::new();
     let mut failed = Vec::new();
     for (i, spec) in config.autoscalers.iter().enumerate() {
@@ -210,7 +210,7 @@ pub async fn build(
             let guests = load_spec_guests(spec, sources)
                 .await
                 .with_context(|| format!("autoscalers[{i}] ({})", spec.name))?;
-            let target = connect_target(spec, &config.state_dir, &mut kube_client).await?;
+            let target = connect_target(spec, &config.state_dir, &mut kube).await?;
             anyhow::Ok((guests, target))
         };
         let (guests, target) = match prepared.await {
@@ -263,7 +263,7 @@ pub async fn build(
 async fn connect_target(
     spec: &AutoscalerSpec,
     state_dir: &Path,
-    kube_client: &mut Option<(kube::Client, WatchCaches)>,
+    kube: &mut Option<WatchCaches>,
 ) -> anyhow::Result<Arc<dyn Target>> {
     Ok(match &spec.target {
         TargetSpec::Local(local) => {
@@ -278,22 +278,16 @@ async fn connect_target(
                 .with_context(|| format!("{}: connecting to {}", spec.name, asg.group_name))?,
         ),
         TargetSpec::Kubernetes(reference) => {
-            if kube_client.is_none() {
-                let client = client_from_environment().await?;
-                *kube_client = Some((client.clone(), WatchCaches::new(client)));
+            if kube.is_none() {
+                *kube = Some(WatchCaches::new(client_from_environment().await?));
             }
-            let (client, caches) = kube_client.as_ref().context("no Kubernetes client")?;
-            Arc::new(
-                KubernetesTarget::connect(client.clone(), reference.clone())
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "{}: connecting to {} {}",
-                            spec.name, reference.kind, reference.name
-                        )
-                    })?
-                    .with_caches(caches),
-            )
+            let caches = kube.as_ref().context("no Kubernetes client")?;
+            Arc::new(caches.connect(reference.clone()).await.with_context(|| {
+                format!(
+                    "{}: connecting to {} {}",
+                    spec.name, reference.kind, reference.name
+                )
+            })?)
         }
     })
 }

@@ -31,8 +31,8 @@ use crate::policies::PolicySources;
 use crate::sandbox::network::DeniedNetworks;
 use crate::sandbox::{FileState, StateStore};
 use crate::targets::Target;
+use crate::targets::kubernetes::KubernetesRef;
 use crate::targets::kubernetes::cache::WatchCaches;
-use crate::targets::kubernetes::{KubernetesRef, KubernetesTarget};
 
 /// First and longest wait before retrying a resource that could not start.
 const RETRY_MIN: Duration = Duration::from_secs(5);
@@ -400,10 +400,11 @@ async fn prepare(shared: &Shared, resource: &WasmAutoscaler) -> Result<Prepared,
         namespace: Some(spec.namespace.clone()),
     };
     let target: Arc<dyn Target> = Arc::new(
-        KubernetesTarget::connect(shared.client.clone(), reference)
+        shared
+            .caches
+            .connect(reference)
             .await
-            .map_err(|e| refused("TargetUnavailable", e.to_string()))?
-            .with_caches(&shared.caches),
+            .map_err(|e| refused("TargetUnavailable", e.to_string()))?,
     );
     let guest_state = spec.capabilities.state.as_ref().map(|_| {
         Arc::new(FileState::new(shared.state_dir.join(format!(

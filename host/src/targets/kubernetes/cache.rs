@@ -19,11 +19,12 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject};
-use kube::discovery::ApiResource;
+use kube::discovery::{ApiCapabilities, ApiResource};
 use kube::runtime::reflector::{ObjectRef, Store, reflector, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -90,6 +91,12 @@ pub struct CacheStats {
     pub errors: AtomicU64,
 }
 
+/// How long a discovered kind is trusted without asking the API server again.
+pub const KIND_TTL: Duration = Duration::from_secs(300);
+
+/// A discovered kind: (apiVersion, kind) → its resource and capabilities, and when.
+type KnownKinds = Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities, Instant)>>;
+
 /// Live caches by key; a cache lives as long as a target holds it.
 type Registry<Q, C> = Mutex<HashMap<Q, Weak<C>>>;
 
@@ -100,6 +107,7 @@ pub struct WatchCaches {
     objects: Registry<(String, String), Cache<DynamicObject>>,
     /// By namespace.
     pods: Registry<String, Cache<Pod>>,
+    kinds: KnownKinds,
     stats: Arc<CacheStats>,
 }
 
@@ -110,8 +118,34 @@ impl WatchCaches {
             client,
             objects: Mutex::default(),
             pods: Mutex::default(),
+            kinds: Mutex::default(),
             stats: Arc::default(),
         }
+    }
+
+    /// The client the caches (and their targets) use.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A kind discovered less than [`KIND_TTL`] ago.
+    pub(super) fn known_kind(
+        &self,
+        key: &(String, String),
+    ) -> Option<(ApiResource, ApiCapabilities)> {
+        let kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let (resource, capabilities, at) = kinds.get(key)?;
+        (at.elapsed() < KIND_TTL).then(|| (resource.clone(), capabilities.clone()))
+    }
+
+    /// Remembers a discovered kind (failures are never remembered).
+    pub(super) fn remember_kind(
+        &self,
+        key: (String, String),
+        found: (ApiResource, ApiCapabilities),
+    ) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        kinds.insert(key, (found.0, found.1, Instant::now()));
     }
 
     /// What the caches have done so far.
@@ -147,11 +181,7 @@ impl WatchCaches {
 }
 
 /// The live cache under `key`, or a new one from `make`.
-fn shared<Q: Eq + Hash, C>(
-    map: &Registry<Q, C>,
-    key: Q,
-    make: impl FnOnce() -> C,
-) -> Arc<C> {
+fn shared<Q: Eq + Hash, C>(map: &Registry<Q, C>, key: Q, make: impl FnOnce() -> C) -> Arc<C> {
     let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(live) = map.get(&key).and_then(Weak::upgrade) {
         return live;

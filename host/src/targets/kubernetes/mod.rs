@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, GetParams, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
-use kube::discovery::{ApiResource, Scope};
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde::{Deserialize, Serialize};
 
 pub mod cache;
@@ -115,37 +115,85 @@ fn api_error(what: &str, e: kube::Error) -> TargetError {
     }
 }
 
+impl WatchCaches {
+    /// Connects a target reading from these caches. Discovery answers are kept for
+    /// [`cache::KIND_TTL`], so a thousand autoscalers on Deployments cost one discovery
+    /// request, not a thousand.
+    pub async fn connect(&self, reference: KubernetesRef) -> Result<KubernetesTarget, TargetError> {
+        let key = (reference.api_version.clone(), reference.kind.clone());
+        let (resource, capabilities) = match self.known_kind(&key) {
+            Some(known) => known,
+            None => {
+                let found = discover(self.client(), &reference).await?;
+                self.remember_kind(key, found.clone());
+                found
+            }
+        };
+        Ok(KubernetesTarget::from_discovered(
+            self.client().clone(),
+            reference,
+            resource,
+            &capabilities,
+        )
+        .with_caches(self))
+    }
+}
+
+/// Finds `reference`'s kind through discovery and checks it has a scale subresource.
+async fn discover(
+    client: &kube::Client,
+    reference: &KubernetesRef,
+) -> Result<(ApiResource, ApiCapabilities), TargetError> {
+    let (group, version) = match reference.api_version.split_once('/') {
+        Some((g, v)) => (g.to_owned(), v.to_owned()),
+        None => (String::new(), reference.api_version.clone()),
+    };
+    let gvk = GroupVersionKind::gvk(&group, &version, &reference.kind);
+    let (resource, capabilities) =
+        kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .map_err(|e| match e {
+                kube::Error::Discovery(_) => TargetError::NotFound(format!(
+                    "the API server has no kind {} in {}",
+                    reference.kind, reference.api_version
+                )),
+                other => api_error("discovery", other),
+            })?;
+    if !capabilities
+        .subresources
+        .iter()
+        .any(|(sub, _)| sub.plural == "scale")
+    {
+        return Err(TargetError::NotFound(format!(
+            "{} {} has no /scale subresource, so it cannot be autoscaled",
+            reference.api_version, reference.kind
+        )));
+    }
+    Ok((resource, capabilities))
+}
+
 impl KubernetesTarget {
     /// Discovers the resource and checks it has a scale subresource.
     pub async fn connect(
         client: kube::Client,
         reference: KubernetesRef,
     ) -> Result<Self, TargetError> {
-        let (group, version) = match reference.api_version.split_once('/') {
-            Some((g, v)) => (g.to_owned(), v.to_owned()),
-            None => (String::new(), reference.api_version.clone()),
-        };
-        let gvk = GroupVersionKind::gvk(&group, &version, &reference.kind);
-        let (resource, capabilities) =
-            kube::discovery::pinned_kind(&client, &gvk)
-                .await
-                .map_err(|e| match e {
-                    kube::Error::Discovery(_) => TargetError::NotFound(format!(
-                        "the API server has no kind {} in {}",
-                        reference.kind, reference.api_version
-                    )),
-                    other => api_error("discovery", other),
-                })?;
-        if !capabilities
-            .subresources
-            .iter()
-            .any(|(sub, _)| sub.plural == "scale")
-        {
-            return Err(TargetError::NotFound(format!(
-                "{} {} has no /scale subresource, so it cannot be autoscaled",
-                reference.api_version, reference.kind
-            )));
-        }
+        let (resource, capabilities) = discover(&client, &reference).await?;
+        Ok(Self::from_discovered(
+            client,
+            reference,
+            resource,
+            &capabilities,
+        ))
+    }
+
+    /// A target of an already discovered kind.
+    fn from_discovered(
+        client: kube::Client,
+        reference: KubernetesRef,
+        resource: ApiResource,
+        capabilities: &ApiCapabilities,
+    ) -> Self {
         let namespace = reference
             .namespace
             .clone()
@@ -160,7 +208,7 @@ impl KubernetesTarget {
                 "Deployment" | "StatefulSet" | "ReplicaSet"
             )
             && capabilities.scope == Scope::Namespaced;
-        Ok(KubernetesTarget {
+        KubernetesTarget {
             pods: Api::namespaced(client.clone(), &namespace),
             client,
             reference,
@@ -171,7 +219,7 @@ impl KubernetesTarget {
             caches: None,
             written_over: Mutex::new(None),
             snapshot: Arc::default(),
-        })
+        }
     }
 
     /// Reads the workload object and its pods from `caches` (started for this namespace and
