@@ -2,6 +2,10 @@
 //! the default 15 s interval, each running the cpu-target guest (fresh instance per call)
 //! against a cheap in-process target (the tests' `MemoryTarget`). A host with no autoscalers is the baseline row.
 //!
+//! Then the same sizes as a controller against an API server (`api_server.rs`): requests per
+//! run by verb and resource, the controller's CPU and RSS, the time until every new resource
+//! has run, and after a restart.
+//!
 //! Each fleet size runs in its own child process (this binary, re-executed), so peak RSS is
 //! per size. `cargo bench --bench fleet` measures a 30 s window after a 16 s warm-up (every
 //! autoscaler has run once); under `cargo test` a small fleet runs briefly as a smoke test.
@@ -19,6 +23,8 @@ use wasmscaler::sandbox::{
     Capabilities, PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics,
 };
 use wasmscaler_tests::{MemoryTarget, build_rust_guest, read_fixture};
+
+mod api_server;
 
 // The same allocator as the `wasmscaler` binary, so the figures are the binary's.
 #[global_allocator]
@@ -148,8 +154,15 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
     });
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    // The controller child compiles policies in workers it starts from this executable.
+    if let Some(code) = wasmscaler::sandbox::compile::compile_worker_main() {
+        return code;
+    }
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--controller-child") {
+        return api_server::controller_child(&args[i + 1..]);
+    }
     if let Some(i) = args.iter().position(|a| a == "--fleet-child") {
         let n: usize = args
             .get(i + 1)
@@ -167,9 +180,15 @@ fn main() {
             Duration::from_millis(secs("--warmup-ms", 16_000)),
             Duration::from_millis(secs("--window-ms", 30_000)),
         );
-        return;
+        return std::process::ExitCode::SUCCESS;
     }
     let measuring = args.iter().any(|a| a == "--bench");
+    let exe = std::env::current_exe().expect("current exe");
+    // `cargo bench --bench fleet -- --api-only`: the API-server rows alone.
+    if args.iter().any(|a| a == "--api-only") {
+        api_fleet(measuring, &exe);
+        return std::process::ExitCode::SUCCESS;
+    }
     let plan: Vec<(usize, &[&str])> = if measuring {
         vec![(0, &[]), (1_000, &[]), (10_000, &[])]
     } else {
@@ -186,7 +205,6 @@ fn main() {
             ],
         )]
     };
-    let exe = std::env::current_exe().expect("current exe");
     println!("\n| autoscalers | runs in window | failed runs | CPU (% of one core) | peak RSS |");
     println!("|---|---|---|---|---|");
     for (n, extra) in plan {
@@ -216,5 +234,65 @@ fn main() {
             r["cpuPercentOfOneCore"].as_f64().unwrap_or(f64::NAN),
             r["peakRssMib"].as_f64().unwrap_or(f64::NAN)
         );
+    }
+    api_fleet(measuring, &exe);
+    std::process::ExitCode::SUCCESS
+}
+
+/// The API-server rows.
+fn api_fleet(measuring: bool, exe: &std::path::Path) {
+    use api_server::Plan;
+    let plans = if measuring {
+        [1_000, 10_000]
+            .into_iter()
+            .map(|n| Plan {
+                n,
+                interval: Duration::from_secs(15),
+                settle: Duration::from_secs(30),
+                window: Duration::from_secs(30),
+            })
+            .collect()
+    } else {
+        vec![Plan {
+            n: 20,
+            interval: Duration::from_millis(500),
+            settle: Duration::from_millis(500),
+            window: Duration::from_millis(1500),
+        }]
+    };
+    let guest = build_rust_guest("guests/queue-progress").expect("guest");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "\n| autoscalers | all ran after creating them | requests per run | of which | controller CPU (% of one core) | RSS (peak) | restart: all ran after |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for plan in plans {
+        let r = rt
+            .block_on(api_server::measure(&plan, exe, &guest))
+            .expect("API fleet");
+        let runs = r["runs"].as_f64().unwrap_or(0.0);
+        assert!(runs > 0.0, "the fleet ran: {r}");
+        let of_which: Vec<String> = r["perRun"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k} {:.3}", v.as_f64().unwrap_or(f64::NAN)))
+            .collect();
+        println!(
+            "| {} | {:.1} s | {:.3} | {} | {:.2} % | {:.0} MiB ({:.0}) | {:.1} s |",
+            plan.n,
+            r["allRanAfterSeconds"].as_f64().unwrap_or(f64::NAN),
+            r["requestsPerRun"].as_f64().unwrap_or(f64::NAN),
+            of_which.join(", "),
+            r["cpuPercentOfOneCore"].as_f64().unwrap_or(f64::NAN),
+            r["rssMib"].as_f64().unwrap_or(f64::NAN),
+            r["peakRssMib"].as_f64().unwrap_or(f64::NAN),
+            r["restartAllRanSeconds"].as_f64().unwrap_or(f64::NAN),
+        );
+        eprintln!("{r}");
     }
 }

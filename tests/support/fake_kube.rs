@@ -405,6 +405,19 @@ impl FakeKube {
         name: &str,
         replicas: u32,
     ) {
+        self.add_scalable_in(NAMESPACE, api_version, kind, plural, name, replicas);
+    }
+
+    /// [`FakeKube::add_scalable`] in `namespace`.
+    pub fn add_scalable_in(
+        &self,
+        namespace: &str,
+        api_version: &str,
+        kind: &str,
+        plural: &str,
+        name: &str,
+        replicas: u32,
+    ) {
         self.with(|w| {
             w.store.serve(Kind {
                 gv: api_version.into(),
@@ -421,19 +434,26 @@ impl FakeKube {
                     "status": {"replicas": replicas, "selector": format!("app={name}")}})
             };
             if let Some(target) = w.store.target(api_version, plural) {
-                let _ = w.store.create(&target, NAMESPACE, object);
+                let _ = w.store.create(&target, namespace, object);
             }
-            w.scalables
-                .insert(name.into(), (api_version.into(), plural.into()));
+            if namespace == NAMESPACE {
+                w.scalables
+                    .insert(name.into(), (api_version.into(), plural.into()));
+            }
         });
     }
 
     /// Adds a pod.
     pub fn add_pod(&self, pod: FakePod) {
+        self.add_pod_in(NAMESPACE, pod);
+    }
+
+    /// Adds a pod in `namespace`.
+    pub fn add_pod_in(&self, namespace: &str, pod: FakePod) {
         self.with(|w| {
             w.usage.insert(pod.name.clone(), pod.cpu_usage_m);
             if let Some(target) = w.store.target("v1", "pods") {
-                let _ = w.store.create(&target, NAMESPACE, pod_json(&pod));
+                let _ = w.store.create(&target, namespace, pod_json(&pod));
             }
         });
     }
@@ -542,9 +562,25 @@ impl FakeKube {
 
     /// Creates an object of a served kind (as `kubectl create` would).
     pub fn create(&self, gv: &str, plural: &str, object: Value) -> anyhow::Result<Value> {
+        self.create_in(NAMESPACE, gv, plural, object)
+    }
+
+    /// [`FakeKube::create`] in `namespace`.
+    pub fn create_in(
+        &self,
+        namespace: &str,
+        gv: &str,
+        plural: &str,
+        object: Value,
+    ) -> anyhow::Result<Value> {
         let target = self.store_target(gv, plural)?;
-        self.with(|w| w.store.create(&target, NAMESPACE, object))
+        self.with(|w| w.store.create(&target, namespace, object))
             .map_err(|r| anyhow::anyhow!("create failed: {}", r.code))
+    }
+
+    /// How many objects of `plural` satisfy `test` (without copying them).
+    pub fn count(&self, plural: &str, test: impl Fn(&Value) -> bool) -> usize {
+        self.with(|w| w.store.count(plural, test))
     }
 
     fn key(gv: &str, plural: &str, name: &str) -> Key {

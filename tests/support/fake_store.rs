@@ -437,6 +437,14 @@ impl Store {
         self.objects.get(key).cloned()
     }
 
+    /// How many stored objects of `plural` satisfy `test`.
+    pub fn count(&self, plural: &str, test: impl Fn(&Value) -> bool) -> usize {
+        self.objects
+            .iter()
+            .filter(|(k, v)| k.plural == plural && test(v))
+            .count()
+    }
+
     /// Every stored object of `plural`.
     pub fn all(&self, plural: &str) -> Vec<Value> {
         self.objects

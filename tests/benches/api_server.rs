@@ -1,0 +1,310 @@
+//! The fleet against an API server: N `WasmAutoscaler`s on N Deployments (100 per namespace,
+//! one pod each), reconciled by the controller — started as a child process exactly as
+//! `wasmscaler controller` starts, with its default client budget — against the fake API server
+//! of `tests/support` over real HTTP.
+//!
+//! The policy is `queue-progress` reading a queue service on loopback (one HTTP GET per run,
+//! outside the API server) and holding the count: the steady state of a fleet that does not
+//! scale. The bench process serves both the API server and the queue, so the controller's CPU
+//! and RSS are its own (read from `/proc/PID`).
+//!
+//! Reported per fleet size: the time from creating the N resources to every one having run,
+//! API requests per run by verb and resource in a steady-state window, the controller's CPU
+//! and RSS, and the time a restarted controller takes to lead and run every autoscaler again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wasmscaler_tests::fake_kube::FakeKube;
+
+/// Autoscalers per namespace.
+const PER_NAMESPACE: usize = 100;
+
+/// One fleet's measurement plan.
+pub struct Plan {
+    /// Autoscalers.
+    pub n: usize,
+    /// Their interval.
+    pub interval: Duration,
+    /// Time after every autoscaler ran once, before the window (first status writes settle).
+    pub settle: Duration,
+    /// The steady-state window.
+    pub window: Duration,
+}
+
+/// The queue service: answers every autoscaler's queue, noting which have asked.
+#[derive(Default)]
+struct Queue {
+    asked: AtomicU64,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Queue {
+    fn distinct(&self) -> usize {
+        self.seen.lock().map_or(0, |s| s.len())
+    }
+
+    fn forget(&self) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.clear();
+        }
+    }
+}
+
+async fn serve_queue(queue: Arc<Queue>) -> anyhow::Result<SocketAddr> {
+    use axum::extract::{Path as UrlPath, State};
+    let app = axum::Router::new()
+        .route(
+            "/q/{namespace}/{name}",
+            axum::routing::get(
+                |State(queue): State<Arc<Queue>>,
+                 UrlPath((ns, name)): UrlPath<(String, String)>| async move {
+                    queue.asked.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut seen) = queue.seen.lock() {
+                        seen.insert(format!("{ns}/{name}"));
+                    }
+                    axum::Json(json!({"total": 100, "processed": 0}))
+                },
+            ),
+        )
+        .with_state(queue);
+    // Not 127.0.0.1: the controller keeps guests away from the API server's addresses.
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// CPU seconds and resident MiB (current, peak) of process `pid`.
+fn process_usage(pid: u32) -> (f64, f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // /proc reports in USER_HZ, 100 on every Linux ABI.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (cpu, kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// A controller process, killed if the bench fails before stopping it.
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_controller(
+    exe: &Path,
+    kubeconfig: &Path,
+    work: &Path,
+    identity: &str,
+) -> anyhow::Result<Controller> {
+    Ok(Controller(
+        Command::new(exe)
+            .arg("--controller-child")
+            .args(["--identity", identity])
+            .arg("--state-dir")
+            .arg(work.join("state"))
+            .arg("--cache-dir")
+            .arg(work.join("cache"))
+            .arg("--tenant-bounds")
+            .arg(work.join("bounds.yaml"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()?,
+    ))
+}
+
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    ready: impl Fn() -> bool,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    while !ready() {
+        anyhow::ensure!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(start.elapsed())
+}
+
+/// SIGTERM, as the kubelet sends, and the wait for a clean exit.
+fn stop(controller: &mut Controller) -> anyhow::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(controller.0.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = controller.0.wait()?;
+    anyhow::ensure!(status.success(), "the controller exited with {status}");
+    Ok(())
+}
+
+/// Runs one fleet size and returns its row (JSON).
+pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Value> {
+    let fake = FakeKube::start().await?;
+    fake.count_only();
+    let queue = Arc::new(Queue::default());
+    let queue_addr = serve_queue(queue.clone()).await?;
+    let work = tempfile::tempdir()?;
+    let kubeconfig = work.path().join("kubeconfig");
+    fake.kubeconfig(&kubeconfig)?;
+    let guest_dir: PathBuf = guest.parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::write(
+        work.path().join("bounds.yaml"),
+        serde_yaml::to_string(&json!({
+            "minInterval": "100ms",
+            "sources": {"fileDirs": [guest_dir]},
+        }))?,
+    )?;
+    let namespace = |i: usize| format!("fleet-{}", i / PER_NAMESPACE);
+    for i in 0..plan.n {
+        let name = format!("app-{i}");
+        fake.add_scalable_in(
+            &namespace(i),
+            "apps/v1",
+            "Deployment",
+            "deployments",
+            &name,
+            1,
+        );
+        fake.add_pod_in(
+            &namespace(i),
+            FakeKube::pod(&format!("{name}-0"), &name, 100),
+        );
+    }
+
+    let mut controller = start_controller(exe, &kubeconfig, work.path(), "bench-1")?;
+    let holder = |fake: &FakeKube| {
+        fake.get("coordination.k8s.io/v1", "leases", "wasmscaler")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+    };
+    wait_until("the controller leads", Duration::from_secs(60), || {
+        holder(&fake).as_deref() == Some("bench-1")
+    })
+    .await?;
+
+    // Create every resource, then time until each has run once.
+    let created = Instant::now();
+    for i in 0..plan.n {
+        let (ns, name) = (namespace(i), format!("app-{i}"));
+        fake.create_in(
+            &ns,
+            "wasmscaler.dev/v1alpha1",
+            "wasmautoscalers",
+            json!({"metadata": {"name": name}, "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "policy": format!("file:{}", guest.display()),
+                "minReplicas": 1, "maxReplicas": 10,
+                "interval": format!("{}ms", plan.interval.as_millis()),
+                "config": {"queueUrl": format!("http://{queue_addr}/q/{ns}/{name}"),
+                           "expectedTimeSeconds": "1000000000"},
+                "capabilities": {"http": {"allow": [format!("http://{queue_addr}/q/*/*")]}, "state": {}},
+            }}),
+        )?;
+    }
+    let limit = plan.interval * 20 + Duration::from_secs(60);
+    let n = plan.n;
+    wait_until("every autoscaler runs", limit, || queue.distinct() >= n).await?;
+    let all_ran = created.elapsed();
+
+    // Steady state.
+    tokio::time::sleep(plan.settle).await;
+    let (counts0, asked0) = (fake.counts(), queue.asked.load(Ordering::Relaxed));
+    let (cpu0, _, _) = process_usage(controller.0.id());
+    let started = Instant::now();
+    tokio::time::sleep(plan.window).await;
+    let (counts1, asked1) = (fake.counts(), queue.asked.load(Ordering::Relaxed));
+    let (cpu1, rss, peak) = process_usage(controller.0.id());
+    let wall = started.elapsed().as_secs_f64();
+    let runs = asked1.saturating_sub(asked0);
+    let mut per_run = BTreeMap::new();
+    let mut total = 0u64;
+    for ((verb, resource), after) in &counts1 {
+        let delta = after
+            - counts0
+                .get(&(verb.clone(), resource.clone()))
+                .copied()
+                .unwrap_or(0);
+        if delta > 0 {
+            total += delta;
+            per_run.insert(
+                format!("{verb} {resource}"),
+                delta as f64 / runs.max(1) as f64,
+            );
+        }
+    }
+
+    // A restart: the old process stops (releasing the lease), a new one leads and runs all.
+    stop(&mut controller)?;
+    queue.forget();
+    let restarted = Instant::now();
+    let mut successor = start_controller(exe, &kubeconfig, work.path(), "bench-2")?;
+    wait_until(
+        "the restarted controller runs every autoscaler",
+        limit,
+        || queue.distinct() >= n,
+    )
+    .await?;
+    let restart = restarted.elapsed();
+    stop(&mut successor)?;
+
+    Ok(json!({
+        "autoscalers": plan.n,
+        "allRanAfterSeconds": all_ran.as_secs_f64(),
+        "runs": runs,
+        "expectedRuns": plan.n as f64 * wall / plan.interval.as_secs_f64(),
+        "requestsPerRun": total as f64 / runs.max(1) as f64,
+        "perRun": per_run,
+        "cpuPercentOfOneCore": (cpu1 - cpu0) / wall * 100.0,
+        "rssMib": rss,
+        "peakRssMib": peak,
+        "restartAllRanSeconds": restart.as_secs_f64(),
+        "intervalSeconds": plan.interval.as_secs_f64(),
+    }))
+}
+
+/// In the child: runs `wasmscaler controller` with the given arguments, as the binary does.
+pub fn controller_child(args: &[String]) -> std::process::ExitCode {
+    let mut argv = vec!["wasmscaler".to_string(), "controller".to_string()];
+    argv.extend(args.iter().cloned());
+    let cli = match <wasmscaler::cli::Cli as clap::Parser>::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("{error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    wasmscaler::telemetry::init(false);
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(wasmscaler::cli::run(cli)),
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
+}
