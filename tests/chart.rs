@@ -219,7 +219,7 @@ fn the_rbac_grants_exactly_the_calls_the_controller_makes() -> anyhow::Result<()
     // watched into caches (read directly while a cache is not healthy) and scaled through
     // /scale with merge patches, target pods watched and listed, and annotated
     // (and the controller's own pod labelled), pod metrics listed, Events created and their
-    // series patched, the Lease read, created and replaced. tests/controller.rs checks every
+    // series patched, the Leases read, created and replaced (with shards: listed, and long-dead members deleted). tests/controller.rs checks every
     // request the controller sent against the same rules.
     let mut expected = BTreeSet::new();
     let mut add = |group: &str, resource: &str, verbs: &[&str]| {
@@ -239,7 +239,7 @@ fn the_rbac_grants_exactly_the_calls_the_controller_makes() -> anyhow::Result<()
     add(
         "coordination.k8s.io",
         "leases",
-        &["get", "create", "update"],
+        &["get", "list", "create", "update", "delete"],
     );
     let granted = granted()?;
     let extra: Vec<_> = granted.difference(&expected).collect();

@@ -3,6 +3,7 @@
 //! real controller processes and a failover; and the chart's RBAC checked against every call
 //! the controller made.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,7 @@ fn config(state: &std::path::Path, election: Option<LeaseSettings>) -> Controlle
         bounds: test_bounds(),
         uploads: Default::default(),
         client_budget: None,
+        shards: 1,
     }
 }
 
@@ -387,16 +389,29 @@ fn controller_process(
     identity: &str,
     state: &std::path::Path,
 ) -> anyhow::Result<Controller> {
+    controller_process_with(
+        fake_kubeconfig,
+        identity,
+        state,
+        &["--lease-duration", "3s"],
+    )
+}
+
+fn controller_process_with(
+    fake_kubeconfig: &std::path::Path,
+    identity: &str,
+    state: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<Controller> {
     let child = Command::new(env!("CARGO_BIN_EXE_wasmscaler"))
         .args([
             "controller",
             "--namespace",
             "default",
-            "--lease-duration",
-            "3s",
             "--identity",
             identity,
         ])
+        .args(extra)
         .arg("--state-dir")
         .arg(state)
         .arg("--tenant-bounds")
@@ -404,7 +419,8 @@ fn controller_process(
         .env("KUBECONFIG", fake_kubeconfig)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        // Read by a failing test (`replica_logs`).
+        .stderr(std::fs::File::create(state.with_extension("log"))?)
         .spawn()?;
     Ok(Controller(child))
 }
@@ -1114,4 +1130,180 @@ async fn an_api_server_slower_than_the_interval_slows_runs_and_stalls_none() -> 
     stop.cancel();
     task.await??;
     Ok(())
+}
+
+/// The autoscaler a pod-metrics request is for (its target's `app` label) and who sent it.
+fn metric_reads(fake: &FakeKube) -> Vec<(String, String)> {
+    let by = fake.request_identities();
+    fake.requests()
+        .iter()
+        .zip(by)
+        .filter_map(|((_, path, _), who)| {
+            let app = path
+                .strip_prefix("/apis/metrics.k8s.io/")?
+                .split("labelSelector=app%3D")
+                .nth(1)?
+                .split('&')
+                .next()?
+                .to_owned();
+            Some((app, who))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sharded_replicas_run_each_autoscaler_once_and_take_over_a_dead_ones_share()
+-> anyhow::Result<()> {
+    // 18 apps over 6 shards: every replica's share holds some.
+    const APPS: usize = 18;
+    let fake = FakeKube::start().await?;
+    let dir = tempfile::tempdir()?;
+    for i in 0..APPS {
+        let app = format!("app-{i}");
+        fake.add_scalable("apps/v1", "Deployment", "deployments", &app, 1);
+        // 100m of 500m: below the 50 % target, so every run holds at one replica.
+        fake.add_pod(FakeKube::pod(&format!("{app}-0"), &app, 100));
+        fake.create(
+            WSA.0,
+            WSA.1,
+            resource(
+                &app,
+                json!({"scaleTargetRef": {"name": app}, "interval": "300ms", "minReplicas": 1}),
+            )?,
+        )?;
+    }
+    let shards = ["--shards", "6", "--lease-duration", "2s"];
+    let mut replicas = BTreeMap::new();
+    for who in ["a", "b", "c"] {
+        let kubeconfig = dir.path().join(format!("kubeconfig-{who}"));
+        fake.kubeconfig_as(&kubeconfig, who)?;
+        let state = dir.path().join(who);
+        replicas.insert(
+            who,
+            controller_process_with(&kubeconfig, who, &state, &shards)?,
+        );
+    }
+    let runners = |reads: &[(String, String)]| -> BTreeMap<String, BTreeSet<String>> {
+        let mut by_app: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (app, who) in reads {
+            by_app.entry(app.clone()).or_default().insert(who.clone());
+        }
+        by_app
+    };
+    wait_for(
+        "every autoscaler runs, on all three replicas",
+        Duration::from_secs(90),
+        || {
+            let reads = metric_reads(&fake);
+            let who: BTreeSet<&String> = reads.iter().map(|(_, w)| w).collect();
+            runners(&reads).len() == APPS && who.len() == 3
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "runs: {:?}\nleases: {:?}\nlogs:\n{}",
+            runners(&metric_reads(&fake)),
+            fake.all("leases")
+                .iter()
+                .map(|l| (
+                    l["metadata"]["name"].clone(),
+                    l["spec"]["holderIdentity"].clone()
+                ))
+                .collect::<Vec<_>>(),
+            replica_logs(dir.path())
+        )
+    })?;
+    // Let the membership settle: each replica's share runs on it alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // c dies without a chance to release anything.
+    let before_kill = metric_reads(&fake).len();
+    let recent: Vec<(String, String)> =
+        metric_reads(&fake)[before_kill.saturating_sub(3 * APPS)..].to_vec();
+    let orphans: BTreeSet<String> = recent
+        .iter()
+        .filter(|(_, who)| who == "c")
+        .map(|(app, _)| app.clone())
+        .collect();
+    assert!(!orphans.is_empty(), "c ran nothing: {recent:?}");
+    drop(replicas.remove("c"));
+    let killed = Instant::now();
+    wait_for(
+        "c's autoscalers run elsewhere",
+        Duration::from_secs(30),
+        || {
+            let after = runners(&metric_reads(&fake)[before_kill..]);
+            orphans.iter().all(|app| after.contains_key(app))
+        },
+    )
+    .await?;
+    let taken_over = killed.elapsed();
+    eprintln!("c's share ran on the others {taken_over:?} after c was killed (lease 2 s)");
+    assert!(
+        taken_over < Duration::from_secs(5),
+        "c's share took {taken_over:?} to run again (lease 2 s)"
+    );
+
+    // A steady window: every autoscaler runs on exactly one replica, once per interval.
+    let start = metric_reads(&fake).len();
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    let reads = metric_reads(&fake)[start..].to_vec();
+    let mut per_app: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
+    for (app, who) in &reads {
+        let entry = per_app.entry(app.clone()).or_default();
+        entry.0 += 1;
+        entry.1.insert(who.clone());
+    }
+    assert_eq!(
+        per_app.len(),
+        APPS,
+        "an autoscaler stopped running: {per_app:?}"
+    );
+    let most = (window.as_millis() / 300) as usize + 2;
+    for (app, (runs, who)) in &per_app {
+        assert_eq!(who.len(), 1, "{app} ran on {who:?} at once");
+        assert!(!who.contains("c"), "{app} still ran on the dead replica");
+        assert!(
+            *runs <= most,
+            "{app} ran {runs} times in {window:?} (at most {most})"
+        );
+    }
+
+    // Over the whole test, no autoscaler went back and forth between replicas: each moved
+    // only with the membership (b and c joining, c leaving).
+    let all = metric_reads(&fake);
+    for app in per_app.keys() {
+        let sequence: Vec<&String> = all
+            .iter()
+            .filter(|(a, _)| a == app)
+            .map(|(_, who)| who)
+            .collect();
+        let switches = sequence.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(
+            switches <= 3,
+            "{app} switched replicas {switches} times: {sequence:?}"
+        );
+    }
+    drop(replicas);
+    Ok(())
+}
+
+/// The last lines each replica logged (for a failing test's message).
+fn replica_logs(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("== {}\n", path.display()));
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }

@@ -242,8 +242,18 @@ fn main() -> std::process::ExitCode {
 /// The API-server rows.
 fn api_fleet(measuring: bool, exe: &std::path::Path) {
     use api_server::Plan;
+    // `-- --api-only --api-n 1000`: one size.
+    let args: Vec<String> = std::env::args().collect();
+    let sizes: Vec<usize> = match args.iter().position(|a| a == "--api-n") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .into_iter()
+            .collect(),
+        None => vec![1_000, 10_000],
+    };
     let plans = if measuring {
-        [1_000, 10_000]
+        sizes
             .into_iter()
             .map(|n| Plan {
                 n,

@@ -240,13 +240,19 @@ async fn handle(
                 recorded,
                 String::from_utf8_lossy(&body).into_owned(),
             ));
-            w.identities.push(
-                headers
-                    .get("x-test-identity")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
+            // Who sent it: a test client's header, or a process's bearer token.
+            let identity = headers
+                .get("x-test-identity")
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| {
+                    headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                })
+                .unwrap_or_default()
+                .to_owned();
+            w.identities.push(identity);
         }
         let fault = route.and_then(|r| {
             w.faults
@@ -619,8 +625,14 @@ impl FakeKube {
 
     /// Writes a kubeconfig pointing at this server; for controller processes.
     pub fn kubeconfig(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        self.kubeconfig_as(path, "fake-token")
+    }
+
+    /// [`FakeKube::kubeconfig`] whose requests are recorded as sent by `identity` (its
+    /// bearer token).
+    pub fn kubeconfig_as(&self, path: &std::path::Path, identity: &str) -> anyhow::Result<()> {
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {NAMESPACE}\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {NAMESPACE}\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {identity}\n",
             self.addr
         );
         std::fs::write(path, text)?;

@@ -29,6 +29,11 @@ pub(super) struct ControllerArgs {
     /// The Lease used for leader election.
     #[arg(long, default_value = "wasmscaler")]
     lease_name: String,
+    /// Split the autoscalers into this many shards over the replicas: every replica runs
+    /// its share, and takes over a dead one's within the lease duration. The same on every
+    /// replica; 1 means one leader runs them all and the others stand by.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: u32,
     /// Namespace of the Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -176,7 +181,13 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             max_total_bytes: args.upload_max_mib << 20,
         },
         client_budget: Some(budget.clone()),
+        shards: args.shards,
     };
+    if args.shards > 1 && args.no_leader_election {
+        anyhow::bail!(
+            "--shards needs leader election: shard Leases keep each autoscaler on one replica"
+        );
+    }
     let client = client_with_budget(kube_config.clone(), &budget)?;
     let lease_client = client_for(kube_config)?;
     let stop = CancellationToken::new();

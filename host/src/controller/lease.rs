@@ -193,6 +193,21 @@ impl LeaderElector {
         }
     }
 
+    /// Notes the lease's resourceVersion as seen now, if it changed (from a list made for
+    /// other reasons): its expiry is then counted from its last change, not from this
+    /// candidate's first attempt.
+    pub async fn note_seen(&self, version: &str) {
+        let mut observed = self.observed.lock().await;
+        if observed.as_ref().is_none_or(|(seen, _)| seen != version) {
+            *observed = Some((version.to_owned(), Instant::now()));
+        }
+    }
+
+    /// One attempt to acquire or renew: `true` if this candidate now holds the lease.
+    pub async fn try_once(&self) -> Result<bool, kube::Error> {
+        Ok(matches!(self.try_acquire_or_renew().await?, Attempt::Held))
+    }
+
     async fn try_acquire_or_renew(&self) -> Result<Attempt, kube::Error> {
         let now = Timestamp::now();
         let name = &self.settings.name;

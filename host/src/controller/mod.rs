@@ -7,6 +7,7 @@ pub mod crd;
 pub mod events;
 pub mod lease;
 pub mod reconciler;
+pub mod shards;
 pub mod status;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ pub struct ControllerConfig {
     pub uploads: crate::policies::StoreQuota,
     /// The request budget the client was built with, for `/metrics`.
     pub client_budget: Option<crate::targets::budget::RequestBudget>,
+    /// Shards to split the autoscalers into over the replicas (with leader election); 1
+    /// means one leader runs them all.
+    pub shards: u32,
 }
 
 /// The `WasmAutoscaler`s that name an upload, read from the API server: the same answer on
@@ -163,7 +167,21 @@ pub async fn run_with_lease_client(
         bounds: config.bounds.clone(),
         denied,
         caches: Arc::new(WatchCaches::new(client.clone())),
+        preparing: Arc::new(tokio::sync::Semaphore::new(reconciler::CONCURRENT_PREPARES)),
     });
+    if let Some(lease) = config.election.clone()
+        && config.shards > 1
+    {
+        let settings = shards::ShardSettings {
+            shards: config.shards,
+            lease,
+        };
+        shards::run(shared, lease_client, settings, stop).await;
+        if let Some(task) = api_task {
+            let _ = task.await;
+        }
+        return Ok(());
+    }
     let elector = config
         .election
         .clone()

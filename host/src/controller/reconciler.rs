@@ -60,7 +60,14 @@ pub struct Shared {
     pub denied: DeniedNetworks,
     /// Workload objects and pods, watched once per namespace and kind for every target.
     pub caches: Arc<WatchCaches>,
+    /// Resources being prepared (policy read, hashed and loaded; target connected) at once:
+    /// a restart over ten thousand resources must not hold ten thousand policy files in
+    /// memory together.
+    pub preparing: Arc<tokio::sync::Semaphore>,
 }
+
+/// [`Shared::preparing`]'s permits: enough to keep both cores busy while some wait on I/O.
+pub const CONCURRENT_PREPARES: usize = 8;
 
 /// The autoscaler a task runs, once it runs: the next task of the same resource takes its
 /// history from here.
@@ -107,6 +114,8 @@ impl RunObserver for RecordSink {
 pub struct Reconciler {
     shared: Arc<Shared>,
     running: HashMap<String, Running>,
+    /// (shard, shards): only the resources of this shard are run.
+    shard: Option<(u32, u32)>,
 }
 
 impl Reconciler {
@@ -115,7 +124,14 @@ impl Reconciler {
         Reconciler {
             shared,
             running: HashMap::new(),
+            shard: None,
         }
+    }
+
+    /// Runs only the resources of `shard` out of `shards` (see [`super::shards`]).
+    pub fn only_shard(mut self, shard: u32, shards: u32) -> Self {
+        self.shard = Some((shard, shards));
+        self
     }
 
     /// Watches until `stop`; the caller then stops every task through
@@ -211,6 +227,11 @@ impl Reconciler {
 
     fn apply(&mut self, resource: WasmAutoscaler) {
         let key = resource.key();
+        if let Some((shard, shards)) = self.shard
+            && super::shards::shard_of(&key, shards) != shard
+        {
+            return;
+        }
         if resource.metadata.deletion_timestamp.is_some() {
             self.remove(&key);
             return;
@@ -344,8 +365,6 @@ async fn resource_task(
                 if let Ok(mut slot) = live.lock() {
                     *slot = Some(autoscaler.clone());
                 }
-                let state = autoscaler.engine_state().await;
-                writer.started(&autoscaler.guest_digests(), &state).await;
                 shared.engine.insert(&key, autoscaler.clone());
                 tracing::info!(autoscaler = %key, "started");
                 supervise(autoscaler, receiver, writer, stop).await;
@@ -377,6 +396,8 @@ async fn fail(shared: &Shared, key: &str, writer: &mut StatusWriter, why: &Refus
 
 /// Checks the resource against the bounds, loads its policies and connects its target.
 async fn prepare(shared: &Shared, resource: &WasmAutoscaler) -> Result<Prepared, Refused> {
+    // Never closed, so acquiring fails only if it were.
+    let _permit = shared.preparing.acquire().await.ok();
     let spec = resource
         .autoscaler_spec()
         .map_err(|e| refused("InvalidSpec", e))?;
@@ -432,8 +453,12 @@ async fn supervise(
     mut writer: StatusWriter,
     stop: CancellationToken,
 ) {
+    let state = autoscaler.engine_state().await;
     // Aborted with this task (a lost lease aborts the resource's task).
     let mut run = AbortOnDrop(tokio::spawn(autoscaler.clone().run(stop)));
+    // Written while the first run goes on: under the client budget, a thousand resources
+    // starting at once would otherwise wait seconds to run. The run's records queue behind it.
+    writer.started(&autoscaler.guest_digests(), &state).await;
     loop {
         tokio::select! {
             biased;
