@@ -136,7 +136,11 @@ fn start_controller(
             .arg("--tenant-bounds")
             .arg(work.join("bounds.yaml"))
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "error")
+            // FLEET_CONTROLLER_LOG=warn shows why a resource is slow to start.
+            .env(
+                "RUST_LOG",
+                std::env::var("FLEET_CONTROLLER_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdout(std::process::Stdio::null())
             .spawn()?,
     ))
@@ -229,7 +233,20 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
     }
     let limit = plan.interval * 20 + Duration::from_secs(60);
     let n = plan.n;
-    wait_until("every autoscaler runs", limit, || queue.distinct() >= n).await?;
+    let mut progress = Vec::new();
+    let started_at = Instant::now();
+    while queue.distinct() < n {
+        anyhow::ensure!(
+            started_at.elapsed() < limit,
+            "every autoscaler runs: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // How the first runs progress, and what they cost, every 10 s.
+        if progress.len() < (started_at.elapsed().as_secs() / 10) as usize {
+            progress.push(json!({"seconds": created.elapsed().as_secs(), "ran": queue.distinct(),
+                "requests": fake.counts().into_iter().map(|((v, r), c)| (format!("{v} {r}"), c)).collect::<BTreeMap<_, _>>()}));
+        }
+    }
     let all_ran = created.elapsed();
 
     // Steady state.
@@ -285,6 +302,7 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
         "peakRssMib": peak,
         "restartAllRanSeconds": restart.as_secs_f64(),
         "intervalSeconds": plan.interval.as_secs_f64(),
+        "startup": progress,
     }))
 }
 

@@ -583,77 +583,22 @@ fn labels_of(object: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A parsed label selector (`a=b,c!=d,e in (f,g),h notin (i),j,!k`), as the API server
-/// parses the `labelSelector` parameter.
+/// A parsed label selector (`a=b,c!=d,e in (f,g),h notin (i),j,!k`): the host's parser,
+/// whose grammar its own unit tests hold to the API server's, and kube's matcher.
 #[derive(Debug, Default, Clone)]
-pub struct Selector(Vec<Requirement>);
-
-#[derive(Debug, Clone)]
-enum Requirement {
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
-}
+pub struct Selector(kube::core::Selector);
 
 impl Selector {
-    /// Parses a selector; `Err` names what the API server would refuse (400).
+    /// Parses a selector; `Err` says what the API server would refuse (400).
     pub fn parse(text: &str) -> Result<Selector, String> {
-        let mut terms = Vec::new();
-        let mut depth = 0usize;
-        let mut start = 0;
-        for (i, c) in text.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth = depth.saturating_sub(1),
-                ',' if depth == 0 => {
-                    terms.push(&text[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        terms.push(&text[start..]);
-        let mut requirements = Vec::new();
-        for term in terms.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
-            let set = |rest: &str| -> Result<Vec<String>, String> {
-                let inner = rest
-                    .trim()
-                    .strip_prefix('(')
-                    .and_then(|r| r.strip_suffix(')'))
-                    .ok_or_else(|| format!("unable to parse requirement: {term:?}"))?;
-                Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
-            };
-            let requirement = if let Some(key) = term.strip_prefix('!') {
-                Requirement::DoesNotExist(key.trim().to_owned())
-            } else if let Some((key, value)) = term.split_once("!=") {
-                Requirement::NotIn(key.trim().to_owned(), vec![value.trim().to_owned()])
-            } else if let Some((key, value)) = term.split_once("==") {
-                Requirement::In(key.trim().to_owned(), vec![value.trim().to_owned()])
-            } else if let Some((key, value)) = term.split_once('=') {
-                Requirement::In(key.trim().to_owned(), vec![value.trim().to_owned()])
-            } else if let Some((key, rest)) = term.split_once(" notin ") {
-                Requirement::NotIn(key.trim().to_owned(), set(rest)?)
-            } else if let Some((key, rest)) = term.split_once(" in ") {
-                Requirement::In(key.trim().to_owned(), set(rest)?)
-            } else if term.contains([' ', '(', ')']) {
-                return Err(format!("unable to parse requirement: {term:?}"));
-            } else {
-                Requirement::Exists(term.to_owned())
-            };
-            requirements.push(requirement);
-        }
-        Ok(Selector(requirements))
+        wasmscaler::targets::kubernetes::selector::parse(text)
+            .map(Selector)
+            .map_err(|e| e.to_string())
     }
 
     /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().all(|r| match r {
-            Requirement::In(k, values) => labels.get(k).is_some_and(|v| values.contains(v)),
-            Requirement::NotIn(k, values) => labels.get(k).is_none_or(|v| !values.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
-        })
+        kube::core::SelectorExt::matches(&self.0, labels)
     }
 }
 

@@ -13,6 +13,7 @@ use crate::engine::HumanDuration;
 use crate::policies::{FetchConfig, StoreQuota};
 use crate::sandbox::SandboxConfig;
 use crate::targets::budget::{BudgetConfig, RequestBudget};
+use crate::targets::kubernetes::cache::cache_client;
 use crate::targets::kubernetes::{client_for, client_with_budget};
 
 #[derive(Debug, Args)]
@@ -189,10 +190,15 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         );
     }
     let client = client_with_budget(kube_config.clone(), &budget)?;
-    let lease_client = client_for(kube_config)?;
+    let lease_client = client_for(kube_config.clone())?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone(), None));
-    controller::run_with_lease_client(client, lease_client, config, stop).await
+    let clients = controller::Clients {
+        main: client,
+        lease: lease_client,
+        caches: cache_client(kube_config.clone())?,
+    };
+    controller::run_with_clients(clients, config, stop).await
 }
 
 pub(super) fn crd() -> anyhow::Result<()> {

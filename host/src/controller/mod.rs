@@ -102,18 +102,37 @@ pub async fn run(
     config: ControllerConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with_lease_client(client.clone(), client, config, stop).await
+    let clients = Clients {
+        main: client.clone(),
+        lease: client.clone(),
+        caches: client,
+    };
+    run_with_clients(clients, config, stop).await
 }
 
-/// Runs the controller until `stop`. The lease is renewed through `lease_client`, a client
-/// of its own (its own connections, outside any budget of the autoscalers' traffic), so that
-/// a busy or throttled API server slows runs down but never delays a renewal behind them.
-pub async fn run_with_lease_client(
-    client: Client,
-    lease_client: Client,
+/// The controller's clients: each kind of traffic on connections (and a budget) of its own.
+pub struct Clients {
+    /// Targets' reads and writes, status and Events, under the request budget.
+    pub main: Client,
+    /// Lease renewals: never queued behind the autoscalers' traffic, so a busy or throttled
+    /// API server slows runs down but never delays a renewal.
+    pub lease: Client,
+    /// The watch caches' lists and watches (long read timeout, no budget): they keep every
+    /// run's reads off the API server, so they must not queue behind status writes either.
+    pub caches: Client,
+}
+
+/// Runs the controller until `stop`, with a client for each kind of traffic.
+pub async fn run_with_clients(
+    clients: Clients,
     config: ControllerConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Clients {
+        main: client,
+        lease: lease_client,
+        caches: cache_client,
+    } = clients;
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         anyhow::anyhow!(
@@ -166,7 +185,7 @@ pub async fn run_with_lease_client(
         state_dir: config.state_dir.join("guest-state"),
         bounds: config.bounds.clone(),
         denied,
-        caches: Arc::new(WatchCaches::new(client.clone())),
+        caches: Arc::new(WatchCaches::new(cache_client)),
         preparing: Arc::new(tokio::sync::Semaphore::new(reconciler::CONCURRENT_PREPARES)),
     });
     if let Some(lease) = config.election.clone()

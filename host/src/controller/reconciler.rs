@@ -321,7 +321,9 @@ async fn resource_task(
         let attempt = tokio::select! {
             biased;
             _ = stop.cancelled() => None,
-            prepared = prepare(&shared, &resource) => Some(prepared),
+            // Boxed: loading and connecting hold large futures, which would otherwise size
+            // this task for as long as the autoscaler runs.
+            prepared = Box::pin(prepare(&shared, &resource)) => Some(prepared),
         };
         // The previous spec's task ends here either way: replaced by this one, or (fail
         // static) by nothing, as a resource that cannot run as written scales nothing.

@@ -181,21 +181,28 @@ impl StatusWriter {
 
     /// The resource is running: policies loaded, target connected.
     pub async fn started(&mut self, digests: &[String; 2], state: &EngineState) {
-        self.status.observed_generation = self.generation;
-        self.status.policy_digests = if digests[0] == digests[1] {
+        let digests = if digests[0] == digests[1] {
             vec![digests[0].clone()]
         } else {
             digests.to_vec()
         };
+        let mut changed = self.status.observed_generation != self.generation
+            || self.status.policy_digests != digests;
+        self.status.observed_generation = self.generation;
+        self.status.policy_digests = digests;
         self.status.engine_state = Some(state.clone());
-        self.condition(
+        changed |= self.condition(
             "Ready",
             true,
             "Running",
             "policies loaded, target connected",
         );
-        self.condition("PolicyFailed", false, "Loaded", "");
-        self.write().await;
+        changed |= self.condition("PolicyFailed", false, "Loaded", "");
+        // A restarted or failed-over controller finds the status it would write (the history
+        // came from it): ten thousand resources then cost no write, and no wait on the budget.
+        if changed {
+            self.write().await;
+        }
     }
 
     /// The resource cannot run: `reason` names the stage (OutOfBounds, InvalidSpec,

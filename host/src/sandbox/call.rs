@@ -150,6 +150,7 @@ impl GuestComponent {
                     &env,
                     result.map(|r| r.map(convert)),
                 )
+                .await
             })
             .await
     }
@@ -209,7 +210,7 @@ async fn with_deadline<T>(
 
 /// Turns the raw result into the call's outcome: classifies errors, enforces the output cap,
 /// commits state on success and forwards captured stdout/stderr to the log.
-fn finish<T: OutputSize>(
+async fn finish<T: OutputSize>(
     mut store: Store<HostState>,
     pool_slots: u32,
     started: Instant,
@@ -242,10 +243,13 @@ fn finish<T: OutputSize>(
         return Err(e);
     }
     if let Some((changes, max_bytes)) = state.take_changes()
-        && let Some(store) = &state.env().state
+        && let Some(store) = state.env().state.clone()
     {
-        store
-            .commit(&changes, max_bytes)
+        // A file store writes and syncs: off the async workers, which a few hundred
+        // autoscalers' first runs would otherwise hold in fsync one after another.
+        tokio::task::spawn_blocking(move || store.commit(&changes, max_bytes))
+            .await
+            .map_err(|e| SandboxError::State(GuestError::Other(format!("saving state: {e}"))))?
             .map_err(SandboxError::State)?;
     }
     Ok(CallOutcome {

@@ -30,9 +30,18 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 
-/// How long the API server keeps one watch open (`timeoutSeconds`). Inside the client's 15 s
-/// read timeout, so a quiet watch ends normally rather than in an error.
-pub const WATCH_TIMEOUT_SECS: u32 = 10;
+/// How long the API server keeps one watch open (`timeoutSeconds`). Inside the read timeout
+/// of the caches' client ([`CACHE_READ_TIMEOUT`]), so a quiet watch ends normally rather than
+/// in an error.
+pub const WATCH_TIMEOUT_SECS: u32 = 60;
+
+/// The read timeout of the client the caches use: a connection silent for longer (a dead
+/// peer) fails the watch, and the cache reads directly until it is listed again.
+pub const CACHE_READ_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// How long a run waits for a new cache's first list before reading the API server directly
+/// (client-go's informers make controllers wait for it too).
+pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// One reflector: its store, whether it is usable, and its task (stopped on drop).
 pub struct Cache<K>
@@ -65,6 +74,12 @@ where
     /// Whether the cache is listed and its watch is running.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Waits (at most [`FIRST_SYNC_WAIT`]) for the first list, so that a thousand targets
+    /// starting together do not each read the API server while their cache fills.
+    pub async fn first_sync(&self) {
+        let _ = tokio::time::timeout(FIRST_SYNC_WAIT, self.store.wait_until_ready()).await;
     }
 
     /// The object `name`, when the cache is healthy: `Some(None)` means it does not exist.
@@ -100,7 +115,9 @@ type KnownKinds = Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities,
 /// Live caches by key; a cache lives as long as a target holds it.
 type Registry<Q, C> = Mutex<HashMap<Q, Weak<C>>>;
 
-/// The caches of one process, by namespace and kind.
+/// The caches of one process, by namespace and kind. Their client should be one of their
+/// own (see [`cache_client`]): the lists and watches that keep every target's reads off the
+/// API server must not queue behind the targets' status writes.
 pub struct WatchCaches {
     client: Client,
     /// By (namespace, apiVersion/plural).
@@ -244,4 +261,11 @@ where
         healthy,
         task,
     }
+}
+
+/// A client for [`WatchCaches`]: `config` with the autoscaler's timeouts, except a read timeout
+/// of [`CACHE_READ_TIMEOUT`] for the watches, and no request budget (one list and one watch a
+/// minute per namespace and kind in use).
+pub fn cache_client(config: kube::Config) -> Result<Client, crate::targets::TargetError> {
+    super::client_for_reads(config, CACHE_READ_TIMEOUT)
 }

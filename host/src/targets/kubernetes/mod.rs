@@ -533,6 +533,12 @@ impl Target for KubernetesTarget {
 
     fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
         Box::pin(async move {
+            if let Some(caches) = &self.caches {
+                if let Some(objects) = &caches.objects {
+                    objects.first_sync().await;
+                }
+                caches.pods.first_sync().await;
+            }
             let (scale, object) = match self.cached_object() {
                 Some(object) => {
                     let derived = self
@@ -700,6 +706,17 @@ pub fn client_with_budget(
     let builder = kube::client::ClientBuilder::try_from(tuned(config))
         .map_err(|e| TargetError::Unavailable(format!("Kubernetes client: {e}")))?;
     Ok(builder.with_layer(budget).build())
+}
+
+/// [`client_for`] with `read_timeout` (for long watches).
+fn client_for_reads(
+    config: kube::Config,
+    read_timeout: Duration,
+) -> Result<kube::Client, TargetError> {
+    let mut config = tuned(config);
+    config.read_timeout = Some(read_timeout);
+    kube::Client::try_from(config)
+        .map_err(|e| TargetError::Unavailable(format!("Kubernetes client: {e}")))
 }
 
 fn tuned(mut config: kube::Config) -> kube::Config {
