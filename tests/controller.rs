@@ -110,8 +110,26 @@ fn spawn_controller(
 )> {
     let client = fake.client(Duration::from_secs(15))?;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(controller::run(client, config, stop.clone()));
+    let task = tokio::spawn(controller::run(
+        clients(client, fake, None)?,
+        config,
+        stop.clone(),
+    ));
     Ok((stop, task))
+}
+
+/// The controller's clients against the fake: `main` for the autoscalers and the lease, as
+/// tests have always run it, and the caches' own client.
+fn clients(
+    main: kube::Client,
+    fake: &FakeKube,
+    identity: Option<&str>,
+) -> anyhow::Result<controller::Clients> {
+    Ok(controller::Clients {
+        lease: main.clone(),
+        main,
+        caches: fake.cache_client(identity)?,
+    })
 }
 
 async fn wait_for(
@@ -997,7 +1015,11 @@ async fn a_client_budget_spaces_requests_and_fails_no_run() -> anyhow::Result<()
     let mut config = config(state.path(), None);
     config.listen = Some(format!("127.0.0.1:{port}").parse()?);
     config.client_budget = Some(budget.clone());
-    let client = fake.client_with_budget(Duration::from_secs(15), &budget)?;
+    let client = clients(
+        fake.client_with_budget(Duration::from_secs(15), &budget)?,
+        &fake,
+        None,
+    )?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(controller::run(client, config, stop.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1050,7 +1072,11 @@ async fn after_a_shutdown_the_old_leader_starts_no_run_once_the_standby_runs() -
             LeaseSettings::with_duration("wasmscaler", "default", identity, Duration::from_secs(3));
         let mut config = config(state.path(), Some(election));
         config.identity = identity.into();
-        let client = fake.client_as(Duration::from_secs(15), identity)?;
+        let client = clients(
+            fake.client_as(Duration::from_secs(15), identity)?,
+            &fake,
+            Some(identity),
+        )?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(controller::run(client, config, stop.clone()));
         Ok((stop, task, state))
@@ -1105,9 +1131,10 @@ async fn after_a_shutdown_the_old_leader_starts_no_run_once_the_standby_runs() -
 async fn an_api_server_slower_than_the_interval_slows_runs_and_stalls_none() -> anyhow::Result<()> {
     use support::fake_kube::{Fault, Route};
     let fake = cluster().await?;
-    // Every scale read takes 150 ms, runs are due every 100 ms: each run overruns the interval.
+    // Every run's metrics read takes 150 ms (the workload and pods come from the caches),
+    // runs are due every 100 ms: each run overruns the interval.
     for _ in 0..1000 {
-        fake.inject(Route::GetScale, Fault::Delay(Duration::from_millis(150)));
+        fake.inject(Route::PodMetrics, Fault::Delay(Duration::from_millis(150)));
     }
     let state = tempfile::tempdir()?;
     let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;

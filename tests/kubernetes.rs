@@ -390,7 +390,7 @@ fn is_watch(uri: &str) -> bool {
 async fn with_watch_caches_a_steady_run_sends_no_request_and_sees_every_change()
 -> anyhow::Result<()> {
     let server = FakeKube::start().await?;
-    let caches = WatchCaches::new(server.client(Duration::from_secs(2))?);
+    let caches = server.caches()?;
     let target = web(&server, 3).await?.with_caches(&caches);
     server.add_pod(FakeKube::pod("other-0", "other", 10));
     until("the caches are listed", || target.reads_from_caches()).await?;
@@ -442,7 +442,7 @@ async fn with_watch_caches_a_steady_run_sends_no_request_and_sees_every_change()
 #[tokio::test]
 async fn a_decision_on_a_stale_cache_is_refused_by_its_resource_version() -> anyhow::Result<()> {
     let server = FakeKube::start().await?;
-    let caches = WatchCaches::new(server.client(Duration::from_secs(2))?);
+    let caches = server.caches()?;
     let target = web(&server, 3).await?.with_caches(&caches);
     until("the caches are listed", || target.reads_from_caches()).await?;
     let observed = target.observe().await?;
@@ -465,7 +465,7 @@ async fn a_custom_resource_reads_its_scale_and_takes_pods_from_the_cache() -> an
     server.add_pod(FakeKube::pod("garden-1", "garden", 10));
     server.add_pod(FakeKube::pod("web-0", "web", 10));
     let client = server.client(Duration::from_secs(2))?;
-    let caches = WatchCaches::new(client.clone());
+    let caches = server.caches()?;
     let cactus = KubernetesTarget::connect(client, reference("example.com/v1", "Cactus", "garden"))
         .await?
         .with_caches(&caches);
@@ -492,7 +492,7 @@ async fn caches_are_shared_per_namespace_and_kind_and_stop_with_their_last_targe
 -> anyhow::Result<()> {
     let server = FakeKube::start().await?;
     server.add_scalable("apps/v1", "Deployment", "deployments", "api", 1);
-    let caches = WatchCaches::new(server.client(Duration::from_secs(2))?);
+    let caches = server.caches()?;
     server.add_scalable("apps/v1", "Deployment", "deployments", "web", 2);
     let web = caches
         .connect(reference("apps/v1", "Deployment", "web"))

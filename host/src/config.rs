@@ -17,7 +17,7 @@ use crate::targets::Target;
 use crate::targets::aws::AsgTarget;
 use crate::targets::aws::lifecycle::{LifecycleProcessor, LifecycleSpec};
 use crate::targets::kubernetes::cache::WatchCaches;
-use crate::targets::kubernetes::client_from_environment;
+use crate::targets::kubernetes::caches_from_environment;
 use crate::targets::local::LocalProcesses;
 
 /// The whole file.
@@ -279,7 +279,7 @@ async fn connect_target(
         ),
         TargetSpec::Kubernetes(reference) => {
             if kube.is_none() {
-                *kube = Some(WatchCaches::new(client_from_environment().await?));
+                *kube = Some(caches_from_environment().await?);
             }
             let caches = kube.as_ref().context("no Kubernetes client")?;
             Arc::new(caches.connect(reference.clone()).await.with_context(|| {

@@ -60,6 +60,8 @@ pub enum Route {
     GetScale,
     /// PATCH of a scale subresource.
     PatchScale,
+    /// LIST of pod metrics (metrics.k8s.io), which every run of a CPU policy makes.
+    PodMetrics,
 }
 
 /// Everything the server holds.
@@ -219,6 +221,9 @@ async fn handle(
     let route = match (&method, segments.last()) {
         (&Method::GET, Some(&"scale")) => Some(Route::GetScale),
         (&Method::PATCH, Some(&"scale")) => Some(Route::PatchScale),
+        (&Method::GET, Some(&"pods")) if path.starts_with("/apis/metrics.k8s.io/") => {
+            Some(Route::PodMetrics)
+        }
         _ => None,
     };
     let (fault, target) = {
@@ -364,6 +369,29 @@ impl FakeKube {
         Ok(wasmscaler::targets::kubernetes::client_for(
             self.config(read_timeout)?,
         )?)
+    }
+
+    /// A client for watch caches, built by the production `cache_client` (its long read
+    /// timeout), recorded as sent by `identity` when given.
+    pub fn cache_client(&self, identity: Option<&str>) -> anyhow::Result<kube::Client> {
+        let mut config = self.config(Duration::from_secs(15))?;
+        if let Some(identity) = identity {
+            config
+                .headers
+                .push(("x-test-identity".parse()?, identity.parse()?));
+        }
+        Ok(wasmscaler::targets::kubernetes::cache::cache_client(
+            config,
+        )?)
+    }
+
+    /// Watch caches as a process makes them: targets on [`FakeKube::client`], the caches on
+    /// [`FakeKube::cache_client`].
+    pub fn caches(&self) -> anyhow::Result<wasmscaler::targets::kubernetes::cache::WatchCaches> {
+        Ok(wasmscaler::targets::kubernetes::cache::WatchCaches::new(
+            self.client(Duration::from_secs(2))?,
+            self.cache_client(None)?,
+        ))
     }
 
     /// [`FakeKube::client`] whose requests are recorded as sent by `identity`.

@@ -198,7 +198,7 @@ pub(super) async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         lease: lease_client,
         caches: cache_client(kube_config.clone())?,
     };
-    controller::run_with_clients(clients, config, stop).await
+    controller::run(clients, config, stop).await
 }
 
 pub(super) fn crd() -> anyhow::Result<()> {

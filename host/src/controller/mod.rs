@@ -96,20 +96,6 @@ impl api::PolicyUsers for ResourceUsers {
     }
 }
 
-/// Runs the controller until `stop`, renewing the lease through the same client.
-pub async fn run(
-    client: Client,
-    config: ControllerConfig,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let clients = Clients {
-        main: client.clone(),
-        lease: client.clone(),
-        caches: client,
-    };
-    run_with_clients(clients, config, stop).await
-}
-
 /// The controller's clients: each kind of traffic on connections (and a budget) of its own.
 pub struct Clients {
     /// Targets' reads and writes, status and Events, under the request budget.
@@ -123,7 +109,7 @@ pub struct Clients {
 }
 
 /// Runs the controller until `stop`, with a client for each kind of traffic.
-pub async fn run_with_clients(
+pub async fn run(
     clients: Clients,
     config: ControllerConfig,
     stop: CancellationToken,
@@ -185,7 +171,7 @@ pub async fn run_with_clients(
         state_dir: config.state_dir.join("guest-state"),
         bounds: config.bounds.clone(),
         denied,
-        caches: Arc::new(WatchCaches::new(cache_client)),
+        caches: Arc::new(WatchCaches::new(client.clone(), cache_client)),
         preparing: Arc::new(tokio::sync::Semaphore::new(reconciler::CONCURRENT_PREPARES)),
     });
     if let Some(lease) = config.election.clone()

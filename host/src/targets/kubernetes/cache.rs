@@ -7,9 +7,9 @@
 //!
 //! Staleness is bounded, and a stale read can never be written:
 //! - A cache is used only while its watch is healthy: from the end of a (re)list until the
-//!   next watch error. A silent connection ends in the client's read timeout (15 s), an error;
-//!   the server ends each watch after [`WATCH_TIMEOUT_SECS`] and the watcher resumes from the
-//!   last resourceVersion. While it is not healthy, targets read the API server directly.
+//!   next watch error. A silent connection ends in the caches' client's read timeout
+//!   ([`CACHE_READ_TIMEOUT`]), an error; the server ends each watch after
+//!   [`WATCH_TIMEOUT_SECS`] and the watcher resumes from the last resourceVersion. While it is not healthy, targets read the API server directly.
 //! - Healthy, it lags the API server by the delivery of one watch event.
 //! - A decision made on a stale object is written with that object's resourceVersion, which
 //!   the API server refuses (409); the target then re-reads and writes only if the replica
@@ -119,7 +119,10 @@ type Registry<Q, C> = Mutex<HashMap<Q, Weak<C>>>;
 /// own (see [`cache_client`]): the lists and watches that keep every target's reads off the
 /// API server must not queue behind the targets' status writes.
 pub struct WatchCaches {
+    /// The targets' reads and writes (under the caller's request budget).
     client: Client,
+    /// The caches' lists and watches.
+    watches: Client,
     /// By (namespace, apiVersion/plural).
     objects: Registry<(String, String), Cache<DynamicObject>>,
     /// By namespace.
@@ -130,9 +133,13 @@ pub struct WatchCaches {
 
 impl WatchCaches {
     /// No caches yet; they are started on first use, through `client`.
-    pub fn new(client: Client) -> Self {
+    /// Targets connected through these caches use `targets`; the caches list and watch
+    /// through `watches`, a client whose read timeout outlasts [`WATCH_TIMEOUT_SECS`] (see
+    /// [`cache_client`]).
+    pub fn new(targets: Client, watches: Client) -> Self {
         WatchCaches {
-            client,
+            client: targets,
+            watches,
             objects: Mutex::default(),
             pods: Mutex::default(),
             kinds: Mutex::default(),
@@ -140,7 +147,7 @@ impl WatchCaches {
         }
     }
 
-    /// The client the caches (and their targets) use.
+    /// The client targets connected through these caches use.
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -177,7 +184,7 @@ impl WatchCaches {
             resource.api_version.clone() + "/" + &resource.plural,
         );
         shared(&self.objects, key, || {
-            let api = Api::namespaced_with(self.client.clone(), namespace, resource);
+            let api = Api::namespaced_with(self.watches.clone(), namespace, resource);
             start(
                 api,
                 Writer::new(resource.clone()),
@@ -191,7 +198,7 @@ impl WatchCaches {
     /// The cache of the pods in `namespace`, started if no target holds it.
     pub fn pods(&self, namespace: &str) -> Arc<Cache<Pod>> {
         shared(&self.pods, namespace.to_owned(), || {
-            let api = Api::namespaced(self.client.clone(), namespace);
+            let api = Api::namespaced(self.watches.clone(), namespace);
             start(api, Writer::default(), (), namespace, &self.stats)
         })
     }

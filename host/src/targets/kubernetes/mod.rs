@@ -684,10 +684,23 @@ impl PodMetricsProvider for MetricsServer {
 
 /// Builds a client from the environment (in-cluster config or kubeconfig); see [`client_for`].
 pub async fn client_from_environment() -> Result<kube::Client, TargetError> {
-    let config = kube::Config::infer()
+    client_for(config_from_environment().await?)
+}
+
+/// Watch caches from the environment: targets on a [`client_for`], the caches on a
+/// [`cache::cache_client`].
+pub async fn caches_from_environment() -> Result<WatchCaches, TargetError> {
+    let config = config_from_environment().await?;
+    Ok(WatchCaches::new(
+        client_for(config.clone())?,
+        cache::cache_client(config)?,
+    ))
+}
+
+async fn config_from_environment() -> Result<kube::Config, TargetError> {
+    kube::Config::infer()
         .await
-        .map_err(|e| TargetError::Unavailable(format!("no Kubernetes configuration: {e}")))?;
-    client_for(config)
+        .map_err(|e| TargetError::Unavailable(format!("no Kubernetes configuration: {e}")))
 }
 
 /// A client with the autoscaler's policy: timeouts short enough that a hung API server
