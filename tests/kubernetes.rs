@@ -104,7 +104,7 @@ async fn observe_reads_the_scale_and_the_pods_of_its_selector() -> anyhow::Resul
         observed.replicas[0].labels.get("app").map(String::as_str),
         Some("web")
     );
-    assert_eq!(observed.object["kind"], "Deployment");
+    assert_eq!(observed.object.to_value()["kind"], "Deployment");
     // Pods and the workload object from the watch cache; the scale read fresh.
     let requests = server.requests();
     let pods = requests
@@ -411,7 +411,7 @@ async fn with_watch_caches_a_steady_run_sends_no_request_and_sees_every_change()
         ["web-0", "web-1", "web-2"],
         "the selector is applied"
     );
-    assert_eq!(observed.object["kind"], "Deployment");
+    assert_eq!(observed.object.to_value()["kind"], "Deployment");
 
     // Another actor's change and a new pod reach the cache through the watch.
     server.set_replicas("web", 5);

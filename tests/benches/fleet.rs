@@ -102,7 +102,7 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
                 .map(|t| t.observations.load(Ordering::Relaxed))
                 .sum::<u64>()
         };
-        let autoscalers = targets
+        let autoscalers: Vec<Arc<Autoscaler>> = targets
             .iter()
             .enumerate()
             .map(|(i, target)| {

@@ -379,7 +379,7 @@ impl wasmscaler::targets::Target for MemoryTarget {
                         ..Default::default()
                     })
                     .collect(),
-                object: serde_json::json!({}),
+                object: Default::default(),
                 version: None,
             })
         })

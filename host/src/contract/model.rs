@@ -42,12 +42,66 @@ pub struct Target {
     /// Upper bound of the autoscaler.
     pub max_replicas: u32,
     /// The target object, passed to the guest as JSON text.
-    #[serde(default = "empty_object")]
-    pub object: serde_json::Value,
+    #[serde(default)]
+    pub object: ObjectJson,
 }
 
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(serde_json::Map::new())
+/// A target object as the JSON text a guest receives: serialized once per change of the
+/// object and shared by every run and copy that sees it, not rebuilt on each run (an object
+/// is kilobytes, and a host may run 100,000 autoscalers). In the data model's own JSON it is
+/// the object itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ObjectJson(std::sync::Arc<str>);
+
+impl ObjectJson {
+    /// Serializes `object`; a value that cannot be serialized becomes `{}`.
+    pub fn of<T: Serialize + ?Sized>(object: &T) -> Self {
+        ObjectJson(
+            serde_json::to_string(object)
+                .unwrap_or_else(|_| "{}".into())
+                .into(),
+        )
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The object parsed back, for readers that need its fields.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl Default for ObjectJson {
+    fn default() -> Self {
+        ObjectJson("{}".into())
+    }
+}
+
+impl std::fmt::Debug for ObjectJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<serde_json::Value> for ObjectJson {
+    fn from(value: serde_json::Value) -> Self {
+        ObjectJson(value.to_string().into())
+    }
+}
+
+impl Serialize for ObjectJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(ObjectJson::from)
+    }
 }
 
 /// One replica of the target.
@@ -174,7 +228,7 @@ impl From<&Context> for wit::Context {
                 current_replicas: ctx.target.current_replicas,
                 min_replicas: ctx.target.min_replicas,
                 max_replicas: ctx.target.max_replicas,
-                object_json: ctx.target.object.to_string(),
+                object_json: ctx.target.object.as_str().to_owned(),
             },
             replicas: ctx.replicas.iter().map(wit::Replica::from).collect(),
             config: pairs(&ctx.config),

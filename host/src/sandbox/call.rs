@@ -135,6 +135,7 @@ impl GuestComponent {
     ) -> Result<CallOutcome<T>, SandboxError> {
         let (mut store, started, long_running) = self.new_store(ctx, env)?;
         let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
+        let ticking = self.shared.ticker.ticking();
         self.shared
             .runtime
             .run(long_running, async move {
@@ -143,6 +144,7 @@ impl GuestComponent {
                     export(&mut store, instance).await
                 })
                 .await;
+                drop(ticking);
                 finish(
                     store,
                     pool_slots,

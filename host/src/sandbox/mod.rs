@@ -20,12 +20,11 @@ mod limits;
 pub mod network;
 mod output;
 mod runtime;
+mod ticker;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -58,6 +57,8 @@ pub(crate) struct Shared {
     max_memory_bytes: Option<u64>,
     /// Where guest calls run, apart from the API and the control plane.
     runtime: GuestRuntime,
+    /// Keeps the epoch advancing while a call is in flight.
+    ticker: ticker::TickerHandle,
 }
 
 /// Where a loaded component came from.
@@ -92,7 +93,7 @@ pub struct Sandbox {
     loaded: Mutex<HashMap<Digest, Arc<GuestComponent>>>,
     max_component_bytes: u64,
     compiler: Compiler,
-    _ticker: EpochTicker,
+    _ticker: ticker::EpochTicker,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -161,9 +162,9 @@ impl Sandbox {
             config.max_component_bytes,
         ))
         .map_err(|e| internal("compile worker settings", &e))?;
+        let epoch_ticker = ticker::EpochTicker::start(engine.clone(), epoch_tick)
+            .map_err(|e| internal("starting the epoch ticker", &e))?;
         Ok(Sandbox {
-            _ticker: EpochTicker::start(engine.clone(), epoch_tick)
-                .map_err(|e| internal("starting the epoch ticker", &e))?,
             disk: config
                 .cache_dir
                 .as_deref()
@@ -176,10 +177,12 @@ impl Sandbox {
                 pool_slots,
                 max_memory_bytes,
                 runtime,
+                ticker: epoch_ticker.handle(),
             }),
             loaded: Mutex::new(HashMap::new()),
             max_component_bytes: config.max_component_bytes,
             compiler: Compiler::new(config.compile.clone(), worker_settings),
+            _ticker: epoch_ticker,
         })
     }
 
@@ -361,38 +364,4 @@ pub(crate) fn wasmtime_config() -> wasmtime::Config {
         .consume_fuel(true)
         .epoch_interruption(true);
     wasm
-}
-
-/// Advances the engine's epoch at a fixed period: the wall-clock half of every deadline.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine, tick: Duration) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("wasmscaler-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(EpochTicker {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

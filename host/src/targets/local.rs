@@ -466,7 +466,7 @@ impl Target for LocalProcesses {
             Ok(Observation {
                 current: desired,
                 replicas,
-                object: serde_json::json!({ "command": self.spec.command, "basePort": self.spec.base_port }),
+                object: serde_json::json!({ "command": self.spec.command, "basePort": self.spec.base_port }).into(),
                 version: None,
             })
         })

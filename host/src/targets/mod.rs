@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::model::Replica;
+use crate::contract::model::{ObjectJson, Replica};
 use crate::sandbox::{BoxFuture, PodMetricsProvider};
 
 /// A snapshot of the target taken at the start of a run.
@@ -24,7 +24,7 @@ pub struct Observation {
     /// Its replicas as the guest sees them.
     pub replicas: Vec<Replica>,
     /// The target object (e.g. the Deployment), or `{}`.
-    pub object: serde_json::Value,
+    pub object: ObjectJson,
     /// An opaque version the target uses to refuse writes based on a stale snapshot
     /// (Kubernetes: the scale's `resourceVersion`).
     pub version: Option<String>,

@@ -226,7 +226,8 @@ impl AsgTarget {
                 "minSize": group.min_size(),
                 "maxSize": group.max_size(),
                 "desiredCapacity": group.desired_capacity(),
-            }),
+            })
+            .into(),
             version: None,
         })
     }

@@ -53,6 +53,9 @@ where
     dynamic_type: K::DynamicType,
     namespace: String,
     healthy: Arc<AtomicBool>,
+    /// Bumped after every change the store took (and every interruption): equal values
+    /// mean an unchanged store, so a target may keep what it last selected from it.
+    generation: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -89,6 +92,12 @@ where
         }
         let key = ObjectRef::new_with(name, self.dynamic_type.clone()).within(&self.namespace);
         Some(self.store.get(&key))
+    }
+
+    /// The store's generation: read it before reading the store, and a later equal value
+    /// means nothing changed since.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The objects `keep` selects, when the cache is healthy.
@@ -230,6 +239,7 @@ where
 {
     let store = writer.as_reader();
     let healthy = Arc::new(AtomicBool::new(false));
+    let generation = Arc::new(AtomicU64::new(0));
     stats.started.fetch_add(1, Ordering::Relaxed);
     let config = watcher::Config::default()
         .timeout(WATCH_TIMEOUT_SECS)
@@ -244,11 +254,14 @@ where
     );
     let task = tokio::spawn({
         let healthy = healthy.clone();
+        let generation = generation.clone();
         let stats = stats.clone();
         let namespace = namespace.to_owned();
         async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
+                // The reflector applied the event to the store before passing it on.
+                generation.fetch_add(1, Ordering::AcqRel);
                 match event {
                     Ok(watcher::Event::InitDone) => healthy.store(true, Ordering::Release),
                     Ok(_) => {}
@@ -266,6 +279,7 @@ where
         dynamic_type,
         namespace: namespace.to_owned(),
         healthy,
+        generation,
         task,
     }
 }

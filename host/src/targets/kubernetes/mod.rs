@@ -35,7 +35,7 @@ use cache::{Cache, WatchCaches};
 use kube::core::{Selector, SelectorExt};
 
 use super::{Observation, Target, TargetError, TargetIdentity};
-use crate::contract::model::{GuestError, PodMetrics, Replica};
+use crate::contract::model::{GuestError, ObjectJson, PodMetrics, Replica};
 use crate::sandbox::{BoxFuture, PodMetricsProvider};
 
 /// The annotation the ReplicaSet controller reads to pick pods to delete (lowest first).
@@ -76,7 +76,16 @@ pub struct KubernetesTarget {
     written_over: Mutex<Option<String>>,
     /// Pod CPU/memory requests from the last observation, for the metrics provider.
     snapshot: Arc<Mutex<PodSnapshot>>,
+    /// The object's JSON text and the resourceVersion it was serialized at: an unchanged
+    /// object is not serialized again on every run.
+    object_json: Mutex<Option<(String, ObjectJson)>>,
+    /// The pods last selected from the cache, with the cache generation and the selector
+    /// they were selected at: an unchanged namespace is not scanned again on every run.
+    selected_pods: Mutex<Option<SelectedPods>>,
 }
+
+/// Pods selected from a cache: its generation, the selector, the pods in name order.
+type SelectedPods = (u64, String, Vec<Arc<Pod>>);
 
 /// The shared caches a target reads from.
 struct TargetCaches {
@@ -219,6 +228,8 @@ impl KubernetesTarget {
             caches: None,
             written_over: Mutex::new(None),
             snapshot: Arc::default(),
+            object_json: Mutex::default(),
+            selected_pods: Mutex::default(),
         }
     }
 
@@ -302,6 +313,22 @@ impl KubernetesTarget {
         Some(object)
     }
 
+    /// The object as JSON text, serialized again only when its resourceVersion changed.
+    fn object_json(&self, object: &DynamicObject) -> ObjectJson {
+        let version = object.metadata.resource_version.as_deref();
+        if let Ok(memo) = self.object_json.lock()
+            && let Some((at, json)) = memo.as_ref()
+            && version == Some(at.as_str())
+        {
+            return json.clone();
+        }
+        let json = ObjectJson::of(object);
+        if let (Some(version), Ok(mut memo)) = (version, self.object_json.lock()) {
+            *memo = Some((version.to_owned(), json.clone()));
+        }
+        json
+    }
+
     /// The Scale of an apps workload, from the object itself.
     fn scale_from_object(object: &DynamicObject) -> Option<ScaleView> {
         let spec = object.data.get("spec")?;
@@ -319,12 +346,26 @@ impl KubernetesTarget {
     /// The pods `selector` matches: from the shared cache when it is healthy, else listed.
     async fn matching_pods(&self, selector: &str) -> Result<Vec<Arc<Pod>>, TargetError> {
         if let Some(caches) = &self.caches
-            && let Ok(parsed) = selector::parse(selector)
-            && let Some(mut pods) = caches.pods.filter(|pod| parsed.matches(pod.labels()))
+            && caches.pods.healthy()
         {
-            // In name order, as the API server lists them.
-            pods.sort_unstable_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-            return Ok(pods);
+            let generation = caches.pods.generation();
+            if let Ok(last) = self.selected_pods.lock()
+                && let Some((at, chosen_by, pods)) = last.as_ref()
+                && *at == generation
+                && chosen_by == selector
+            {
+                return Ok(pods.clone());
+            }
+            if let Ok(parsed) = selector::parse(selector)
+                && let Some(mut pods) = caches.pods.filter(|pod| parsed.matches(pod.labels()))
+            {
+                // In name order, as the API server lists them.
+                pods.sort_unstable_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+                if let Ok(mut last) = self.selected_pods.lock() {
+                    *last = Some((generation, selector.to_owned(), pods.clone()));
+                }
+                return Ok(pods);
+            }
         }
         let pods = self
             .pods
@@ -575,7 +616,7 @@ impl Target for KubernetesTarget {
             Ok(Observation {
                 current: u32::try_from(scale.current).unwrap_or(0),
                 replicas,
-                object: serde_json::to_value(&*object).unwrap_or_default(),
+                object: self.object_json(&object),
                 version: scale.version,
             })
         })
