@@ -1,4 +1,4 @@
-//! Many autoscalers in one host: CPU share and peak RSS at 1,000 and 10,000 autoscalers with
+//! Many autoscalers in one host: CPU share and peak RSS at 1,000, 10,000 and 100,000 autoscalers with
 //! the default 15 s interval, each running the cpu-target guest (fresh instance per call)
 //! against a cheap in-process target (the tests' `MemoryTarget`). A host with no autoscalers is the baseline row.
 //!
@@ -7,7 +7,7 @@
 //! has run, and after a restart.
 //!
 //! Each fleet size runs in its own child process (this binary, re-executed), so peak RSS is
-//! per size. `cargo bench --bench fleet` measures a 30 s window after a 16 s warm-up (every
+//! per size. `cargo bench --bench fleet` measures a 30 s window after a 20 s warm-up (every
 //! autoscaler has run once); under `cargo test` a small fleet runs briefly as a smoke test.
 
 use std::process::Command;
@@ -177,7 +177,7 @@ fn main() -> std::process::ExitCode {
         child(
             n,
             Duration::from_millis(secs("--interval-ms", 15_000)),
-            Duration::from_millis(secs("--warmup-ms", 16_000)),
+            Duration::from_millis(secs("--warmup-ms", 20_000)),
             Duration::from_millis(secs("--window-ms", 30_000)),
         );
         return std::process::ExitCode::SUCCESS;
@@ -190,7 +190,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     let plan: Vec<(usize, &[&str])> = if measuring {
-        vec![(0, &[]), (1_000, &[]), (10_000, &[])]
+        vec![(0, &[]), (1_000, &[]), (10_000, &[]), (100_000, &[])]
     } else {
         // Smoke test under `cargo test`: a small fast fleet, to prove the harness works.
         vec![(
