@@ -257,7 +257,7 @@ impl Reconciler {
         let live: Live = Arc::default();
         let task = tokio::spawn(resource_task(
             self.shared.clone(),
-            resource.clone(),
+            Box::new(resource.clone()),
             previous.map(|p| p.task),
             stop.clone(),
             live.clone(),
@@ -301,20 +301,22 @@ struct Prepared {
 /// previous task, run until `stop`.
 async fn resource_task(
     shared: Arc<Shared>,
-    resource: WasmAutoscaler,
+    // Boxed, as the writer below: this task lives as long as the autoscaler, and whatever
+    // it holds by value every resource holds between runs.
+    resource: Box<WasmAutoscaler>,
     mut previous: Option<Task>,
     stop: CancellationToken,
     live: Live,
 ) {
     let key = resource.key();
-    let mut writer = StatusWriter::new(
+    let mut writer = Box::new(StatusWriter::new(
         Api::namespaced(
             shared.client.clone(),
             &resource.namespace().unwrap_or_default(),
         ),
         shared.events.clone(),
         &resource,
-    );
+    ));
     // History to continue from: the previous task's (a spec edit), else the status's (a
     // restart or failover).
     let mut inherited: Option<EngineState> = None;
@@ -377,6 +379,8 @@ async fn resource_task(
                 }
                 shared.engine.insert(&key, autoscaler.clone());
                 tracing::info!(autoscaler = %key, "started");
+                // Its spec and status live on in the autoscaler and the writer.
+                drop(resource);
                 supervise(autoscaler, receiver, writer, stop).await;
                 return;
             }
@@ -460,7 +464,7 @@ async fn prepare(shared: &Shared, resource: &WasmAutoscaler) -> Result<Prepared,
 async fn supervise(
     autoscaler: Arc<Autoscaler>,
     mut records: mpsc::UnboundedReceiver<Box<RunRecord>>,
-    mut writer: StatusWriter,
+    mut writer: Box<StatusWriter>,
     stop: CancellationToken,
 ) {
     let state = autoscaler.engine_state().await;

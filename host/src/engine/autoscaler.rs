@@ -639,6 +639,11 @@ impl Autoscaler {
     /// in progress when `stop` fires is finished, not abandoned.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let now = tokio::time::Instant::now();
+        let interval = self.spec.interval.0;
+        // A turn in the second half of the interval gets an extra run in the first half, so
+        // every new autoscaler (and every one after a restart) runs within half an interval,
+        // still spread, and then keeps its turn.
+        let mut early = None;
         let first = match self.spec.start_time {
             Some(align) => {
                 let period = i64::try_from(align.0.as_millis())
@@ -650,11 +655,22 @@ impl Autoscaler {
             }
             // Without alignment, first runs are spread over the interval by name, so a host
             // starting thousands of autoscalers does not run them all in the same instant.
-            None => on_grid(
-                now + spread(&self.spec.name, self.spec.interval.0),
-                self.spec.interval.0,
-            ),
+            None => {
+                let turn = spread(&self.spec.name, interval);
+                if turn >= interval / 2 {
+                    early = Some(on_grid(now + turn - interval / 2, interval));
+                }
+                on_grid(now + turn, interval)
+            }
         };
+        if let Some(at) = early {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(at) => {}
+            }
+            Box::pin(self.run_once()).await;
+        }
         let mut ticker = tokio::time::interval_at(first, self.spec.interval.0);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
