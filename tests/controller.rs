@@ -95,8 +95,15 @@ fn test_bounds() -> TenantBounds {
 
 /// [`test_bounds`] as a file, for controller processes.
 fn bounds_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    // Written whole and renamed into place: replicas started one after another share this
+    // file, and a controller reading it while the next one's start truncated it saw no
+    // bounds at all (found in CI: one replica of three refused every resource).
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = dir.join("bounds.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&test_bounds())?)?;
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = dir.join(format!("bounds.yaml.{n}.partial"));
+    std::fs::write(&partial, serde_yaml::to_string(&test_bounds())?)?;
+    std::fs::rename(&partial, &path)?;
     Ok(path)
 }
 
