@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmscaler::contract::model::{Context, GuestError};
 use wasmscaler::sandbox::{
@@ -375,7 +376,7 @@ async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
         tokio::spawn(async move { guest.gather(&ctx("loop"), &env(limits)).await })
     };
     // Wait until the spinner holds the only slot.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let err = guest
         .gather(&ctx("none"), &env(limits.clone()))
         .await
@@ -391,5 +392,34 @@ async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
     };
     let err = guest.gather(&ctx("none"), &env(too_big)).await.unwrap_err();
     assert!(matches!(err, SandboxError::InvalidLimits(_)), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_waits_its_turn_for_a_slot_within_max_slot_wait() -> anyhow::Result<()> {
+    let sandbox = wasmscaler_tests::one_slot_sandbox_waiting(Duration::from_secs(10))?;
+    let guest = hostile(&sandbox).await?;
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 600,
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let spinner = {
+        let (guest, limits) = (guest.clone(), limits.clone());
+        tokio::spawn(async move { guest.gather(&ctx("loop"), &env(limits)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slot is taken: this call queues behind the spinner, and runs once its deadline
+    // has freed the slot, with its own full timeout (not what is left of the wait).
+    let waited = std::time::Instant::now();
+    let outcome = guest.gather(&ctx("none"), &env(limits)).await?;
+    assert!(waited.elapsed() >= Duration::from_millis(300), "it waited");
+    assert!(outcome.duration < Duration::from_millis(600), "{outcome:?}");
+    let err = spinner.await?.unwrap_err();
+    assert!(
+        matches!(err, SandboxError::DeadlineExceeded { .. }),
+        "{err}"
+    );
     Ok(())
 }

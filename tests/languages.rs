@@ -259,6 +259,21 @@ async fn c_guest_agrees_with_rust() -> anyhow::Result<()> {
     agrees_with_rust("c").await
 }
 
+/// The C bindings are committed (so no test run builds wit-bindgen); they must come from
+/// today's WIT.
+#[test]
+fn the_committed_c_bindings_match_the_wit() -> anyhow::Result<()> {
+    let guest = wasmscaler_tests::repo_root().join("guests/cpu-target-c");
+    let recorded = std::fs::read_to_string(guest.join("gen/wit.sha256"))?;
+    let actual = wasmscaler_tests::wit_digest(&guest.join("wit"))?;
+    assert_eq!(
+        recorded.trim(),
+        actual,
+        "guests/cpu-target-c/wit changed since gen/ was made: run guests/cpu-target-c/regen.sh"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wat_guest_agrees_with_rust() -> anyhow::Result<()> {
     agrees_with_rust("wat").await

@@ -20,6 +20,8 @@ pub mod registry;
 /// Builds the cpu-target guest written in `language` (`js`, `py`, `c`: its
 /// `guests/cpu-target-LANG/build.sh`, which uses the pinned toolchains of
 /// tests/toolchains/install.sh; `wat`: the component text parsed here), once per test process.
+/// The C guest's core module is wrapped into a component here, with `wit-component` and the
+/// WASI preview 1 reactor adapter of wasmtime's release.
 pub fn build_language_guest(language: &str) -> anyhow::Result<PathBuf> {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT
@@ -39,9 +41,16 @@ pub fn build_language_guest(language: &str) -> anyhow::Result<PathBuf> {
         let bytes = wat::parse_file(&source).with_context(|| source.display().to_string())?;
         std::fs::write(&out, bytes)?;
     } else {
+        let core = language == "c";
+        let built_file = if core {
+            guest_target_dir().join("cpu_target_c.core.wasm")
+        } else {
+            out.clone()
+        };
         let output = Command::new("bash")
             .arg(dir.join("build.sh"))
-            .arg(&out)
+            .args(core.then_some("--core"))
+            .arg(&built_file)
             .output()
             .with_context(|| format!("running {}/build.sh", dir.display()))?;
         if !output.status.success() {
@@ -51,9 +60,59 @@ pub fn build_language_guest(language: &str) -> anyhow::Result<PathBuf> {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
+        if core {
+            std::fs::write(&out, wrap_core_module(&std::fs::read(&built_file)?)?)?;
+        }
     }
     built.insert(language.to_owned(), out.clone());
     Ok(out)
+}
+
+/// Wraps a core module that carries its component type (as the C bindings embed it) into a
+/// component, adapting WASI preview 1 imports onto preview 2: `wasm-tools component new
+/// --adapt`, in-process.
+pub fn wrap_core_module(core: &[u8]) -> anyhow::Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .module(core)
+        .context("reading the core module")?
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )
+        .context("the WASI preview 1 adapter")?
+        .validate(true)
+        .encode()
+        .context("encoding the component")
+}
+
+/// The digest `guests/cpu-target-c/regen.sh` records for the WIT in `dir`: every file
+/// (symlinks followed), sorted by its `./`-relative path, as the path on one line and then
+/// its bytes.
+pub fn wit_digest(dir: &Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    fn walk(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| dir.display().to_string())? {
+            let path = entry?.path();
+            // `metadata` follows symlinks, as `find -L`.
+            if std::fs::metadata(&path)?.is_dir() {
+                walk(root, &path, files)?;
+            } else {
+                let relative = path.strip_prefix(root)?.to_string_lossy().into_owned();
+                files.push((format!("./{relative}"), path));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut hasher = sha2::Sha256::new();
+    for (name, path) in files {
+        hasher.update(name.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(std::fs::read(&path)?);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// An autoscaler running `guest` as its policy on `target`, remembering nothing between
@@ -245,13 +304,22 @@ pub fn test_sandbox() -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
     )?)
 }
 
-/// A sandbox with a single instance slot of 64 MiB: a second concurrent call is `busy`.
+/// A sandbox with a single instance slot of 64 MiB that no call waits for: a second
+/// concurrent call is `busy`.
 pub fn one_slot_sandbox() -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
+    one_slot_sandbox_waiting(std::time::Duration::ZERO)
+}
+
+/// A sandbox with a single instance slot of 64 MiB, which a call waits up to `wait` for.
+pub fn one_slot_sandbox_waiting(
+    wait: std::time::Duration,
+) -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
     Ok(wasmscaler::sandbox::Sandbox::new(
         wasmscaler::sandbox::SandboxConfig {
             pooling: Some(wasmscaler::sandbox::PoolingConfig {
                 max_concurrent_calls: 1,
                 max_memory_bytes: 64 << 20,
+                max_slot_wait_ms: u64::try_from(wait.as_millis())?,
                 ..Default::default()
             }),
             compile: compile_config(),

@@ -2,7 +2,8 @@
 # Installs the pinned guest toolchains for the JavaScript, Python and C example guests into
 # .cache/toolchains, and moto's server into .cache/moto (both git-ignored). Idempotent: a
 # toolchain already at its pinned version is left alone.
-# Usage: tests/toolchains/install.sh [all|wasm-tools|c|js|python|moto]
+# Usage: tests/toolchains/install.sh [all|c|js|python|moto|wasm-tools|bindgen]
+# `all` is what the tests need; wasm-tools and bindgen are for building guests by hand.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD/.cache/toolchains"
@@ -32,22 +33,7 @@ cargo_tool() { # name crate version features...
 install_wasm_tools() {
   cargo_tool wasm-tools wasm-tools "$WASM_TOOLS_VERSION" \
     --no-default-features --features component,parse,print,validate,metadata
-}
-
-install_c() {
-  install_wasm_tools
-  cargo_tool wit-bindgen wit-bindgen-cli "$WIT_BINDGEN_VERSION" --no-default-features --features c
-  local missing=()
-  for p in "${C_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]} from Debian"
-    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    apt_install() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
-    apt_install || { $sudo apt-get update -qq >/dev/null && apt_install; }
-  fi
-  # The WASI preview1 reactor adapter, in case the C guest's libc imports preview1.
+  # The WASI preview1 reactor adapter, for wrapping a C guest's core module by hand.
   if ! stamp_ok adapter "$ADAPTER_VERSION"; then
     say "fetching the WASI preview1 reactor adapter $ADAPTER_VERSION"
     local tmp; tmp=$(mktemp -d)
@@ -61,6 +47,27 @@ install_c() {
     cp "$src" "$root/wasi_snapshot_preview1.reactor.wasm"
     rm -rf "$tmp"
     stamp adapter "$ADAPTER_VERSION"
+  fi
+}
+
+# Only to regenerate guests/cpu-target-c/gen after a WIT change (guests/cpu-target-c/regen.sh).
+install_bindgen() {
+  cargo_tool wit-bindgen wit-bindgen-cli "$WIT_BINDGEN_VERSION" --no-default-features --features c
+}
+
+# What the test suite needs for the C guest: Debian's clang and wasi-libc. The bindings are
+# committed and the test suite wraps the core module in-process (wit-component), so neither
+# wit-bindgen nor wasm-tools is built.
+install_c() {
+  local missing=()
+  for p in "${C_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} from Debian"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    apt_install() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+    apt_install || { $sudo apt-get update -qq >/dev/null && apt_install; }
   fi
 }
 
@@ -91,11 +98,12 @@ install_moto() {
 }
 
 case "${1:-all}" in
-  all) install_wasm_tools; install_c; install_js; install_python; install_moto ;;
+  all) install_c; install_js; install_python; install_moto ;;
   moto) install_moto ;;
   wasm-tools) install_wasm_tools ;;
+  bindgen) install_bindgen ;;
   c) install_c ;;
   js) install_js ;;
   python) install_python ;;
-  *) say "unknown toolchain $1 (all, wasm-tools, c, js, python, moto)"; exit 2 ;;
+  *) say "unknown toolchain $1 (all, c, js, python, moto, wasm-tools, bindgen)"; exit 2 ;;
 esac

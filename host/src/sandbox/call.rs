@@ -133,6 +133,10 @@ impl GuestComponent {
         export: Export<W>,
         convert: fn(W) -> T,
     ) -> Result<CallOutcome<T>, SandboxError> {
+        let slot = match &self.shared.slots {
+            Some(slots) => Some(slots.acquire(self.shared.pool_slots).await?),
+            None => None,
+        };
         let (mut store, started, long_running) = self.new_store(ctx, env)?;
         let (pre, env, pool_slots) = (self.pre.clone(), env.clone(), self.shared.pool_slots);
         let ticking = self.shared.ticker.ticking();
@@ -145,14 +149,17 @@ impl GuestComponent {
                 })
                 .await;
                 drop(ticking);
-                finish(
+                let outcome = finish(
                     store,
                     pool_slots,
                     started,
                     &env,
                     result.map(|r| r.map(convert)),
                 )
-                .await
+                .await;
+                // The store, and with it the instance's slot, is gone: the next call may have it.
+                drop(slot);
+                outcome
             })
             .await
     }

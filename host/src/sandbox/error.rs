@@ -105,8 +105,10 @@ pub enum SandboxError {
     /// The guest returned its own error.
     #[error("guest returned an error: {0}")]
     Guest(#[from] GuestError),
-    /// Every instance slot is in use; try again later.
-    #[error("busy: all {0} instance slots are in use")]
+    /// Every instance slot stayed in use for as long as a call may wait for one.
+    #[error(
+        "busy: all {0} instance slots stayed in use for sandbox.pooling.maxSlotWaitMs (sandbox.pooling.maxConcurrentCalls is {0})"
+    )]
     Busy(u32),
     /// The limits asked for cannot be honoured by this engine.
     #[error("invalid limits: {0}")]

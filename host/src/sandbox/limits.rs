@@ -135,11 +135,22 @@ pub struct PoolingConfig {
     /// in use.
     #[serde(default = "PoolingConfig::default_keep_resident")]
     pub keep_resident_bytes: u64,
+    /// How long a call waits for a free slot, first come first served, before it fails
+    /// [`SandboxError::Busy`](super::SandboxError::Busy). A burst of first runs (a controller
+    /// taking over 10,000 autoscalers) briefly wants more slots than there are; failing them
+    /// at once would hold each such autoscaler for a whole interval. The wait comes before
+    /// the call's own timeout, which starts once the call has its slot.
+    #[serde(default = "PoolingConfig::default_max_slot_wait_ms")]
+    pub max_slot_wait_ms: u64,
 }
 
 impl PoolingConfig {
     fn default_keep_resident() -> u64 {
         2 << 20
+    }
+
+    fn default_max_slot_wait_ms() -> u64 {
+        2_000
     }
 }
 
@@ -149,6 +160,7 @@ impl Default for PoolingConfig {
             max_concurrent_calls: 128,
             max_memory_bytes: 512 << 20,
             keep_resident_bytes: PoolingConfig::default_keep_resident(),
+            max_slot_wait_ms: PoolingConfig::default_max_slot_wait_ms(),
         }
     }
 }

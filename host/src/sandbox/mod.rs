@@ -54,11 +54,31 @@ pub(crate) struct Shared {
     http: host::GuestHttp,
     fuel_yield_interval: u64,
     pool_slots: u32,
+    /// The pool's slots as permits, so a call waits its turn for one instead of failing the
+    /// moment the pool is full; `None` without pooling.
+    slots: Option<SlotQueue>,
     max_memory_bytes: Option<u64>,
     /// Where guest calls run, apart from the API and the control plane.
     runtime: GuestRuntime,
     /// Keeps the epoch advancing while a call is in flight.
     ticker: ticker::TickerHandle,
+}
+
+/// The pool's instance slots, handed out first come first served.
+pub(crate) struct SlotQueue {
+    permits: Arc<tokio::sync::Semaphore>,
+    max_wait: Duration,
+}
+
+impl SlotQueue {
+    /// Waits up to `max_wait` for a slot; the permit is held until the call's store is gone.
+    async fn acquire(&self, slots: u32) -> Result<tokio::sync::OwnedSemaphorePermit, SandboxError> {
+        match tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // Timed out, or closed (never: the semaphore is not closed while the sandbox lives).
+            Ok(Err(_)) | Err(_) => Err(SandboxError::Busy(slots)),
+        }
+    }
 }
 
 /// Where a loaded component came from.
@@ -109,6 +129,7 @@ impl Sandbox {
             |what: &str, e: &dyn std::fmt::Display| SandboxError::Internal(format!("{what}: {e}"));
         let mut wasm = wasmtime_config();
         let mut pool_slots = u32::MAX;
+        let mut slots = None;
         let mut max_memory_bytes = None;
         if let Some(pooling) = &config.pooling {
             let n = pooling.max_concurrent_calls.max(1);
@@ -136,6 +157,10 @@ impl Sandbox {
                 .decommit_batch_size(16);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
             pool_slots = n;
+            slots = Some(SlotQueue {
+                permits: Arc::new(tokio::sync::Semaphore::new(n as usize)),
+                max_wait: Duration::from_millis(pooling.max_slot_wait_ms),
+            });
             max_memory_bytes = Some(pooling.max_memory_bytes);
         }
         let engine = Engine::new(&wasm).map_err(|e| internal("engine configuration", &e))?;
@@ -175,6 +200,7 @@ impl Sandbox {
                 http,
                 fuel_yield_interval: config.fuel_yield_interval.max(1),
                 pool_slots,
+                slots,
                 max_memory_bytes,
                 runtime,
                 ticker: epoch_ticker.handle(),
