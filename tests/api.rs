@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use wasmscaler::api::{ApiLimits, ApiState, Metrics, router};
-use wasmscaler::engine::Engine;
+use wasmscaler::engine::Fleet;
 use wasmscaler::policies::PolicyStore;
 use wasmscaler_tests::{JsonServer, MemoryTarget, build_rust_guest, scripted_spec, test_sandbox};
 
@@ -12,7 +12,7 @@ struct Api {
     base: String,
     policies: tempfile::TempDir,
     target: Arc<MemoryTarget>,
-    engine: Arc<Engine>,
+    engine: Arc<Fleet>,
     _decisions: JsonServer,
     http: reqwest::Client,
 }
@@ -43,7 +43,7 @@ async fn start_with(
     let target = MemoryTarget::new(2);
     let autoscaler = wasmscaler_tests::autoscaler_with(spec, target.clone(), guest)?
         .with_observer(metrics.clone());
-    let engine = Arc::new(Engine::new(vec![Arc::new(autoscaler)]));
+    let engine = Arc::new(Fleet::new(vec![Arc::new(autoscaler)]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let policies = tempfile::tempdir()?;
@@ -517,7 +517,7 @@ async fn the_api_serves_https_when_given_a_certificate() -> anyhow::Result<()> {
         .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let state = Arc::new(ApiState::new(
-        Arc::new(Engine::default()),
+        Arc::new(Fleet::default()),
         Arc::new(Metrics::new()),
         None,
     ));
@@ -560,7 +560,7 @@ async fn the_api_serves_https_when_given_a_certificate() -> anyhow::Result<()> {
     let err = wasmscaler::api::serve(
         addr,
         Arc::new(ApiState::new(
-            Arc::new(Engine::default()),
+            Arc::new(Fleet::default()),
             Arc::new(Metrics::new()),
             None,
         )),

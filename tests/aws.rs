@@ -15,8 +15,8 @@ use aws_sdk_autoscaling::Client as AutoScaling;
 use aws_sdk_sqs::Client as Sqs;
 use wasmscaler::contract::lifecycle_model::ActionResult;
 use wasmscaler::engine::{Outcome, TargetSpec};
+use wasmscaler::hooks::{Handled, LifecycleProcessor, LifecycleSpec, state_tag};
 use wasmscaler::targets::Target;
-use wasmscaler::targets::aws::lifecycle::{Handled, LifecycleProcessor, LifecycleSpec, state_tag};
 use wasmscaler::targets::aws::{AsgSpec, AsgTarget, AwsEndpoint};
 
 #[allow(dead_code)] // shared helpers, not all of which these tests use

@@ -755,7 +755,7 @@ async fn a_full_pool_is_busy_never_a_guest_failure_toward_the_fallback() -> anyh
         ..Limits::default()
     };
     let new = |spec: AutoscalerSpec, target: Arc<MemoryTarget>| {
-        Autoscaler::new(
+        Autoscaler::builder(
             AutoscalerSpec {
                 limits: limits.clone(),
                 fallback: Some(Fallback {
@@ -766,10 +766,8 @@ async fn a_full_pool_is_busy_never_a_guest_failure_toward_the_fallback() -> anyh
             },
             target,
             guests.clone(),
-            None,
-            Arc::new(wasmscaler::engine::store::NoPersistence),
-            wasmscaler::engine::system_clock(),
         )
+        .build()
         .map_err(anyhow::Error::msg)
     };
     let spinner = Arc::new(new(hostile_spec("spinner", "loop"), MemoryTarget::new(2))?);
@@ -806,15 +804,10 @@ async fn dry_runs_never_commit_guest_state_and_reuse_the_last_observation() -> a
     let state = Arc::new(MemoryState::new());
     let mut spec = hostile_spec("stateful", "state-write");
     spec.interval = wasmscaler::engine::HumanDuration(Duration::from_secs(60));
-    let autoscaler = Autoscaler::new(
-        spec,
-        target.clone(),
-        guests,
-        Some(state.clone()),
-        Arc::new(wasmscaler::engine::store::NoPersistence),
-        wasmscaler::engine::system_clock(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let autoscaler = Autoscaler::builder(spec, target.clone(), guests)
+        .guest_state(Some(state.clone()))
+        .build()
+        .map_err(anyhow::Error::msg)?;
     let observed = || {
         target
             .observations

@@ -51,15 +51,11 @@ impl Harness {
     ) -> anyhow::Result<Autoscaler> {
         let now = self.now.clone();
         let clock: Clock = Arc::new(move || now.load(Ordering::SeqCst));
-        Autoscaler::new(
-            spec,
-            self.target.clone(),
-            self.guests.clone(),
-            None,
-            backend,
-            clock,
-        )
-        .map_err(anyhow::Error::msg)
+        Autoscaler::builder(spec, self.target.clone(), self.guests.clone())
+            .persistence(backend)
+            .clock(clock)
+            .build()
+            .map_err(anyhow::Error::msg)
     }
 
     fn decide(&self, body: &str) {
@@ -348,7 +344,7 @@ async fn runs_are_recorded_in_a_bounded_ring() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_stuck_autoscaler_does_not_delay_another() -> anyhow::Result<()> {
-    use wasmscaler::engine::{Engine, HumanDuration};
+    use wasmscaler::engine::{Fleet, HumanDuration};
     let h = Harness::new(2).await?;
     h.decide(r#"{"replicas": 2}"#);
     // An endpoint that accepts connections and never answers.
@@ -370,18 +366,13 @@ async fn a_stuck_autoscaler_does_not_delay_another() -> anyhow::Result<()> {
     stuck.limits.timeout_ms = 10_000;
     let clock = wasmscaler::engine::system_clock();
     let make = |spec: AutoscalerSpec| {
-        Autoscaler::new(
-            spec,
-            MemoryTarget::new(2),
-            h.guests.clone(),
-            None,
-            Arc::new(NoPersistence),
-            clock.clone(),
-        )
-        .map(Arc::new)
-        .map_err(anyhow::Error::msg)
+        Autoscaler::builder(spec, MemoryTarget::new(2), h.guests.clone())
+            .clock(clock.clone())
+            .build()
+            .map(Arc::new)
+            .map_err(anyhow::Error::msg)
     };
-    let engine = Engine::new(vec![make(fast)?, make(stuck)?]);
+    let engine = Fleet::new(vec![make(fast)?, make(stuck)?]);
     let stop = tokio_util::sync::CancellationToken::new();
     let stopper = {
         let stop = stop.clone();

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmscaler::engine::store::NoPersistence;
-use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome, system_clock};
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome};
 use wasmscaler::sandbox::Capabilities;
 use wasmscaler::targets::kubernetes::cache::WatchCaches;
 use wasmscaler::targets::kubernetes::{DELETION_COST, KubernetesRef, KubernetesTarget};
@@ -340,17 +339,15 @@ async fn the_cpu_guest_scales_a_deployment_from_metrics_server_data() -> anyhow:
         .load_file(&build_rust_guest("guests/cpu-target")?)
         .await?
         .component;
-    let autoscaler = Autoscaler::new(
+    let autoscaler = Autoscaler::builder(
         cpu_spec(),
         target,
         Guests {
             metrics: cpu.clone(),
             evaluator: cpu,
         },
-        None,
-        Arc::new(NoPersistence),
-        system_clock(),
     )
+    .build()
     .map_err(anyhow::Error::msg)?;
     // 450m, 400m, 500m of 500m requests: 90 % average against 50 %: ceil(3 × 1.8) = 6.
     let record = autoscaler.run_once().await;

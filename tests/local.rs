@@ -173,10 +173,7 @@ fn occupy(port: u16, slots: usize, ms: u64) -> Vec<std::thread::JoinHandle<()>> 
 async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -> anyhow::Result<()>
 {
     use wasmscaler::engine::behavior::{Behavior, ScalingRules};
-    use wasmscaler::engine::store::NoPersistence;
-    use wasmscaler::engine::{
-        Autoscaler, AutoscalerSpec, Guests, Outcome, TargetSpec, system_clock,
-    };
+    use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome, TargetSpec};
     use wasmscaler::sandbox::{Capabilities, HttpGrant};
 
     let base = 19_700;
@@ -212,17 +209,15 @@ async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -
         },
         ..AutoscalerSpec::new("cap", TargetSpec::Local(local), "capacity.wasm", 4)
     };
-    let autoscaler = Autoscaler::new(
+    let autoscaler = Autoscaler::builder(
         spec,
         target.clone(),
         Guests {
             metrics: capacity.clone(),
             evaluator: capacity,
         },
-        None,
-        std::sync::Arc::new(NoPersistence),
-        system_clock(),
     )
+    .build()
     .map_err(anyhow::Error::msg)?;
 
     // Idle: 4 free slots, 2 needed: one replica is right.

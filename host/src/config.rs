@@ -8,17 +8,12 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::store::FileBackend;
-use crate::engine::{
-    Autoscaler, AutoscalerSpec, Engine, Guests, RunObserver, TargetSpec, system_clock,
-};
+use crate::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, RunObserver, TargetSpec};
+use crate::hooks::{LifecycleProcessor, LifecycleSpec};
 use crate::policies::{FetchConfig, PolicyRef, PolicySources, SourceRules, StoreQuota};
 use crate::sandbox::{FileState, GuestComponent, SandboxConfig, StateStore};
-use crate::targets::Target;
-use crate::targets::aws::AsgTarget;
-use crate::targets::aws::lifecycle::{LifecycleProcessor, LifecycleSpec};
 use crate::targets::kubernetes::cache::WatchCaches;
-use crate::targets::kubernetes::caches_from_environment;
-use crate::targets::local::LocalProcesses;
+use crate::targets::{ConnectEnv, Target};
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +23,7 @@ pub struct ConfigFile {
     /// config file (default `.wasmscaler-state`).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// Engine-wide sandbox settings (cache directory, pool size).
+    /// Host-wide sandbox settings (cache directory, pool size).
     #[serde(default)]
     pub sandbox: SandboxConfig,
     /// How `https://` and `oci://` policies are fetched.
@@ -193,7 +188,7 @@ pub async fn build(
     config: &ConfigFile,
     sources: &PolicySources,
     observer: Option<Arc<dyn RunObserver>>,
-) -> anyhow::Result<Engine> {
+) -> anyhow::Result<Fleet> {
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "creating the state directory {}",
@@ -232,15 +227,11 @@ pub async fn build(
         let backend = Arc::new(FileBackend::new(
             config.state_dir.join(format!("{}.json", spec.name)),
         ));
-        let mut autoscaler = Autoscaler::new(
-            spec.clone(),
-            target,
-            guests,
-            guest_state,
-            backend,
-            system_clock(),
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))?;
+        let mut autoscaler = Autoscaler::builder(spec.clone(), target, guests)
+            .guest_state(guest_state)
+            .persistence(backend)
+            .build()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))?;
         if let Some(observer) = &observer {
             autoscaler = autoscaler.with_observer(observer.clone());
         }
@@ -251,7 +242,7 @@ pub async fn build(
     {
         anyhow::bail!("no autoscaler could start: {error}");
     }
-    let engine = Engine::new(autoscalers);
+    let engine = Fleet::new(autoscalers);
     for (name, error) in failed {
         engine.mark_failed(&name, error);
     }
@@ -265,31 +256,15 @@ async fn connect_target(
     state_dir: &Path,
     kube: &mut Option<WatchCaches>,
 ) -> anyhow::Result<Arc<dyn Target>> {
-    Ok(match &spec.target {
-        TargetSpec::Local(local) => {
-            let initial = local.initial_replicas.unwrap_or(spec.min_replicas);
-            let groups = state_dir.join(format!("{}.local-groups.json", spec.name));
-            LocalProcesses::start_recorded(&spec.name, local.clone(), initial, Some(groups))
-                .with_context(|| format!("{}: starting local replicas", spec.name))?
-        }
-        TargetSpec::AwsAsg(asg) => Arc::new(
-            AsgTarget::connect(asg.clone())
-                .await
-                .with_context(|| format!("{}: connecting to {}", spec.name, asg.group_name))?,
-        ),
-        TargetSpec::Kubernetes(reference) => {
-            if kube.is_none() {
-                *kube = Some(caches_from_environment().await?);
-            }
-            let caches = kube.as_ref().context("no Kubernetes client")?;
-            Arc::new(caches.connect(reference.clone()).await.with_context(|| {
-                format!(
-                    "{}: connecting to {} {}",
-                    spec.name, reference.kind, reference.name
-                )
-            })?)
-        }
-    })
+    spec.target
+        .connect(ConnectEnv {
+            autoscaler: &spec.name,
+            min_replicas: spec.min_replicas,
+            state_dir,
+            kube,
+        })
+        .await
+        .with_context(|| spec.name.clone())
 }
 
 /// Builds the lifecycle handlers of the config file: loads each handler and connects to its

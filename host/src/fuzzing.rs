@@ -62,7 +62,7 @@ pub fn http_allow_list(data: &[u8]) {
 /// An SQS message of a lifecycle hook: direct, through SNS, or through EventBridge.
 pub fn lifecycle_message(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = crate::targets::aws::lifecycle::parse_message(text);
+        let _ = crate::hooks::parse_message(text);
     }
 }
 

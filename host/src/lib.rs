@@ -8,17 +8,23 @@
 //! - [`targets`]: acts on what is scaled (Kubernetes `/scale`, local processes);
 //! - [`api`], [`controller`], [`config`] and [`cli`]: the REST API, cluster mode (the
 //!   `WasmAutoscaler` controller), the config file and the command line;
-//! - [`policies`]: where policies come from (files, pinned URLs, OCI, uploads).
+//! - [`policies`]: where policies come from (files, pinned URLs, OCI, uploads);
+//! - [`hooks`]: lifecycle hooks stepped through a handler component (beside the engine);
+//! - [`duration`]: small value types every layer shares.
+
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod controller;
+pub mod duration;
 pub mod engine;
 mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hooks;
 pub mod policies;
 pub mod redact;
 pub mod sandbox;

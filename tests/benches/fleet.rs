@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use wasmscaler::contract::model::PodMetrics;
-use wasmscaler::engine::store::NoPersistence;
-use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Engine, Guests, HumanDuration, system_clock};
+
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, HumanDuration};
 use wasmscaler::sandbox::{
     Capabilities, PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics,
 };
@@ -108,22 +108,20 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
             .map(|(i, target)| {
                 let target = target.clone();
                 Arc::new(
-                    Autoscaler::new(
+                    Autoscaler::builder(
                         spec(i, interval),
                         target,
                         Guests {
                             metrics: guest.clone(),
                             evaluator: guest.clone(),
                         },
-                        None,
-                        Arc::new(NoPersistence),
-                        system_clock(),
                     )
+                    .build()
                     .expect("autoscaler"),
                 )
             })
             .collect();
-        let engine = Arc::new(Engine::new(autoscalers));
+        let engine = Arc::new(Fleet::new(autoscalers));
         let stop = CancellationToken::new();
         let running = tokio::spawn({
             let (engine, stop) = (engine.clone(), stop.clone());

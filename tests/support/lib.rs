@@ -122,17 +122,15 @@ pub fn autoscaler_with(
     target: Arc<dyn wasmscaler::targets::Target>,
     guest: Arc<wasmscaler::sandbox::GuestComponent>,
 ) -> anyhow::Result<wasmscaler::engine::Autoscaler> {
-    wasmscaler::engine::Autoscaler::new(
+    wasmscaler::engine::Autoscaler::builder(
         spec,
         target,
         wasmscaler::engine::Guests {
             metrics: guest.clone(),
             evaluator: guest,
         },
-        None,
-        Arc::new(wasmscaler::engine::store::NoPersistence),
-        wasmscaler::engine::system_clock(),
     )
+    .build()
     .map_err(anyhow::Error::msg)
 }
 

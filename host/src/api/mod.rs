@@ -31,7 +31,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::contract::model::Sample;
-use crate::engine::{Autoscaler, Engine};
+use crate::engine::{Autoscaler, Fleet};
 use crate::policies::{PolicyError, PolicyStore};
 pub use limits::ApiLimits;
 pub use metrics::Metrics;
@@ -53,7 +53,7 @@ pub trait PolicyUsers: Send + Sync {
 
 /// What the handlers share.
 pub struct ApiState {
-    engine: Arc<Engine>,
+    engine: Arc<Fleet>,
     metrics: Arc<Metrics>,
     token: Option<String>,
     ready: AtomicBool,
@@ -65,7 +65,7 @@ pub struct ApiState {
 
 impl ApiState {
     /// State for `engine`; `token` guards the mutating endpoints (none: they are refused).
-    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>, token: Option<String>) -> Self {
+    pub fn new(engine: Arc<Fleet>, metrics: Arc<Metrics>, token: Option<String>) -> Self {
         ApiState {
             engine,
             metrics,

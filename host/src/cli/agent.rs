@@ -7,10 +7,10 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::contract::lifecycle_model::{ActionResult, LifecycleEvent, Transition};
+use crate::hooks::{Stepped, Stepper, state_tag};
 use crate::sandbox::{CallEnv, Capabilities, Limits};
 use crate::targets::aws::AwsEndpoint;
 use crate::targets::aws::ec2::Ec2;
-use crate::targets::aws::lifecycle::{Stepped, Stepper, state_tag};
 
 /// The tag marking an instance whose JOIN completed.
 pub const ENROLLED_TAG: &str = "wasmscaler.dev/enrolled";

@@ -8,7 +8,8 @@
 pub mod lifecycle_model;
 pub mod model;
 
-/// Generated host bindings for the `wasmscaler:policy` package.
+/// Generated host bindings for the `wasmscaler:policy` package (documented in `wit/`).
+#[allow(missing_docs)]
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",

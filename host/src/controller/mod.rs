@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiLimits, ApiState, Metrics, TlsFiles};
-use crate::engine::Engine;
+use crate::engine::Fleet;
 use crate::policies::{FetchConfig, PolicySources};
 use crate::sandbox::network::DeniedNetworks;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -27,7 +27,7 @@ use bounds::TenantBounds;
 use crd::WasmAutoscaler;
 use events::EventSink;
 use lease::{LeaderElector, LeaseEnd, LeaseSettings};
-use reconciler::{Reconciler, Shared};
+use reconciler::{ReconcileEnv, Reconciler};
 
 /// The name Events are reported under.
 pub const CONTROLLER_NAME: &str = "wasmscaler";
@@ -133,7 +133,7 @@ pub async fn run(
             // No host-wide rules: every load names its namespace's (`bounds.for_namespace`).
             .with_local_copies(config.state_dir.join("sources"))?,
     );
-    let engine = Arc::new(Engine::default());
+    let engine = Arc::new(Fleet::default());
     let metrics = Arc::new(match &config.client_budget {
         Some(budget) => Metrics::new().with_client_budget(budget),
         None => Metrics::new(),
@@ -157,7 +157,7 @@ pub async fn run(
         }
         None => None,
     };
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ReconcileEnv {
         client: client.clone(),
         api: resources,
         engine,

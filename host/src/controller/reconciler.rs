@@ -24,9 +24,7 @@ use super::events::EventSink;
 use super::status::StatusWriter;
 use crate::config::load_spec_guests_under;
 use crate::engine::store::{EngineState, MemoryBackend};
-use crate::engine::{
-    Autoscaler, AutoscalerSpec, Engine, Guests, RunObserver, RunRecord, system_clock,
-};
+use crate::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, RunObserver, RunRecord};
 use crate::policies::PolicySources;
 use crate::sandbox::network::DeniedNetworks;
 use crate::sandbox::{FileState, StateStore};
@@ -39,13 +37,13 @@ const RETRY_MIN: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// What the reconciler shares with every task.
-pub struct Shared {
+pub struct ReconcileEnv {
     /// Client for targets, status and Events.
     pub client: Client,
     /// The resources watched (one namespace or all).
     pub api: Api<WasmAutoscaler>,
     /// Where autoscalers are registered for the REST API.
-    pub engine: Arc<Engine>,
+    pub engine: Arc<Fleet>,
     /// Policy loading.
     pub sources: Arc<PolicySources>,
     /// Events about the resources.
@@ -66,7 +64,7 @@ pub struct Shared {
     pub preparing: Arc<tokio::sync::Semaphore>,
 }
 
-/// [`Shared::preparing`]'s permits: enough to keep both cores busy while some wait on I/O.
+/// [`ReconcileEnv::preparing`]'s permits: enough to keep both cores busy while some wait on I/O.
 pub const CONCURRENT_PREPARES: usize = 8;
 
 /// The autoscaler a task runs, once it runs: the next task of the same resource takes its
@@ -114,7 +112,7 @@ impl RunObserver for RecordSink {
 
 /// The reconciler of one leadership term.
 pub struct Reconciler {
-    shared: Arc<Shared>,
+    shared: Arc<ReconcileEnv>,
     running: HashMap<String, Running>,
     /// (shard, shards): only the resources of this shard are run.
     shard: Option<(u32, u32)>,
@@ -122,7 +120,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// A reconciler with nothing running yet.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<ReconcileEnv>) -> Self {
         Reconciler {
             shared,
             running: HashMap::new(),
@@ -300,7 +298,7 @@ struct Prepared {
 /// The life of one resource's spec: prepare (retrying with backoff), take over from the
 /// previous task, run until `stop`.
 async fn resource_task(
-    shared: Arc<Shared>,
+    shared: Arc<ReconcileEnv>,
     // Boxed, as the writer below: this task lives as long as the autoscaler, and whatever
     // it holds by value every resource holds between runs.
     resource: Box<WasmAutoscaler>,
@@ -349,27 +347,25 @@ async fn resource_task(
                     })
                     .unwrap_or_default();
                 let (records, receiver) = mpsc::unbounded_channel();
-                let mut autoscaler = match Autoscaler::new(
-                    prepared.spec,
-                    prepared.target,
-                    prepared.guests,
-                    prepared.guest_state,
-                    Arc::new(MemoryBackend::new(state)),
-                    system_clock(),
-                ) {
-                    Ok(a) => a.with_observer(Arc::new(RecordSink(records))),
-                    Err(message) => {
-                        Box::pin(fail(
-                            &shared,
-                            &key,
-                            &mut writer,
-                            &refused("InvalidSpec", message),
-                        ))
-                        .await;
-                        stop.cancelled().await;
-                        return;
-                    }
-                };
+                let mut autoscaler =
+                    match Autoscaler::builder(prepared.spec, prepared.target, prepared.guests)
+                        .guest_state(prepared.guest_state)
+                        .persistence(Arc::new(MemoryBackend::new(state)))
+                        .build()
+                    {
+                        Ok(a) => a.with_observer(Arc::new(RecordSink(records))),
+                        Err(message) => {
+                            Box::pin(fail(
+                                &shared,
+                                &key,
+                                &mut writer,
+                                &refused("InvalidSpec", message),
+                            ))
+                            .await;
+                            stop.cancelled().await;
+                            return;
+                        }
+                    };
                 if let Some(observer) = &shared.observer {
                     autoscaler = autoscaler.with_observer(observer.clone());
                 }
@@ -401,7 +397,7 @@ async fn resource_task(
     }
 }
 
-async fn fail(shared: &Shared, key: &str, writer: &mut StatusWriter, why: &Refused) {
+async fn fail(shared: &ReconcileEnv, key: &str, writer: &mut StatusWriter, why: &Refused) {
     tracing::warn!(autoscaler = %key, reason = why.reason, message = %why.message, "cannot start");
     shared.engine.remove(key);
     shared.engine.mark_failed(key, why.message.clone());
@@ -409,7 +405,7 @@ async fn fail(shared: &Shared, key: &str, writer: &mut StatusWriter, why: &Refus
 }
 
 /// Checks the resource against the bounds, loads its policies and connects its target.
-async fn prepare(shared: &Shared, resource: &WasmAutoscaler) -> Result<Prepared, Refused> {
+async fn prepare(shared: &ReconcileEnv, resource: &WasmAutoscaler) -> Result<Prepared, Refused> {
     // Never closed, so acquiring fails only if it were.
     let _permit = shared.preparing.acquire().await.ok();
     let spec = resource

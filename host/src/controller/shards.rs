@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{LeaderElector, LeaseEnd, LeaseSettings};
-use super::reconciler::{Reconciler, Shared};
+use super::reconciler::{ReconcileEnv, Reconciler};
 
 /// FNV-1a (64 bit): stable across processes, versions and architectures, unlike std's
 /// hashers, so every replica computes the same shard.
@@ -183,7 +183,7 @@ impl Members {
 /// Runs this replica's share of the autoscalers until `stop`, then stops them all at once
 /// and releases its shards and its membership.
 pub async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<ReconcileEnv>,
     lease_client: Client,
     settings: ShardSettings,
     stop: CancellationToken,
@@ -301,7 +301,7 @@ pub async fn run(
 /// hand-over) the autoscalers finish their runs within the renew deadline and the lease is
 /// released; on a lost lease they are ended at once.
 fn start_term(
-    shared: &Arc<Shared>,
+    shared: &Arc<ReconcileEnv>,
     elector: &Arc<LeaderElector>,
     shard: u32,
     shards: u32,

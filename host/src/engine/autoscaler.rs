@@ -11,14 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::behavior::ResolvedRules;
+use super::policy::Policies;
 use super::record::{Outcome, RunRecord};
+use super::settle::{Safety, settle};
 use super::spec::{AutoscalerSpec, RunMode};
 use super::store::{EngineState, StateBackend};
 use crate::contract::model::{
     Context, Decision, GuestError, RunType, Sample, Target as ContextTarget,
 };
-use crate::sandbox::{BoxFuture, CallEnv, CallOutcome, GuestComponent, SandboxError, StateStore};
+use crate::sandbox::{BoxFuture, CallEnv, CallOutcome, SandboxError, StateStore};
 use crate::targets::{Observation, Target, TargetError};
 
 /// Source of the current time in ms since the Unix epoch (injectable for tests).
@@ -138,27 +139,56 @@ impl StateStore for ReadOnlyState {
     }
 }
 
-/// The guests of an autoscaler: one `policy`, or a metric source and an evaluator.
-#[derive(Clone)]
-pub struct Guests {
-    /// Provides `gather`.
-    pub metrics: Arc<GuestComponent>,
-    /// Provides `evaluate`.
-    pub evaluator: Arc<GuestComponent>,
+/// Assembles an [`Autoscaler`] ([`Autoscaler::builder`]): the spec, its target and its
+/// policies are required; the rest has a default.
+pub struct AutoscalerBuilder {
+    spec: AutoscalerSpec,
+    target: Arc<dyn Target>,
+    policies: Policies,
+    guest_state: Option<Arc<dyn StateStore>>,
+    backend: Arc<dyn StateBackend>,
+    clock: Clock,
+}
+
+impl AutoscalerBuilder {
+    /// Where the guests' `state` capability keeps its data (default: none; a guest using
+    /// `state` then fails).
+    pub fn guest_state(mut self, store: Option<Arc<dyn StateStore>>) -> Self {
+        self.guest_state = store;
+        self
+    }
+
+    /// Where the engine's history is kept across restarts (default: nowhere).
+    pub fn persistence(mut self, backend: Arc<dyn StateBackend>) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The clock runs read (default: the system clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Validates the spec and the policies' grants, restores the persisted history, and
+    /// returns the autoscaler.
+    pub fn build(self) -> Result<Autoscaler, String> {
+        Autoscaler::new(self)
+    }
 }
 
 /// A running autoscaler.
 pub struct Autoscaler {
     spec: AutoscalerSpec,
     target: Arc<dyn Target>,
-    guests: Guests,
+    policies: Policies,
     env: CallEnv,
     /// The scheduled runs' environment with the guest state made read-only, for dry runs.
     preview_env: CallEnv,
     /// The last observation of the target and when it was made; dry runs reuse it for up to
     /// one interval instead of calling the target's API each time.
     last_observation: Mutex<Option<(Instant, Arc<Observation>)>>,
-    rules: (ResolvedRules, ResolvedRules),
+    safety: Safety,
     backend: Arc<dyn StateBackend>,
     /// Also serializes runs: a run never overlaps the previous one.
     state: tokio::sync::Mutex<EngineState>,
@@ -168,17 +198,36 @@ pub struct Autoscaler {
 }
 
 impl Autoscaler {
-    /// Binds a validated spec to its target and guests; restores persisted engine state.
-    pub fn new(
+    /// Starts assembling an autoscaler running `spec` on `target` with `policies` (a
+    /// [`Guests`](super::Guests) pair converts).
+    pub fn builder(
         spec: AutoscalerSpec,
         target: Arc<dyn Target>,
-        guests: Guests,
-        guest_state: Option<Arc<dyn StateStore>>,
-        backend: Arc<dyn StateBackend>,
-        clock: Clock,
+        policies: impl Into<Policies>,
+    ) -> AutoscalerBuilder {
+        AutoscalerBuilder {
+            spec,
+            target,
+            policies: policies.into(),
+            guest_state: None,
+            backend: Arc::new(super::store::NoPersistence),
+            clock: system_clock(),
+        }
+    }
+
+    /// Binds a validated spec to its target and policies; restores persisted engine state.
+    fn new(
+        AutoscalerBuilder {
+            spec,
+            target,
+            policies,
+            guest_state,
+            backend,
+            clock,
+        }: AutoscalerBuilder,
     ) -> Result<Self, String> {
         spec.validate()?;
-        for guest in [&guests.metrics, &guests.evaluator] {
+        for guest in [&policies.metrics, &policies.evaluator] {
             guest
                 .check_grants(&spec.capabilities)
                 .map_err(|e| e.to_string())?;
@@ -198,10 +247,10 @@ impl Autoscaler {
             ..env.clone()
         };
         Ok(Autoscaler {
-            rules: spec.behavior.resolve(),
+            safety: Safety::of(&spec),
             spec,
             target,
-            guests,
+            policies,
             env,
             preview_env,
             last_observation: Mutex::new(None),
@@ -220,7 +269,10 @@ impl Autoscaler {
 
     /// Hex sha256 of the components it runs (metric source, evaluator).
     pub fn guest_digests(&self) -> [String; 2] {
-        [self.guests.metrics.sha256(), self.guests.evaluator.sha256()]
+        [
+            self.policies.metrics.digest(),
+            self.policies.evaluator.digest(),
+        ]
     }
 
     /// The target it scales.
@@ -295,7 +347,7 @@ impl Autoscaler {
         ctx.run_type = RunType::Api;
         let samples = match self.spec.run_mode {
             RunMode::PerResource => self
-                .guests
+                .policies
                 .metrics
                 .gather(&ctx, &self.preview_env)
                 .await
@@ -486,27 +538,18 @@ impl Autoscaler {
         };
         record.decision = Some(decision.clone());
 
-        let clamped = decision.target_replicas.clamp(min, max);
-        record.clamped = Some(clamped);
-        // The epsilon keeps the boundary inclusive despite rounding (11 / 10 - 1 > 0.1).
-        let desired = match spec.tolerance {
-            Some(t)
-                if current > 0
-                    && (f64::from(clamped) / f64::from(current) - 1.0).abs() <= t + 1e-9 =>
-            {
-                record.within_tolerance = true;
-                current
-            }
-            _ => clamped,
-        };
-        let (up, down) = &self.rules;
-        let stabilized = state.history.stabilize(now, current, desired, up, down);
-        record.stabilized = Some(stabilized);
-        let (limited, reason) =
-            state
-                .history
-                .limit_rate(now, current, stabilized, (min, max), up, down);
-        record.limited = Some((limited, reason));
+        let settled = settle(
+            current,
+            decision.target_replicas,
+            &self.safety,
+            &mut state.history,
+            now,
+        );
+        record.clamped = Some(settled.clamped);
+        record.within_tolerance = settled.within_tolerance;
+        record.stabilized = Some(settled.stabilized);
+        record.limited = Some((settled.limited, settled.reason));
+        let limited = settled.limited;
         let remove_first = decision.remove_first.unwrap_or_default();
         self.apply(state, now, &observed, limited, &remove_first, mode)
             .await
@@ -524,7 +567,7 @@ impl Autoscaler {
             (Some(samples), _) => samples,
             (None, RunMode::PerResource) => {
                 let out = self
-                    .guests
+                    .policies
                     .metrics
                     .gather(ctx, self.env(mode))
                     .await
@@ -536,7 +579,7 @@ impl Autoscaler {
         };
         record.sample_count = samples.len();
         let out = self
-            .guests
+            .policies
             .evaluator
             .evaluate(ctx, &samples, self.env(mode))
             .await
@@ -562,7 +605,7 @@ impl Autoscaler {
             .map(|replica| {
                 let mut one = ctx.clone();
                 one.replicas = vec![replica.clone()];
-                Box::pin(async move { self.guests.metrics.gather(&one, env).await })
+                Box::pin(async move { self.policies.metrics.gather(&one, env).await })
                     as BoxFuture<'_, GatherResult>
             })
             .collect();
@@ -595,7 +638,7 @@ impl Autoscaler {
         if self.spec.dry_run || mode == Mode::Preview {
             return Ok(Outcome::WouldScale { from, to });
         }
-        let (up, down) = &self.rules;
+        let (up, down) = (&self.safety.up, &self.safety.down);
         if let Err(error) = self.target.scale(observed, to, remove_first).await {
             // What did happen counts toward the rate policies, or the next run would go
             // further than they allow.

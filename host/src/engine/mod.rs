@@ -1,38 +1,44 @@
 //! The engine: turns guest decisions into safe scaling.
 //!
 //! [`Autoscaler`] runs one autoscaler's pipeline; [`behavior`] holds the HPA's stabilization
-//! and rate-limit algorithm; [`store`] persists what must survive a restart; [`Engine`] runs
+//! and rate-limit algorithm; [`store`] persists what must survive a restart; [`Fleet`] runs
 //! many autoscalers side by side, each on its own task, so one slow or failing autoscaler
 //! never delays another.
 
 mod autoscaler;
 pub mod behavior;
+mod policy;
 mod record;
+mod settle;
 mod spec;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
-pub use autoscaler::{Autoscaler, Clock, Guests, RunObserver, system_clock};
+pub use autoscaler::{Autoscaler, AutoscalerBuilder, Clock, RunObserver, system_clock};
+pub use policy::{Guests, Policies, Policy, PolicyResult};
 pub use record::{Outcome, RunRecord};
+pub use settle::{Safety, Settled, settle};
 pub use spec::{AutoscalerSpec, Fallback, HumanDuration, RunMode, TargetSpec};
 
 /// Many autoscalers, one task each. The set can change while it runs (cluster mode adds and
 /// removes autoscalers as resources come and go); readers get snapshots.
 #[derive(Default)]
-pub struct Engine {
+pub struct Fleet {
     autoscalers: RwLock<BTreeMap<String, Arc<Autoscaler>>>,
     /// Autoscalers that could not start, with why.
     failed: RwLock<BTreeMap<String, String>>,
 }
 
-impl Engine {
-    /// An engine for these autoscalers, each keyed by its name.
+impl Fleet {
+    /// A fleet of these autoscalers, each keyed by its name.
     pub fn new(autoscalers: Vec<Arc<Autoscaler>>) -> Self {
-        Engine {
+        Fleet {
             autoscalers: RwLock::new(
                 autoscalers
                     .into_iter()

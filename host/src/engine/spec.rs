@@ -2,18 +2,16 @@
 //! `WasmAutoscaler` spec).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::behavior::Behavior;
+pub use crate::duration::HumanDuration;
 use crate::policies::PolicyRef;
 use crate::sandbox::{Capabilities, Limits};
-use crate::targets::aws::AsgSpec;
-use crate::targets::kubernetes::KubernetesRef;
-use crate::targets::local::LocalSpec;
+pub use crate::targets::TargetSpec;
 
 /// One autoscaler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,62 +90,6 @@ fn default_concurrency() -> usize {
     8
 }
 
-/// What an autoscaler scales. Written as a map with exactly one key: `local:` or
-/// `kubernetes:`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "TargetSpecRepr", into = "TargetSpecRepr")]
-pub enum TargetSpec {
-    /// Local processes.
-    Local(LocalSpec),
-    /// Any Kubernetes resource with a `/scale` subresource.
-    Kubernetes(KubernetesRef),
-    /// An AWS Auto Scaling group.
-    AwsAsg(AsgSpec),
-}
-
-/// The one-of map form of [`TargetSpec`] (YAML has no untagged-map enums in serde_yaml).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TargetSpecRepr {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    local: Option<LocalSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kubernetes: Option<KubernetesRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    aws_asg: Option<AsgSpec>,
-}
-
-impl TryFrom<TargetSpecRepr> for TargetSpec {
-    type Error = String;
-    fn try_from(repr: TargetSpecRepr) -> Result<Self, String> {
-        match (repr.local, repr.kubernetes, repr.aws_asg) {
-            (Some(local), None, None) => Ok(TargetSpec::Local(local)),
-            (None, Some(kubernetes), None) => Ok(TargetSpec::Kubernetes(kubernetes)),
-            (None, None, Some(asg)) => Ok(TargetSpec::AwsAsg(asg)),
-            _ => Err("target needs exactly one of `local`, `kubernetes` or `awsAsg`".into()),
-        }
-    }
-}
-
-impl From<TargetSpec> for TargetSpecRepr {
-    fn from(spec: TargetSpec) -> Self {
-        match spec {
-            TargetSpec::Local(local) => TargetSpecRepr {
-                local: Some(local),
-                ..TargetSpecRepr::default()
-            },
-            TargetSpec::Kubernetes(k) => TargetSpecRepr {
-                kubernetes: Some(k),
-                ..TargetSpecRepr::default()
-            },
-            TargetSpec::AwsAsg(asg) => TargetSpecRepr {
-                aws_asg: Some(asg),
-                ..TargetSpecRepr::default()
-            },
-        }
-    }
-}
-
 /// How often `gather` runs per run.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
@@ -170,86 +112,6 @@ pub struct Fallback {
     /// Replicas to go to; absent: hold the current count.
     #[serde(default)]
     pub replicas: Option<u32>,
-}
-
-/// A duration written as `500ms`, `15s`, `2m`, `1h`, or a number of milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    /// Parses `500ms`, `15s`, `1.5s`, `2m`, `1h`, or bare milliseconds.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration (examples: 500ms, 15s, 2m)"))?;
-        let ms = match unit.trim() {
-            "" | "ms" => value,
-            "s" => value * 1e3,
-            "m" => value * 60e3,
-            "h" => value * 3600e3,
-            other => {
-                return Err(format!(
-                    "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
-                ));
-            }
-        };
-        if !ms.is_finite() || ms < 0.0 {
-            return Err(format!("{text:?} is not a valid duration"));
-        }
-        Ok(HumanDuration(Duration::from_micros((ms * 1e3) as u64)))
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// In a CRD schema a duration is a string such as `15s`; plain milliseconds are accepted
-/// by the parser but not advertised.
-impl schemars::JsonSchema for HumanDuration {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m|h)?$",
-            "description": "A duration: 500ms, 15s, 2m or 1h.",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Millis(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(HumanDuration(Duration::from_millis(ms))),
-            Raw::Text(text) => HumanDuration::parse(&text).map_err(serde::de::Error::custom),
-        }
-    }
 }
 
 impl AutoscalerSpec {

@@ -56,7 +56,7 @@ pub struct GuestComponent {
     pub(crate) capabilities: BTreeSet<Capability>,
     imports: Vec<String>,
     exports: Vec<String>,
-    pub(crate) shared: Arc<super::Shared>,
+    pub(crate) shared: Arc<super::CallResources>,
 }
 
 impl std::fmt::Debug for GuestComponent {
@@ -78,7 +78,7 @@ impl GuestComponent {
         component: Component,
         digest: Digest,
         size: u64,
-        shared: Arc<super::Shared>,
+        shared: Arc<super::CallResources>,
     ) -> Result<Self, SandboxError> {
         let ty = component.component_type();
         let imports: Vec<String> = ty

@@ -50,7 +50,7 @@ use host::HostState;
 use runtime::GuestRuntime;
 
 /// Settings every call of every component needs, shared without locking.
-pub(crate) struct Shared {
+pub(crate) struct CallResources {
     http: host::GuestHttp,
     fuel_yield_interval: u64,
     pool_slots: u32,
@@ -108,7 +108,7 @@ pub struct Loaded {
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
-    shared: Arc<Shared>,
+    shared: Arc<CallResources>,
     disk: Option<Arc<DiskCache>>,
     loaded: Mutex<HashMap<Digest, Arc<GuestComponent>>>,
     max_component_bytes: u64,
@@ -196,7 +196,7 @@ impl Sandbox {
                 .map(|dir| Arc::new(DiskCache::new(dir, &engine))),
             engine,
             linker,
-            shared: Arc::new(Shared {
+            shared: Arc::new(CallResources {
                 http,
                 fuel_yield_interval: config.fuel_yield_interval.max(1),
                 pool_slots,

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Observation, Target, TargetError, TargetIdentity};
 use crate::contract::model::Replica;
-use crate::engine::HumanDuration;
+use crate::duration::HumanDuration;
 use crate::sandbox::BoxFuture;
 
 /// `target.local` in the config file.

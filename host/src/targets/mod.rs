@@ -8,6 +8,9 @@ pub mod aws;
 pub mod budget;
 pub mod kubernetes;
 pub mod local;
+mod spec;
+
+pub use spec::{ConnectEnv, TargetSpec};
 
 use std::sync::Arc;
 
@@ -54,6 +57,22 @@ pub enum TargetError {
         /// Why the rest failed.
         error: Box<TargetError>,
     },
+}
+
+impl TargetError {
+    /// The same error, its message prefixed with what was being done.
+    pub fn context(self, what: &str) -> Self {
+        match self {
+            TargetError::NotFound(m) => TargetError::NotFound(format!("{what}: {m}")),
+            TargetError::Conflict(m) => TargetError::Conflict(format!("{what}: {m}")),
+            TargetError::Unavailable(m) => TargetError::Unavailable(format!("{what}: {m}")),
+            TargetError::Refused(m) => TargetError::Refused(format!("{what}: {m}")),
+            TargetError::Partial { reached, error } => TargetError::Partial {
+                reached,
+                error: Box::new(error.context(what)),
+            },
+        }
+    }
 }
 
 /// Something with replicas the engine can scale.

@@ -7,7 +7,6 @@
 
 mod asg;
 pub mod ec2;
-pub mod lifecycle;
 
 use std::time::Duration;
 

@@ -1,0 +1,232 @@
+//! The engine driven through its seams: a scripted [`Policy`] and an in-memory target, no
+//! wasm. Each behaviour here is what the run pipeline does around any policy.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use super::behavior::{Behavior, ScalingRules};
+use super::{
+    Autoscaler, AutoscalerSpec, Fallback, Outcome, Policies, Policy, PolicyResult, TargetSpec,
+};
+use crate::contract::model::{Context, Decision, ObjectJson, Replica, Sample};
+use crate::sandbox::{BoxFuture, CallEnv, CallOutcome, Capabilities, SandboxError};
+use crate::targets::{Observation, Target, TargetError, TargetIdentity};
+
+/// What the scripted policy does on one evaluate.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Decide(u32),
+    /// The host had no free instance slot.
+    Busy,
+    /// The guest failed (a trap, a deadline: any guest failure).
+    Fail,
+}
+
+/// Answers each evaluate with the next scripted step (the last one repeats).
+struct Scripted(Mutex<VecDeque<Step>>);
+
+impl Scripted {
+    fn new(script: Vec<Step>) -> Arc<Self> {
+        Arc::new(Scripted(Mutex::new(script.into())))
+    }
+
+    fn next(&self) -> Step {
+        let mut script = self.0.lock().expect("script");
+        if script.len() > 1 {
+            script.pop_front().unwrap_or(Step::Fail)
+        } else {
+            script.front().copied().unwrap_or(Step::Fail)
+        }
+    }
+}
+
+fn outcome<T>(value: T) -> PolicyResult<T> {
+    Ok(CallOutcome {
+        value,
+        fuel_consumed: 0,
+        duration: std::time::Duration::ZERO,
+        logs_dropped: 0,
+        log_bytes_dropped: 0,
+    })
+}
+
+impl Policy for Scripted {
+    fn digest(&self) -> String {
+        "scripted".into()
+    }
+    fn check_grants(&self, _: &Capabilities) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    fn gather<'a>(
+        &'a self,
+        _: &'a Context,
+        _: &'a CallEnv,
+    ) -> BoxFuture<'a, PolicyResult<Vec<Sample>>> {
+        Box::pin(async { outcome(Vec::new()) })
+    }
+    fn evaluate<'a>(
+        &'a self,
+        _: &'a Context,
+        _: &'a [Sample],
+        _: &'a CallEnv,
+    ) -> BoxFuture<'a, PolicyResult<Decision>> {
+        Box::pin(async move {
+            let target_replicas = match self.next() {
+                Step::Decide(n) => n,
+                Step::Busy => return Err(SandboxError::Busy(1)),
+                Step::Fail => return Err(SandboxError::Internal("scripted failure".into())),
+            };
+            outcome(Decision {
+                target_replicas,
+                reason: None,
+                remove_first: None,
+            })
+        })
+    }
+}
+
+/// A replica count in memory, recording every scale.
+#[derive(Default)]
+struct Memory {
+    current: Mutex<u32>,
+    scales: Mutex<Vec<u32>>,
+}
+
+impl Memory {
+    fn at(n: u32) -> Arc<Self> {
+        Arc::new(Memory {
+            current: Mutex::new(n),
+            scales: Mutex::default(),
+        })
+    }
+    fn scales(&self) -> Vec<u32> {
+        self.scales.lock().expect("scales").clone()
+    }
+}
+
+impl Target for Memory {
+    fn identity(&self) -> TargetIdentity {
+        TargetIdentity {
+            kind: "memory".into(),
+            name: "m".into(),
+            namespace: String::new(),
+        }
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
+        Box::pin(async move {
+            let current = *self.current.lock().expect("current");
+            Ok(Observation {
+                current,
+                replicas: (0..current)
+                    .map(|i| Replica {
+                        name: format!("r-{i}"),
+                        ready: true,
+                        ..Default::default()
+                    })
+                    .collect(),
+                object: ObjectJson::default(),
+                version: None,
+            })
+        })
+    }
+    fn scale<'a>(
+        &'a self,
+        _: &'a Observation,
+        to: u32,
+        _: &'a [String],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            *self.current.lock().expect("current") = to;
+            self.scales.lock().expect("scales").push(to);
+            Ok(())
+        })
+    }
+}
+
+/// Bounds 1..=10, decisions apply at once (no scale-down window), no persistence.
+fn autoscaler(
+    policy: Arc<Scripted>,
+    target: Arc<Memory>,
+    fallback: Option<Fallback>,
+) -> Autoscaler {
+    let spec = AutoscalerSpec {
+        behavior: Behavior {
+            scale_up: None,
+            scale_down: Some(ScalingRules {
+                stabilization_window_seconds: Some(0),
+                ..Default::default()
+            }),
+        },
+        fallback,
+        ..AutoscalerSpec::new(
+            "fake",
+            TargetSpec::Kubernetes(crate::targets::kubernetes::KubernetesRef {
+                api_version: "v1".into(),
+                kind: "unused".into(),
+                name: "unused".into(),
+                namespace: None,
+            }),
+            "unused.wasm",
+            10,
+        )
+    };
+    Autoscaler::builder(spec, target, Policies::single(policy))
+        .build()
+        .expect("a valid spec")
+}
+
+#[tokio::test]
+async fn a_decision_is_clamped_to_the_bounds_and_scales_the_target() {
+    let target = Memory::at(3);
+    let a = autoscaler(Scripted::new(vec![Step::Decide(50)]), target.clone(), None);
+    let record = a.run_once().await;
+    // Clamped to 10 first, then the HPA's default scale-up rate: the larger of +100 % and
+    // +4 pods, so 3 -> 7.
+    assert_eq!(record.clamped, Some(10), "{record:?}");
+    assert_eq!(
+        record.outcome,
+        Outcome::Scaled { from: 3, to: 7 },
+        "{record:?}"
+    );
+    assert_eq!(target.scales(), vec![7]);
+}
+
+#[tokio::test]
+async fn a_failing_policy_holds_the_target_until_the_fallback_threshold() {
+    let target = Memory::at(4);
+    let a = autoscaler(
+        Scripted::new(vec![Step::Fail]),
+        target.clone(),
+        Some(Fallback {
+            failure_threshold: 3,
+            replicas: Some(2),
+        }),
+    );
+    for _ in 0..2 {
+        let held = a.run_once().await;
+        assert!(!held.fallback && held.error.is_some(), "{held:?}");
+    }
+    assert!(target.scales().is_empty(), "fail-static");
+    let third = a.run_once().await;
+    assert!(third.fallback, "{third:?}");
+    assert_eq!(target.scales(), vec![2]);
+}
+
+#[tokio::test]
+async fn a_busy_host_never_counts_toward_the_fallback() {
+    let target = Memory::at(4);
+    let a = autoscaler(
+        Scripted::new(vec![Step::Busy]),
+        target.clone(),
+        Some(Fallback {
+            failure_threshold: 1,
+            replicas: Some(2),
+        }),
+    );
+    for _ in 0..3 {
+        let record = a.run_once().await;
+        assert_eq!(record.error_kind.as_deref(), Some("busy"), "{record:?}");
+        assert!(!record.fallback);
+    }
+    assert!(target.scales().is_empty());
+}

@@ -1,0 +1,120 @@
+//! What an autoscaler scales, as written in its spec.
+
+use serde::{Deserialize, Serialize};
+
+use super::aws::AsgSpec;
+use super::kubernetes::KubernetesRef;
+use super::local::LocalSpec;
+
+/// What an autoscaler scales. Written as a map with exactly one key: `local:` or
+/// `kubernetes:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TargetSpecRepr", into = "TargetSpecRepr")]
+pub enum TargetSpec {
+    /// Local processes.
+    Local(LocalSpec),
+    /// Any Kubernetes resource with a `/scale` subresource.
+    Kubernetes(KubernetesRef),
+    /// An AWS Auto Scaling group.
+    AwsAsg(AsgSpec),
+}
+
+/// The one-of map form of [`TargetSpec`] (YAML has no untagged-map enums in serde_yaml).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TargetSpecRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local: Option<LocalSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<KubernetesRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aws_asg: Option<AsgSpec>,
+}
+
+impl TryFrom<TargetSpecRepr> for TargetSpec {
+    type Error = String;
+    fn try_from(repr: TargetSpecRepr) -> Result<Self, String> {
+        match (repr.local, repr.kubernetes, repr.aws_asg) {
+            (Some(local), None, None) => Ok(TargetSpec::Local(local)),
+            (None, Some(kubernetes), None) => Ok(TargetSpec::Kubernetes(kubernetes)),
+            (None, None, Some(asg)) => Ok(TargetSpec::AwsAsg(asg)),
+            _ => Err("target needs exactly one of `local`, `kubernetes` or `awsAsg`".into()),
+        }
+    }
+}
+
+impl From<TargetSpec> for TargetSpecRepr {
+    fn from(spec: TargetSpec) -> Self {
+        match spec {
+            TargetSpec::Local(local) => TargetSpecRepr {
+                local: Some(local),
+                ..TargetSpecRepr::default()
+            },
+            TargetSpec::Kubernetes(k) => TargetSpecRepr {
+                kubernetes: Some(k),
+                ..TargetSpecRepr::default()
+            },
+            TargetSpec::AwsAsg(asg) => TargetSpecRepr {
+                aws_asg: Some(asg),
+                ..TargetSpecRepr::default()
+            },
+        }
+    }
+}
+
+/// What [`TargetSpec::connect`] needs besides the spec: where local replicas record their
+/// process groups, and the process's Kubernetes watch caches (made on first use).
+pub struct ConnectEnv<'a> {
+    /// The autoscaler's name (local process groups and state files are named after it).
+    pub autoscaler: &'a str,
+    /// The autoscaler's `minReplicas`: local targets start with that many unless told.
+    pub min_replicas: u32,
+    /// Where local targets record their process groups.
+    pub state_dir: &'a std::path::Path,
+    /// The Kubernetes client and caches, shared by every Kubernetes target of the process.
+    pub kube: &'a mut Option<super::kubernetes::cache::WatchCaches>,
+}
+
+impl TargetSpec {
+    /// The one target factory: starts local replicas, or connects to the Auto Scaling group
+    /// or the Kubernetes resource.
+    pub async fn connect(
+        &self,
+        env: ConnectEnv<'_>,
+    ) -> Result<std::sync::Arc<dyn super::Target>, super::TargetError> {
+        use super::TargetError;
+        let context = |what: String| move |e: TargetError| e.context(&what);
+        Ok(match self {
+            TargetSpec::Local(local) => {
+                let initial = local.initial_replicas.unwrap_or(env.min_replicas);
+                let groups = env
+                    .state_dir
+                    .join(format!("{}.local-groups.json", env.autoscaler));
+                super::local::LocalProcesses::start_recorded(
+                    env.autoscaler,
+                    local.clone(),
+                    initial,
+                    Some(groups),
+                )
+                .map_err(context("starting local replicas".into()))?
+            }
+            TargetSpec::AwsAsg(asg) => std::sync::Arc::new(
+                super::aws::AsgTarget::connect(asg.clone())
+                    .await
+                    .map_err(context(format!("connecting to {}", asg.group_name)))?,
+            ),
+            TargetSpec::Kubernetes(reference) => {
+                if env.kube.is_none() {
+                    *env.kube = Some(super::kubernetes::caches_from_environment().await?);
+                }
+                let caches = env
+                    .kube
+                    .as_ref()
+                    .ok_or_else(|| TargetError::Unavailable("no Kubernetes client".into()))?;
+                std::sync::Arc::new(caches.connect(reference.clone()).await.map_err(context(
+                    format!("connecting to {} {}", reference.kind, reference.name),
+                ))?)
+            }
+        })
+    }
+}
