@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmscaler::contract::model::{Context, GuestError};
+use wasmscaler::contract::model::{Context, GuestError, Sample};
 use wasmscaler::sandbox::{
-    CallEnv, Capabilities, Capability, GuestComponent, HttpGrant, Limits, MemoryState, Sandbox,
-    SandboxError, StateGrant, StateStore,
+    CallEnv, CallOutcome, Capabilities, Capability, GuestComponent, HttpGrant, Limits, MemoryState,
+    Sandbox, SandboxError, StateGrant, StateStore,
 };
 use wasmscaler_tests::{build_rust_guest, hostile_wat, test_sandbox};
 
@@ -361,13 +361,20 @@ async fn a_spinning_guest_does_not_stall_other_calls_on_the_same_thread() -> any
     Ok(())
 }
 
-#[tokio::test]
-async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
-    let sandbox = wasmscaler_tests::one_slot_sandbox()?;
-    let guest = hostile(&sandbox).await?;
+/// A guest spinning until its `timeout_ms` deadline in the sandbox's only slot (waited for
+/// until it holds it), its limits, and its task.
+async fn spin_in_the_only_slot(
+    sandbox: &Sandbox,
+    timeout_ms: u64,
+) -> anyhow::Result<(
+    Arc<GuestComponent>,
+    Limits,
+    tokio::task::JoinHandle<Result<CallOutcome<Vec<Sample>>, SandboxError>>,
+)> {
+    let guest = hostile(sandbox).await?;
     let limits = Limits {
         fuel: u64::MAX / 2,
-        timeout_ms: 1_000,
+        timeout_ms,
         memory_bytes: 64 << 20,
         ..Limits::default()
     };
@@ -375,8 +382,14 @@ async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
         let (guest, limits) = (guest.clone(), limits.clone());
         tokio::spawn(async move { guest.gather(&ctx("loop"), &env(limits)).await })
     };
-    // Wait until the spinner holds the only slot.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok((guest, limits, spinner))
+}
+
+#[tokio::test]
+async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
+    let sandbox = wasmscaler_tests::one_slot_sandbox()?;
+    let (guest, limits, spinner) = spin_in_the_only_slot(&sandbox, 1_000).await?;
     let err = guest
         .gather(&ctx("none"), &env(limits.clone()))
         .await
@@ -398,18 +411,7 @@ async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_call_waits_its_turn_for_a_slot_within_max_slot_wait() -> anyhow::Result<()> {
     let sandbox = wasmscaler_tests::one_slot_sandbox_waiting(Duration::from_secs(10))?;
-    let guest = hostile(&sandbox).await?;
-    let limits = Limits {
-        fuel: u64::MAX / 2,
-        timeout_ms: 600,
-        memory_bytes: 64 << 20,
-        ..Limits::default()
-    };
-    let spinner = {
-        let (guest, limits) = (guest.clone(), limits.clone());
-        tokio::spawn(async move { guest.gather(&ctx("loop"), &env(limits)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (guest, limits, spinner) = spin_in_the_only_slot(&sandbox, 600).await?;
     // The slot is taken: this call queues behind the spinner, and runs once its deadline
     // has freed the slot, with its own full timeout (not what is left of the wait).
     let waited = std::time::Instant::now();

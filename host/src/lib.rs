@@ -10,6 +10,8 @@
 //!   `WasmAutoscaler` controller), the config file and the command line;
 //! - [`policies`]: where policies come from (files, pinned URLs, OCI, uploads);
 //! - [`hooks`]: lifecycle hooks stepped through a handler component (beside the engine);
+//! - [`host`]: the assembly of all of it from a config file, shared by `run`, the controller
+//!   and the tests;
 //! - [`duration`]: small value types every layer shares.
 
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hooks;
+pub mod host;
 pub mod policies;
 pub mod redact;
 pub mod sandbox;

@@ -27,7 +27,7 @@ pub(super) struct EvalArgs {
     /// A component implementing `evaluator` (used with --metrics).
     #[arg(long, value_name = "WASM")]
     evaluator: Option<PathBuf>,
-    /// The context as JSON (see README); `-` reads standard input.
+    /// The context as JSON (see docs/writing-policies.md); `-` reads standard input.
     #[arg(long, value_name = "JSON")]
     context: PathBuf,
     /// Fuel units per call [default: 50000000].
@@ -47,7 +47,7 @@ pub(super) struct EvalArgs {
     #[arg(long, value_name = "PATTERN")]
     allow_http: Vec<String>,
     /// Answer the `kubernetes-metrics` capability from this JSON file (a list of pod usages,
-    /// see README) instead of a metrics server (implies --allow kubernetes-metrics).
+    /// see docs/writing-policies.md) instead of a metrics server (implies --allow kubernetes-metrics).
     #[arg(long, value_name = "JSON")]
     pod_metrics: Option<PathBuf>,
     /// Keep the `state` capability's data in this JSON file between runs (implies --allow state).

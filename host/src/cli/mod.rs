@@ -5,7 +5,10 @@ mod controller;
 mod eval;
 mod inspect;
 mod policy;
+mod reference;
 mod run;
+
+pub use reference::reference;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

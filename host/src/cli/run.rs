@@ -9,14 +9,14 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiLimits, ApiState, Metrics};
-use crate::config::{ConfigFile, build, build_lifecycle, load_guests};
+use crate::config::ConfigFile;
 use crate::engine::HumanDuration;
-use crate::policies::PolicySources;
+use crate::host::{Host, load_guests, policy_sources};
 use crate::sandbox::Sandbox;
 
 #[derive(Debug, Args)]
 pub(super) struct RunArgs {
-    /// The config file (YAML; see README).
+    /// The config file (YAML; see docs/configuration.md).
     #[arg(long, short)]
     config: PathBuf,
     /// Stop by itself after this long (e.g. 90s); otherwise run until Ctrl-C or SIGTERM.
@@ -104,16 +104,14 @@ pub(super) struct ValidateArgs {
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ConfigFile::load(&args.config)?;
     let token = args.api.token()?;
-    let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
-    let sources = sources(&config, sandbox)?;
     let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(build(&config, &sources, Some(metrics.clone())).await?);
+    let host = Host::from_config(&config, Some(metrics.clone())).await?;
     let stop = CancellationToken::new();
     let api = match args.api.listen {
         Some(addr) => {
             let mut state =
-                ApiState::new(engine.clone(), metrics, token).with_limits(args.api.limits());
-            if let Some(store) = sources.uploads() {
+                ApiState::new(host.fleet().clone(), metrics, token).with_limits(args.api.limits());
+            if let Some(store) = host.sources().uploads() {
                 state = state.with_policies(store.clone());
             }
             let state = Arc::new(state);
@@ -122,22 +120,11 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(
-        autoscalers = engine.autoscalers().len(),
+        autoscalers = host.fleet().autoscalers().len(),
         "wasmscaler running"
     );
-    let handlers: Vec<_> = build_lifecycle(&config, &sources)
-        .await?
-        .into_iter()
-        .map(|processor| {
-            let stop = stop.clone();
-            tokio::spawn(async move { processor.run(stop).await })
-        })
-        .collect();
     tokio::spawn(stop_on_signal(stop.clone(), args.duration));
-    engine.run(stop).await;
-    for handler in handlers {
-        let _ = handler.await;
-    }
+    host.run(stop).await;
     if let Some(api) = api {
         let _ = api.await;
     }
@@ -168,17 +155,10 @@ pub(super) async fn stop_on_signal(stop: CancellationToken, duration: Option<Hum
     stop.cancel();
 }
 
-/// The policy sources of a config file: its fetch settings and its upload store.
-fn sources(config: &ConfigFile, sandbox: Arc<Sandbox>) -> anyhow::Result<PolicySources> {
-    Ok(PolicySources::new(sandbox, &config.fetch)?
-        .with_upload_dir(config.state_dir.join("policies"), config.uploads)?
-        .with_local_copies(config.state_dir.join("sources"))?)
-}
-
 pub(super) async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let config = ConfigFile::load(&args.config)?;
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
-    let sources = sources(&config, sandbox)?;
+    let sources = policy_sources(&config, sandbox)?;
     let guests = load_guests(&config, &sources).await?;
     for (spec, guests) in config.autoscalers.iter().zip(guests) {
         println!(

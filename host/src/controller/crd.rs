@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::behavior::Behavior;
 use crate::engine::store::EngineState;
-use crate::engine::{AutoscalerSpec, Fallback, HumanDuration, RunMode, TargetSpec};
+use crate::engine::{AutoscalerSpec, Fallback, HumanDuration, RunMode, SpecError, TargetSpec};
 use crate::policies::PolicyRef;
 use crate::sandbox::{Capabilities, Limits};
 use crate::targets::kubernetes::KubernetesRef;
@@ -212,11 +212,11 @@ impl WasmAutoscaler {
     }
 
     /// The engine spec this resource asks for; unset fields take the config file's defaults.
-    pub fn autoscaler_spec(&self) -> Result<AutoscalerSpec, String> {
+    pub fn autoscaler_spec(&self) -> Result<AutoscalerSpec, SpecError> {
         let spec = &self.spec;
-        let namespace = self
-            .namespace()
-            .ok_or("a WasmAutoscaler must be namespaced")?;
+        let namespace = self.namespace().ok_or_else(|| {
+            SpecError::at("metadata.namespace", "a WasmAutoscaler must be namespaced")
+        })?;
         let target = TargetSpec::Kubernetes(KubernetesRef {
             api_version: spec.scale_target_ref.api_version.clone(),
             kind: spec.scale_target_ref.kind.clone(),

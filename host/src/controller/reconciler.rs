@@ -22,12 +22,12 @@ use super::bounds::TenantBounds;
 use super::crd::{WasmAutoscaler, WasmAutoscalerSpec};
 use super::events::EventSink;
 use super::status::StatusWriter;
-use crate::config::load_spec_guests_under;
 use crate::engine::store::{EngineState, MemoryBackend};
 use crate::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, RunObserver, RunRecord};
+use crate::host::{guest_state, load_spec_guests_under};
 use crate::policies::PolicySources;
+use crate::sandbox::StateStore;
 use crate::sandbox::network::DeniedNetworks;
-use crate::sandbox::{FileState, StateStore};
 use crate::targets::Target;
 use crate::targets::kubernetes::KubernetesRef;
 use crate::targets::kubernetes::cache::WatchCaches;
@@ -354,12 +354,12 @@ async fn resource_task(
                         .build()
                     {
                         Ok(a) => a.with_observer(Arc::new(RecordSink(records))),
-                        Err(message) => {
+                        Err(error) => {
                             Box::pin(fail(
                                 &shared,
                                 &key,
                                 &mut writer,
-                                &refused("InvalidSpec", message),
+                                &refused(error.reason(), error.to_string()),
                             ))
                             .await;
                             stop.cancelled().await;
@@ -410,7 +410,7 @@ async fn prepare(shared: &ReconcileEnv, resource: &WasmAutoscaler) -> Result<Pre
     let _permit = shared.preparing.acquire().await.ok();
     let spec = resource
         .autoscaler_spec()
-        .map_err(|e| refused("InvalidSpec", e))?;
+        .map_err(|e| refused(e.reason(), e.to_string()))?;
     shared
         .bounds
         .check(&spec, &shared.denied)
@@ -437,12 +437,12 @@ async fn prepare(shared: &ReconcileEnv, resource: &WasmAutoscaler) -> Result<Pre
             .await
             .map_err(|e| refused("TargetUnavailable", e.to_string()))?,
     );
-    let guest_state = spec.capabilities.state.as_ref().map(|_| {
-        Arc::new(FileState::new(shared.state_dir.join(format!(
-            "{}.{}.guest-state.json",
-            spec.namespace, spec.name
-        )))) as Arc<dyn StateStore>
-    });
+    let guest_state = guest_state(
+        &spec,
+        shared
+            .state_dir
+            .join(format!("{}.{}.guest-state.json", spec.namespace, spec.name)),
+    );
     Ok(Prepared {
         spec,
         guests,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::error::AutoscalerError;
 use super::policy::Policies;
 use super::record::{Outcome, RunRecord};
 use super::settle::{Safety, settle};
@@ -172,7 +173,7 @@ impl AutoscalerBuilder {
 
     /// Validates the spec and the policies' grants, restores the persisted history, and
     /// returns the autoscaler.
-    pub fn build(self) -> Result<Autoscaler, String> {
+    pub fn build(self) -> Result<Autoscaler, AutoscalerError> {
         Autoscaler::new(self)
     }
 }
@@ -225,12 +226,12 @@ impl Autoscaler {
             backend,
             clock,
         }: AutoscalerBuilder,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AutoscalerError> {
         spec.validate()?;
         for guest in [&policies.metrics, &policies.evaluator] {
             guest
                 .check_grants(&spec.capabilities)
-                .map_err(|e| e.to_string())?;
+                .map_err(AutoscalerError::NotGranted)?;
         }
         let env = CallEnv {
             limits: spec.limits.clone(),

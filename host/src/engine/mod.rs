@@ -7,6 +7,7 @@
 
 mod autoscaler;
 pub mod behavior;
+mod error;
 mod policy;
 mod record;
 mod settle;
@@ -21,6 +22,7 @@ use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 
 pub use autoscaler::{Autoscaler, AutoscalerBuilder, Clock, RunObserver, system_clock};
+pub use error::{AutoscalerError, SpecError, StateError};
 pub use policy::{Guests, Policies, Policy, PolicyResult};
 pub use record::{Outcome, RunRecord};
 pub use settle::{Safety, Settled, settle};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::behavior::Behavior;
+use super::error::SpecError;
 pub use crate::duration::HumanDuration;
 use crate::policies::PolicyRef;
 use crate::sandbox::{Capabilities, Limits};
@@ -149,47 +150,75 @@ impl AutoscalerSpec {
 
     /// Checks what the types cannot: bounds, names, policy sources. Each message names the
     /// field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SpecError> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            return Err(format!(
-                "name {:?} must be non-empty and usable as a file name",
-                self.name
+            return Err(SpecError::at(
+                "name",
+                format!(
+                    "name {:?} must be non-empty and usable as a file name",
+                    self.name
+                ),
             ));
         }
         if self.min_replicas > self.max_replicas {
-            return Err(format!(
-                "minReplicas ({}) is greater than maxReplicas ({})",
-                self.min_replicas, self.max_replicas
+            return Err(SpecError::at(
+                "minReplicas",
+                format!(
+                    "minReplicas ({}) is greater than maxReplicas ({})",
+                    self.min_replicas, self.max_replicas
+                ),
             ));
         }
         if self.interval.0.is_zero() {
-            return Err("interval must be above zero".into());
+            return Err(SpecError::at("interval", "interval must be above zero"));
         }
         match (&self.policy, &self.metrics, &self.evaluator) {
             (Some(_), None, None) | (None, Some(_), Some(_)) => {}
-            (None, None, None) => return Err("give policy, or metrics with evaluator".into()),
-            _ => return Err("give either policy, or metrics with evaluator, not both".into()),
+            (None, None, None) => {
+                return Err(SpecError::at(
+                    "policy",
+                    "give policy, or metrics with evaluator",
+                ));
+            }
+            _ => {
+                return Err(SpecError::at(
+                    "policy",
+                    "give either policy, or metrics with evaluator, not both",
+                ));
+            }
         }
         if let Some(t) = self.tolerance
             && !(0.0..1.0).contains(&t)
         {
-            return Err(format!("tolerance {t} must be at least 0 and below 1"));
+            return Err(SpecError::at(
+                "tolerance",
+                format!("tolerance {t} must be at least 0 and below 1"),
+            ));
         }
         if let Some(fallback) = &self.fallback {
             if fallback.failure_threshold == 0 {
-                return Err("fallback.failureThreshold must be at least 1".into());
+                return Err(SpecError::at(
+                    "fallback.failureThreshold",
+                    "fallback.failureThreshold must be at least 1",
+                ));
             }
             if let Some(r) = fallback.replicas
                 && (r < self.min_replicas || r > self.max_replicas)
             {
-                return Err(format!(
-                    "fallback.replicas ({r}) is outside [minReplicas, maxReplicas] = [{}, {}]",
-                    self.min_replicas, self.max_replicas
+                return Err(SpecError::at(
+                    "fallback.replicas",
+                    format!(
+                        "fallback.replicas ({r}) is outside [minReplicas, maxReplicas] = [{}, {}]",
+                        self.min_replicas, self.max_replicas
+                    ),
                 ));
             }
         }
         if self.max_concurrent_gathers == 0 {
-            return Err("maxConcurrentGathers must be at least 1".into());
+            return Err(SpecError::at(
+                "maxConcurrentGathers",
+                "maxConcurrentGathers must be at least 1",
+            ));
         }
         for (name, rules) in [
             ("scaleUp", &self.behavior.scale_up),
@@ -199,19 +228,28 @@ impl AutoscalerSpec {
             if let Some(window) = rules.as_ref().and_then(|r| r.stabilization_window_seconds)
                 && window > 3600
             {
-                return Err(format!(
-                    "behavior.{name}.stabilizationWindowSeconds {window} must be at most 3600"
+                return Err(SpecError::at(
+                    format!("behavior.{name}.stabilizationWindowSeconds"),
+                    format!(
+                        "behavior.{name}.stabilizationWindowSeconds {window} must be at most 3600"
+                    ),
                 ));
             }
             for policy in rules.iter().flat_map(|r| r.policies.iter().flatten()) {
                 if !(1..=1800).contains(&policy.period_seconds) {
-                    return Err(format!(
-                        "behavior.{name}.policies: periodSeconds {} must be within 1..=1800",
-                        policy.period_seconds
+                    return Err(SpecError::at(
+                        format!("behavior.{name}.policies"),
+                        format!(
+                            "behavior.{name}.policies: periodSeconds {} must be within 1..=1800",
+                            policy.period_seconds
+                        ),
                     ));
                 }
                 if policy.value == 0 {
-                    return Err(format!("behavior.{name}.policies: value must be above 0"));
+                    return Err(SpecError::at(
+                        format!("behavior.{name}.policies"),
+                        format!("behavior.{name}.policies: value must be above 0"),
+                    ));
                 }
             }
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::behavior::History;
+use super::error::StateError;
 use crate::fsutil::write_atomic;
 
 /// What the engine must not forget across restarts: without the recommendation history a
@@ -23,9 +24,9 @@ pub struct EngineState {
 /// Persistence of [`EngineState`].
 pub trait StateBackend: Send + Sync {
     /// The stored state, or the default.
-    fn load(&self) -> Result<EngineState, String>;
+    fn load(&self) -> Result<EngineState, StateError>;
     /// Stores the state.
-    fn save(&self, state: &EngineState) -> Result<(), String>;
+    fn save(&self, state: &EngineState) -> Result<(), StateError>;
 }
 
 /// Keeps nothing: for dry runs and tests.
@@ -33,10 +34,10 @@ pub trait StateBackend: Send + Sync {
 pub struct NoPersistence;
 
 impl StateBackend for NoPersistence {
-    fn load(&self) -> Result<EngineState, String> {
+    fn load(&self) -> Result<EngineState, StateError> {
         Ok(EngineState::default())
     }
-    fn save(&self, _: &EngineState) -> Result<(), String> {
+    fn save(&self, _: &EngineState) -> Result<(), StateError> {
         Ok(())
     }
 }
@@ -52,22 +53,34 @@ impl FileBackend {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileBackend { path: path.into() }
     }
+
+    fn io(&self, action: &'static str, e: &std::io::Error) -> StateError {
+        StateError::Io {
+            action,
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl StateBackend for FileBackend {
-    fn load(&self) -> Result<EngineState, String> {
+    fn load(&self) -> Result<EngineState, StateError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("state file {} is corrupt: {e}", self.path.display())),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                path: self.path.display().to_string(),
+                message: e.to_string(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EngineState::default()),
-            Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
+            Err(e) => Err(self.io("read", &e)),
         }
     }
 
-    fn save(&self, state: &EngineState) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-        write_atomic(&self.path, &bytes)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    fn save(&self, state: &EngineState) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&self.path, &bytes).map_err(|e| self.io("write", &e))
     }
 }
 
@@ -84,17 +97,14 @@ impl MemoryBackend {
 }
 
 impl StateBackend for MemoryBackend {
-    fn load(&self) -> Result<EngineState, String> {
+    fn load(&self) -> Result<EngineState, StateError> {
         self.0
             .lock()
             .map(|s| s.clone())
-            .map_err(|_| "engine state lock poisoned".into())
+            .map_err(|_| StateError::Poisoned)
     }
-    fn save(&self, state: &EngineState) -> Result<(), String> {
-        let mut slot = self
-            .0
-            .lock()
-            .map_err(|_| "engine state lock poisoned".to_owned())?;
+    fn save(&self, state: &EngineState) -> Result<(), StateError> {
+        let mut slot = self.0.lock().map_err(|_| StateError::Poisoned)?;
         *slot = state.clone();
         Ok(())
     }

@@ -230,3 +230,33 @@ async fn a_busy_host_never_counts_toward_the_fallback() {
     }
     assert!(target.scales().is_empty());
 }
+
+#[test]
+fn an_invalid_spec_is_a_typed_error_naming_its_field() {
+    let mut spec = AutoscalerSpec::new(
+        "bad",
+        TargetSpec::Kubernetes(crate::targets::kubernetes::KubernetesRef {
+            api_version: "v1".into(),
+            kind: "unused".into(),
+            name: "unused".into(),
+            namespace: None,
+        }),
+        "unused.wasm",
+        2,
+    );
+    spec.min_replicas = 3;
+    let Err(error) = Autoscaler::builder(
+        spec,
+        Memory::at(1),
+        Policies::single(Scripted::new(vec![Step::Decide(1)])),
+    )
+    .build() else {
+        panic!("min above max must be refused");
+    };
+    assert_eq!(error.reason(), "InvalidSpec");
+    let super::AutoscalerError::Spec(spec_error) = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(spec_error.field, "minReplicas");
+    assert!(error.to_string().contains("maxReplicas (2)"), "{error}");
+}
