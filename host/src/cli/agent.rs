@@ -10,7 +10,7 @@ use crate::contract::lifecycle_model::{ActionResult, LifecycleEvent, Transition}
 use crate::hooks::{Stepped, Stepper, state_tag};
 use crate::sandbox::{CallEnv, Capabilities, Limits};
 use crate::targets::aws::AwsEndpoint;
-use crate::targets::aws::ec2::Ec2;
+use crate::targets::aws::{AwsLifecycleApi, LifecycleApi};
 
 /// The tag marking an instance whose JOIN completed.
 pub const ENROLLED_TAG: &str = "wasmscaler.dev/enrolled";
@@ -139,7 +139,8 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         endpoint_url: args.endpoint_url.clone(),
     };
     let config = endpoint.sdk_config().await;
-    let ec2 = Ec2::new(&config).map_err(anyhow::Error::msg)?;
+    let aws: std::sync::Arc<dyn LifecycleApi> =
+        std::sync::Arc::new(AwsLifecycleApi::new(&config).map_err(anyhow::Error::msg)?);
     let stepper = Stepper {
         handler: handler.clone(),
         env: CallEnv {
@@ -147,11 +148,10 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
             capabilities: args.capabilities()?,
             ..CallEnv::default()
         },
-        ec2: ec2.clone(),
+        aws: aws.clone(),
         max_steps: args.max_steps,
     };
-    let autoscaling = aws_sdk_autoscaling::Client::new(&config);
-    let mut instance = stepper.instance(&autoscaling, &instance_id, "").await;
+    let mut instance = stepper.instance(&instance_id, "").await;
     if instance.private_address.is_none() {
         instance.private_address = private_address.clone();
     }
@@ -180,7 +180,7 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 if let Some(address) = &instance.private_address {
                     tags.push((ADDRESS_TAG, address.as_str()));
                 }
-                ec2.create_tags(&instance_id, &tags)
+                aws.tag_instance(&instance_id, &tags)
                     .await
                     .map_err(anyhow::Error::msg)
                     .context("recording the enrolment")?;

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_autoscaling::Client as AutoScaling;
-use aws_sdk_sqs::Client as Sqs;
 use tokio_util::sync::CancellationToken;
 
 use super::completed::Completed;
@@ -14,10 +12,8 @@ use super::message::{Message, Notification, parse_message};
 use super::spec::{LifecycleSpec, state_tag};
 use super::stepper::{Stepped, Stepper};
 use crate::contract::lifecycle_model::{ActionResult, Hook, LifecycleEvent};
-use crate::duration::HumanDuration;
 use crate::sandbox::{CallEnv, GuestComponent};
-use crate::targets::aws::describe;
-use crate::targets::aws::ec2::Ec2;
+use crate::targets::aws::{ActionRef, AwsLifecycleApi, Completion, LifecycleApi, QueueMessage};
 
 /// What happened to one message, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +50,7 @@ impl Handled {
 pub struct LifecycleProcessor {
     spec: LifecycleSpec,
     stepper: Stepper,
-    autoscaling: AutoScaling,
-    sqs: Sqs,
+    aws: Arc<dyn LifecycleApi>,
     completed: tokio::sync::Mutex<Completed>,
     hooks: tokio::sync::Mutex<BTreeMap<(String, String), (ActionResult, u32)>>,
 }
@@ -86,15 +81,15 @@ impl LifecycleProcessor {
         let completed = Completed::open(
             state_dir.map(|d| d.join(format!("{}.lifecycle-completed.json", spec.name))),
         );
+        let aws: Arc<dyn LifecycleApi> = Arc::new(AwsLifecycleApi::new(&config)?);
         Ok(LifecycleProcessor {
             stepper: Stepper {
                 handler,
                 env,
-                ec2: Ec2::new(&config)?,
+                aws: aws.clone(),
                 max_steps: spec.max_steps,
             },
-            autoscaling: AutoScaling::new(&config),
-            sqs: Sqs::new(&config),
+            aws,
             completed: tokio::sync::Mutex::new(completed),
             hooks: Default::default(),
             spec,
@@ -117,7 +112,7 @@ impl LifecycleProcessor {
             };
             match received {
                 Ok(messages) => {
-                    for (receipt, body) in messages {
+                    for QueueMessage { receipt, body } in messages {
                         // While the handler works, the message stays invisible: otherwise
                         // another host would receive it and run the same action.
                         let handled = tokio::select! {
@@ -141,56 +136,35 @@ impl LifecycleProcessor {
         }
     }
 
-    async fn receive(&self) -> Result<Vec<(String, String)>, String> {
-        let seconds = |d: HumanDuration| i32::try_from(d.0.as_secs()).unwrap_or(i32::MAX);
-        let answer = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.spec.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(seconds(self.spec.wait_time).min(20))
-            .visibility_timeout(seconds(self.spec.visibility_timeout).max(1))
-            .send()
+    async fn receive(&self) -> Result<Vec<QueueMessage>, String> {
+        self.aws
+            .receive(
+                &self.spec.queue_url,
+                self.spec.wait_time.0,
+                self.spec.visibility_timeout.0,
+            )
             .await
-            .map_err(|e| describe(&e))?;
-        Ok(answer
-            .messages()
-            .iter()
-            .filter_map(|m| Some((m.receipt_handle()?.to_owned(), m.body()?.to_owned())))
-            .collect())
     }
 
     /// Extends the message's visibility every half timeout, for as long as it is polled.
     async fn keep_invisible(&self, receipt: &str) {
         let timeout = self.spec.visibility_timeout.0.max(Duration::from_secs(1));
-        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         loop {
             tokio::time::sleep(timeout / 2).await;
-            if let Err(e) = self
-                .sqs
-                .change_message_visibility()
-                .queue_url(&self.spec.queue_url)
-                .receipt_handle(receipt)
-                .visibility_timeout(seconds)
-                .send()
+            if let Err(error) = self
+                .aws
+                .extend_visibility(&self.spec.queue_url, receipt, timeout)
                 .await
             {
-                tracing::warn!(error = %describe(&e), "extending a lifecycle message's visibility");
+                tracing::warn!(%error, "extending a lifecycle message's visibility");
             }
         }
     }
 
     async fn delete(&self, receipt: &str) {
-        if let Err(e) = self
-            .sqs
-            .delete_message()
-            .queue_url(&self.spec.queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-        {
+        if let Err(error) = self.aws.delete(&self.spec.queue_url, receipt).await {
             // Redelivered later and recognized as a duplicate.
-            tracing::warn!(error = %describe(&e), "deleting a lifecycle message");
+            tracing::warn!(%error, "deleting a lifecycle message");
         }
     }
 
@@ -218,7 +192,6 @@ impl LifecycleProcessor {
         let instance = self
             .stepper
             .instance(
-                &self.autoscaling,
                 &notification.ec2_instance_id,
                 &notification.auto_scaling_group_name,
             )
@@ -279,74 +252,52 @@ impl LifecycleProcessor {
         if let Some(known) = self.hooks.lock().await.get(&key) {
             return Some(*known);
         }
-        let answer = match self
-            .autoscaling
-            .describe_lifecycle_hooks()
-            .auto_scaling_group_name(&n.auto_scaling_group_name)
-            .lifecycle_hook_names(&n.lifecycle_hook_name)
-            .send()
+        let (result, timeout) = match self
+            .aws
+            .describe_hook(&n.auto_scaling_group_name, &n.lifecycle_hook_name)
             .await
         {
             Ok(answer) => answer,
-            Err(e) => {
-                tracing::warn!(error = %describe(&e), hook = %n.lifecycle_hook_name, "DescribeLifecycleHooks failed");
+            Err(error) => {
+                tracing::warn!(%error, hook = %n.lifecycle_hook_name, "DescribeLifecycleHooks failed");
                 return None;
             }
         };
-        // A hook that no longer exists: AWS's defaults (its actions end on their own).
-        let found = answer.lifecycle_hooks().first();
-        let result = found
-            .and_then(|h| h.default_result())
-            .and_then(ActionResult::parse)
-            .unwrap_or(ActionResult::Abandon);
-        let timeout = found
-            .and_then(|h| h.heartbeat_timeout())
-            .and_then(|t| u32::try_from(t).ok())
-            .unwrap_or(3600);
         self.hooks.lock().await.insert(key, (result, timeout));
         Some((result, timeout))
     }
 
     async fn heartbeat(&self, n: &Notification) {
-        if let Err(e) = self
-            .autoscaling
-            .record_lifecycle_action_heartbeat()
-            .auto_scaling_group_name(&n.auto_scaling_group_name)
-            .lifecycle_hook_name(&n.lifecycle_hook_name)
-            .lifecycle_action_token(&n.lifecycle_action_token)
-            .instance_id(&n.ec2_instance_id)
-            .send()
-            .await
-        {
-            tracing::warn!(error = %describe(&e), "lifecycle heartbeat failed");
+        if let Err(error) = self.aws.heartbeat(action(n)).await {
+            tracing::warn!(%error, "lifecycle heartbeat failed");
         }
     }
 
     /// Completes the action; `Err` if it may still be pending (the message must stay).
     async fn complete(&self, n: &Notification, result: ActionResult) -> Result<(), String> {
-        let sent = self
-            .autoscaling
-            .complete_lifecycle_action()
-            .auto_scaling_group_name(&n.auto_scaling_group_name)
-            .lifecycle_hook_name(&n.lifecycle_hook_name)
-            .lifecycle_action_token(&n.lifecycle_action_token)
-            .instance_id(&n.ec2_instance_id)
-            .lifecycle_action_result(result.as_str())
-            .send()
-            .await;
-        match sent {
-            Ok(_) => {}
+        match self.aws.complete(action(n), result).await {
+            Ok(Completion::Completed) => {}
             // Completed before (by us before a crash, or it timed out): nothing left to do.
-            Err(e) if describe(&e).contains("No active Lifecycle Action") => {
+            Ok(Completion::AlreadyCompleted) => {
                 tracing::info!(token = %n.lifecycle_action_token, "lifecycle action was already completed");
             }
-            Err(e) => {
-                let why = format!("CompleteLifecycleAction failed: {}", describe(&e));
+            Err(error) => {
+                let why = format!("CompleteLifecycleAction failed: {error}");
                 tracing::warn!(token = %n.lifecycle_action_token, %why, "the message stays for a retry");
                 return Err(why);
             }
         }
         self.completed.lock().await.add(&n.lifecycle_action_token);
         Ok(())
+    }
+}
+
+/// The action a notification names.
+fn action(n: &Notification) -> ActionRef<'_> {
+    ActionRef {
+        group: &n.auto_scaling_group_name,
+        hook: &n.lifecycle_hook_name,
+        token: &n.lifecycle_action_token,
+        instance: &n.ec2_instance_id,
     }
 }

@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-use aws_sdk_autoscaling::Client as AutoScaling;
-
 use super::spec::state_tag;
 use crate::contract::lifecycle_model::{ActionResult, Instance, LifecycleEvent, StepOutcome};
 use crate::sandbox::{CallEnv, GuestComponent};
-use crate::targets::aws::ec2::Ec2;
+use crate::targets::aws::LifecycleApi;
 
 /// Steps one handler for lifecycle events; shared by the queue consumer and the agent.
 pub struct Stepper {
@@ -16,8 +14,8 @@ pub struct Stepper {
     pub handler: Arc<GuestComponent>,
     /// Per-step limits and grants.
     pub env: CallEnv,
-    /// EC2, for instance tags.
-    pub ec2: Ec2,
+    /// AWS: the instance and its tags.
+    pub aws: Arc<dyn LifecycleApi>,
     /// Steps before giving up.
     pub max_steps: u32,
 }
@@ -48,8 +46,8 @@ impl Stepper {
             };
             if let Some(state) = &outcome.next_state {
                 if let Err(error) = self
-                    .ec2
-                    .create_tags(&event.instance.id, &[(&tag, state)])
+                    .aws
+                    .tag_instance(&event.instance.id, &[(&tag, state)])
                     .await
                 {
                     // Unpersisted progress would be repeated after a crash; stop here.
@@ -69,38 +67,7 @@ impl Stepper {
     }
 
     /// The instance as the event describes it: the group's view plus EC2's.
-    pub async fn instance(&self, autoscaling: &AutoScaling, id: &str, group: &str) -> Instance {
-        let mut instance = Instance {
-            id: id.to_owned(),
-            group: group.to_owned(),
-            ..Instance::default()
-        };
-        if let Ok(answer) = autoscaling
-            .describe_auto_scaling_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            && let Some(found) = answer.auto_scaling_instances().first()
-        {
-            instance.lifecycle_state = found.lifecycle_state().unwrap_or_default().to_owned();
-            instance.health = found.health_status().unwrap_or_default().to_owned();
-            if instance.group.is_empty() {
-                instance.group = found
-                    .auto_scaling_group_name()
-                    .unwrap_or_default()
-                    .to_owned();
-            }
-        }
-        match self.ec2.describe_instances(&[id.to_owned()]).await {
-            Ok(found) => {
-                if let Some(ec2) = found.into_iter().next() {
-                    instance.private_address = ec2.private_address;
-                    instance.launch_time_ms = ec2.launch_time_ms;
-                    instance.tags = ec2.tags;
-                }
-            }
-            Err(error) => tracing::warn!(instance = %id, %error, "DescribeInstances failed"),
-        }
-        instance
+    pub async fn instance(&self, id: &str, group: &str) -> Instance {
+        self.aws.instance(id, group).await
     }
 }

@@ -7,6 +7,7 @@
 
 mod asg;
 pub mod ec2;
+mod lifecycle_api;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use serde::{Deserialize, Serialize};
 
 pub use asg::{AsgSpec, AsgTarget};
+pub use lifecycle_api::{ActionRef, AwsLifecycleApi, Completion, LifecycleApi, QueueMessage};
 
 /// Where the AWS APIs are.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
