@@ -280,26 +280,30 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+async fn readyz(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     if state.ready.load(Ordering::Relaxed) {
-        "ok".into_response()
+        Ok("ok".into_response())
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        ))
     }
 }
 
-async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
-    match state.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"),
-    }
+async fn prometheus(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .encode()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 fn summary(a: &Autoscaler) -> serde_json::Value {
@@ -334,15 +338,15 @@ async fn list(State(state): State<Arc<ApiState>>) -> Response {
     Json(all).into_response()
 }
 
-async fn status(State(state): State<Arc<ApiState>>, Path(key): Path<AutoscalerKey>) -> Response {
-    let autoscaler = match find(&state, &key.0) {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
+async fn status(
+    State(state): State<Arc<ApiState>>,
+    Path(key): Path<AutoscalerKey>,
+) -> Result<Response, ApiError> {
+    let autoscaler = find(&state, &key.0)?;
     let mut body = summary(&autoscaler);
     body["engineState"] = json!(autoscaler.engine_state().await);
     body["records"] = json!(autoscaler.records());
-    Json(body).into_response()
+    Ok(Json(body).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,15 +360,13 @@ struct DryRun {
 async fn dry_run_metrics(
     State(state): State<Arc<ApiState>>,
     Path(key): Path<AutoscalerKey>,
-) -> Response {
-    let autoscaler = match find(&state, &key.0) {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
-    match autoscaler.gather_preview().await {
-        Ok(samples) => Json(json!({ "autoscaler": key.0, "samples": samples })).into_response(),
-        Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
-    }
+) -> Result<Response, ApiError> {
+    let autoscaler = find(&state, &key.0)?;
+    let samples = autoscaler
+        .gather_preview()
+        .await
+        .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
+    Ok(Json(json!({ "autoscaler": key.0, "samples": samples })).into_response())
 }
 
 /// Optional body of an evaluation: samples to evaluate instead of gathering.
@@ -382,40 +384,32 @@ async fn evaluation(
     Path(key): Path<AutoscalerKey>,
     Query(query): Query<DryRun>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return ApiError::new(rejection.status(), rejection.body_text()).into_response();
-        }
-    };
-    let autoscaler = match find(&state, &key.0) {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let body =
+        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    let autoscaler = find(&state, &key.0)?;
     let given = if body.is_empty() {
         None
     } else {
-        match serde_json::from_slice::<EvaluationBody>(&body) {
-            Ok(parsed) => Some(parsed.samples),
-            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &format!("body: {e}")),
-        }
+        let parsed = serde_json::from_slice::<EvaluationBody>(&body)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("body: {e}")))?;
+        Some(parsed.samples)
     };
     let record = if query.dry_run {
         autoscaler.preview(given).await
     } else if given.is_some() {
-        return error(
+        return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "provided samples are only accepted with dry_run=true",
-        );
+        ));
     } else {
         // `guard_runs` has checked the token.
         autoscaler.run_once().await
     };
     if record.error.is_some() && record.decision.is_none() && !record.fallback {
-        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!(record))).into_response();
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!(record))).into_response());
     }
-    Json(record).into_response()
+    Ok(Json(record).into_response())
 }
 
 fn store(state: &ApiState) -> Result<&Arc<PolicyStore>, ApiError> {
