@@ -143,6 +143,18 @@ impl Target for Memory {
     }
 }
 
+/// A spec named `name` with bounds 1..=`max` and every other field at its default. The
+/// target section is a placeholder: the tests hand the autoscaler its target.
+fn spec(name: &str, max: u32) -> AutoscalerSpec {
+    let placeholder = TargetSpec::Kubernetes(crate::targets::kubernetes::KubernetesRef {
+        api_version: "v1".into(),
+        kind: "unused".into(),
+        name: "unused".into(),
+        namespace: None,
+    });
+    AutoscalerSpec::new(name, placeholder, "unused.wasm", max)
+}
+
 /// Bounds 1..=10, decisions apply at once (no scale-down window), no persistence.
 fn autoscaler(
     policy: Arc<Scripted>,
@@ -158,17 +170,7 @@ fn autoscaler(
             }),
         },
         fallback,
-        ..AutoscalerSpec::new(
-            "fake",
-            TargetSpec::Kubernetes(crate::targets::kubernetes::KubernetesRef {
-                api_version: "v1".into(),
-                kind: "unused".into(),
-                name: "unused".into(),
-                namespace: None,
-            }),
-            "unused.wasm",
-            10,
-        )
+        ..spec("fake", 10)
     };
     Autoscaler::builder(spec, target, Policies::single(policy))
         .build()
@@ -191,17 +193,20 @@ async fn a_decision_is_clamped_to_the_bounds_and_scales_the_target() {
     assert_eq!(target.scales(), vec![7]);
 }
 
+/// At 4 replicas, `step` on every run, falling back to 2 after `threshold` failures.
+fn falling_back_to_2(step: Step, threshold: u32) -> (Arc<Memory>, Autoscaler) {
+    let target = Memory::at(4);
+    let fallback = Fallback {
+        failure_threshold: threshold,
+        replicas: Some(2),
+    };
+    let a = autoscaler(Scripted::new(vec![step]), target.clone(), Some(fallback));
+    (target, a)
+}
+
 #[tokio::test]
 async fn a_failing_policy_holds_the_target_until_the_fallback_threshold() {
-    let target = Memory::at(4);
-    let a = autoscaler(
-        Scripted::new(vec![Step::Fail]),
-        target.clone(),
-        Some(Fallback {
-            failure_threshold: 3,
-            replicas: Some(2),
-        }),
-    );
+    let (target, a) = falling_back_to_2(Step::Fail, 3);
     for _ in 0..2 {
         let held = a.run_once().await;
         assert!(!held.fallback && held.error.is_some(), "{held:?}");
@@ -214,15 +219,7 @@ async fn a_failing_policy_holds_the_target_until_the_fallback_threshold() {
 
 #[tokio::test]
 async fn a_busy_host_never_counts_toward_the_fallback() {
-    let target = Memory::at(4);
-    let a = autoscaler(
-        Scripted::new(vec![Step::Busy]),
-        target.clone(),
-        Some(Fallback {
-            failure_threshold: 1,
-            replicas: Some(2),
-        }),
-    );
+    let (target, a) = falling_back_to_2(Step::Busy, 1);
     for _ in 0..3 {
         let record = a.run_once().await;
         assert_eq!(record.error_kind.as_deref(), Some("busy"), "{record:?}");
@@ -233,17 +230,7 @@ async fn a_busy_host_never_counts_toward_the_fallback() {
 
 #[test]
 fn an_invalid_spec_is_a_typed_error_naming_its_field() {
-    let mut spec = AutoscalerSpec::new(
-        "bad",
-        TargetSpec::Kubernetes(crate::targets::kubernetes::KubernetesRef {
-            api_version: "v1".into(),
-            kind: "unused".into(),
-            name: "unused".into(),
-            namespace: None,
-        }),
-        "unused.wasm",
-        2,
-    );
+    let mut spec = spec("bad", 2);
     spec.min_replicas = 3;
     let Err(error) = Autoscaler::builder(
         spec,
