@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+#[doc(hidden)]
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -29,7 +30,9 @@ pub mod fuzzing;
 pub mod hooks;
 pub mod host;
 pub mod policies;
+#[doc(hidden)]
 pub mod redact;
 pub mod sandbox;
 pub mod targets;
+#[doc(hidden)]
 pub mod telemetry;
