@@ -412,6 +412,17 @@ async fn a_full_pool_answers_busy_and_recovers() -> anyhow::Result<()> {
 async fn a_call_waits_its_turn_for_a_slot_within_max_slot_wait() -> anyhow::Result<()> {
     let sandbox = wasmscaler_tests::one_slot_sandbox_waiting(Duration::from_secs(10))?;
     let (guest, limits, spinner) = spin_in_the_only_slot(&sandbox, 600).await?;
+    // A call the engine can never honour is refused at once, not after queueing for the slot.
+    let too_big = Limits {
+        memory_bytes: 1 << 30,
+        ..limits.clone()
+    };
+    let err = guest.gather(&ctx("none"), &env(too_big)).await.unwrap_err();
+    assert!(matches!(err, SandboxError::InvalidLimits(_)), "{err}");
+    assert!(
+        !spinner.is_finished(),
+        "refused while the slot was still taken"
+    );
     // The slot is taken: this call queues behind the spinner, and runs once its deadline
     // has freed the slot, with its own full timeout (not what is left of the wait).
     let waited = std::time::Instant::now();

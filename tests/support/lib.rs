@@ -89,7 +89,6 @@ pub fn wrap_core_module(core: &[u8]) -> anyhow::Result<Vec<u8>> {
 /// (symlinks followed), sorted by its `./`-relative path, as the path on one line and then
 /// its bytes.
 pub fn wit_digest(dir: &Path) -> anyhow::Result<String> {
-    use sha2::Digest as _;
     fn walk(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> anyhow::Result<()> {
         for entry in std::fs::read_dir(dir).with_context(|| dir.display().to_string())? {
             let path = entry?.path();
@@ -106,13 +105,13 @@ pub fn wit_digest(dir: &Path) -> anyhow::Result<String> {
     let mut files = Vec::new();
     walk(dir, dir, &mut files)?;
     files.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut hasher = sha2::Sha256::new();
+    let mut stream = Vec::new();
     for (name, path) in files {
-        hasher.update(name.as_bytes());
-        hasher.update(b"\n");
-        hasher.update(std::fs::read(&path)?);
+        stream.extend_from_slice(name.as_bytes());
+        stream.push(b'\n');
+        stream.extend_from_slice(&std::fs::read(&path)?);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hex::encode(wasmscaler::sandbox::sha256(&stream)))
 }
 
 /// An autoscaler running `guest` as its policy on `target`, remembering nothing between

@@ -76,10 +76,8 @@ impl StateBackend for FileBackend {
     }
 
     fn save(&self, state: &EngineState) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| self.io("write", &std::io::Error::other(e)))?;
         write_atomic(&self.path, &bytes).map_err(|e| self.io("write", &e))
     }
 }

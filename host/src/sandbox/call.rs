@@ -133,8 +133,10 @@ impl GuestComponent {
         export: Export<W>,
         convert: fn(W) -> T,
     ) -> Result<CallOutcome<T>, SandboxError> {
+        // A call that can never run is refused before it queues for a slot.
+        self.check_call(env)?;
         let slot = match &self.shared.slots {
-            Some(slots) => Some(slots.acquire(self.shared.pool_slots).await?),
+            Some(slots) => Some(slots.acquire().await?),
             None => None,
         };
         let (mut store, started, long_running) = self.new_store(ctx, env)?;
@@ -164,11 +166,8 @@ impl GuestComponent {
             .await
     }
 
-    fn new_store(
-        &self,
-        ctx: &Context,
-        env: &CallEnv,
-    ) -> Result<(Store<HostState>, Instant, Arc<AtomicBool>), SandboxError> {
+    /// The grants and limits a call needs that this component and engine cannot give.
+    fn check_call(&self, env: &CallEnv) -> Result<(), SandboxError> {
         self.check_grants(&env.capabilities)?;
         if let Some(max) = self.shared.max_memory_bytes
             && env.limits.memory_bytes > max
@@ -178,6 +177,14 @@ impl GuestComponent {
                 env.limits.memory_bytes
             )));
         }
+        Ok(())
+    }
+
+    fn new_store(
+        &self,
+        ctx: &Context,
+        env: &CallEnv,
+    ) -> Result<(Store<HostState>, Instant, Arc<AtomicBool>), SandboxError> {
         let started = Instant::now();
         let data = HostState::new(ctx, env.clone(), self.shared.http.clone())
             .map_err(SandboxError::State)?;

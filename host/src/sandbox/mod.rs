@@ -66,17 +66,26 @@ pub(crate) struct CallResources {
 
 /// The pool's instance slots, handed out first come first served.
 pub(crate) struct SlotQueue {
+    slots: u32,
     permits: Arc<tokio::sync::Semaphore>,
     max_wait: Duration,
 }
 
 impl SlotQueue {
+    fn new(slots: u32, max_wait: Duration) -> Self {
+        SlotQueue {
+            slots,
+            permits: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
+            max_wait,
+        }
+    }
+
     /// Waits up to `max_wait` for a slot; the permit is held until the call's store is gone.
-    async fn acquire(&self, slots: u32) -> Result<tokio::sync::OwnedSemaphorePermit, SandboxError> {
+    async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, SandboxError> {
         match tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             // Timed out, or closed (never: the semaphore is not closed while the sandbox lives).
-            Ok(Err(_)) | Err(_) => Err(SandboxError::Busy(slots)),
+            Ok(Err(_)) | Err(_) => Err(SandboxError::Busy(self.slots)),
         }
     }
 }
@@ -157,10 +166,10 @@ impl Sandbox {
                 .decommit_batch_size(16);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
             pool_slots = n;
-            slots = Some(SlotQueue {
-                permits: Arc::new(tokio::sync::Semaphore::new(n as usize)),
-                max_wait: Duration::from_millis(pooling.max_slot_wait_ms),
-            });
+            slots = Some(SlotQueue::new(
+                n,
+                Duration::from_millis(pooling.max_slot_wait_ms),
+            ));
             max_memory_bytes = Some(pooling.max_memory_bytes);
         }
         let engine = Engine::new(&wasm).map_err(|e| internal("engine configuration", &e))?;
