@@ -19,9 +19,7 @@ use wasmscaler::hooks::{Handled, LifecycleProcessor, LifecycleSpec, state_tag};
 use wasmscaler::targets::Target;
 use wasmscaler::targets::aws::{AsgSpec, AsgTarget, AwsEndpoint};
 
-#[allow(dead_code)] // shared helpers, not all of which these tests use
-#[path = "support/lib.rs"]
-mod support;
+use wasmscaler_tests as support;
 
 use support::aws::{Moto, Proxy, lifecycle_message};
 use support::{JsonServer, build_rust_guest, scripted_spec, test_sandbox};

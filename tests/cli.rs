@@ -2,9 +2,7 @@
 
 use std::process::Command;
 
-#[allow(dead_code)] // shared helpers, not all of which the CLI tests use
-#[path = "support/lib.rs"]
-mod support;
+use wasmscaler_tests as support;
 
 use support::{build_rust_guest, fixture};
 

@@ -17,9 +17,7 @@ use wasmscaler::engine::HumanDuration;
 use wasmscaler::policies::{FetchConfig, SourceRules};
 use wasmscaler::sandbox::SandboxConfig;
 
-#[allow(dead_code)] // shared helpers, not all of which these tests use
-#[path = "support/lib.rs"]
-mod support;
+use wasmscaler_tests as support;
 
 use support::build_rust_guest;
 use support::chart::assert_rbac_covers;
@@ -973,16 +971,8 @@ async fn status_is_written_when_it_changes_not_on_every_run() -> anyhow::Result<
     let state = tempfile::tempdir()?;
     let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
     fake.create(WSA.0, WSA.1, resource("web", json!({"interval": "100ms"}))?)?;
-    wait_for("the deployment at 6", Duration::from_secs(30), || {
-        fake.replicas("web") == Some(6)
-    })
-    .await?;
-    wait_for("the scale in status", Duration::from_secs(10), || {
-        status(&fake, "web")["currentReplicas"] == 6
-    })
-    .await?;
     // Steady state: the guest keeps asking for 6 at 6 replicas.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    steady_at_six(&fake).await?;
     let (reads, writes) = (runs(&fake), status_writes(&fake, "web"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let runs = runs(&fake) - reads;
@@ -993,13 +983,90 @@ async fn status_is_written_when_it_changes_not_on_every_run() -> anyhow::Result<
         "{written} status writes in {runs} unchanged runs"
     );
     // A change a reader would see is written at once: the load drops, the scale-down is held.
+    load_drop_is_held_in_status(&fake).await?;
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+/// Waits until the cpu-target guest has scaled `web` to 6 (its maximum) and the status shows
+/// it, and half a second more: from then on every run asks for 6 at 6.
+async fn steady_at_six(fake: &FakeKube) -> anyhow::Result<()> {
+    wait_for("the deployment at 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    wait_for("the scale in status", Duration::from_secs(10), || {
+        status(fake, "web")["currentReplicas"] == 6
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// Drops `web`'s load and waits until the status shows the scale-down held by stabilization.
+async fn load_drop_is_held_in_status(fake: &FakeKube) -> anyhow::Result<()> {
     fake.set_cpu_usage("web", 50);
     wait_for(
         "the held scale-down in status",
         Duration::from_secs(5),
-        || condition(&status(&fake, "web"), "AbleToScale")["reason"] == "ScaleDownStabilized",
+        || condition(&status(fake, "web"), "AbleToScale")["reason"] == "ScaleDownStabilized",
     )
     .await?;
+    Ok(())
+}
+
+/// The bodies of the status writes of `name`, in order.
+fn status_patches(fake: &FakeKube, name: &str) -> Vec<Value> {
+    fake.requests()
+        .iter()
+        .filter(|(m, path, _)| {
+            m == "PATCH" && path.contains(&format!("/wasmautoscalers/{name}/status"))
+        })
+        .filter_map(|(_, _, body)| serde_json::from_str(body).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_and_its_first_run_are_one_write_and_a_restart_writes_only_changes()
+-> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    fake.create(WSA.0, WSA.1, resource("web", json!({"interval": "100ms"}))?)?;
+    steady_at_six(&fake).await?;
+    let first = status_patches(&fake, "web")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    assert_eq!(
+        condition(&first["status"], "Ready")["reason"],
+        "Running",
+        "the first write says the resource runs: {first}"
+    );
+    assert!(
+        first["status"]["lastDecision"].is_object(),
+        "the first write carries the first run: {first}"
+    );
+    // Then a new controller over the same resource: it finds the status it would write (the
+    // history came from the first), and runs without writing it again.
+    stop.cancel();
+    task.await??;
+    let (reads, writes) = (runs(&fake), status_writes(&fake, "web"));
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    wait_for(
+        "ten runs after the restart",
+        Duration::from_secs(30),
+        || runs(&fake) >= reads + 10,
+    )
+    .await?;
+    assert_eq!(
+        status_writes(&fake, "web"),
+        writes,
+        "runs that change nothing a reader sees write no status after a restart"
+    );
+    // A change is still written.
+    load_drop_is_held_in_status(&fake).await?;
     stop.cancel();
     task.await??;
     Ok(())

@@ -252,7 +252,8 @@ async fn build_lifecycle(
         let processor =
             LifecycleProcessor::new(spec.clone(), handler, Some(config.state_dir.clone()))
                 .await
-                .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+                // The error names the handler.
+                .with_context(|| format!("lifecycle[{i}]"))?;
         processors.push(processor);
     }
     Ok(processors)

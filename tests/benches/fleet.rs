@@ -256,8 +256,8 @@ fn api_fleet(measuring: bool, exe: &std::path::Path) {
             .map(|n| Plan {
                 n,
                 interval: Duration::from_secs(15),
-                settle: Duration::from_secs(30),
-                window: Duration::from_secs(30),
+                settle: Duration::from_secs(10),
+                window: Duration::from_secs(150),
             })
             .collect()
     } else {
@@ -275,9 +275,9 @@ fn api_fleet(measuring: bool, exe: &std::path::Path) {
         .build()
         .expect("runtime");
     println!(
-        "\n| autoscalers | all ran after creating them | requests per run | of which | controller CPU (% of one core) | RSS (peak) | restart: all ran after |"
+        "\n| autoscalers | all ran after creating them | all statuses written after | requests per run | of which | controller CPU (% of one core) | RSS (peak) | restart: all ran after |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for plan in plans {
         let r = rt
             .block_on(api_server::measure(&plan, exe, &guest))
@@ -291,9 +291,12 @@ fn api_fleet(measuring: bool, exe: &std::path::Path) {
             .map(|(k, v)| format!("{k} {:.3}", v.as_f64().unwrap_or(f64::NAN)))
             .collect();
         println!(
-            "| {} | {:.1} s | {:.3} | {} | {:.2} % | {:.0} MiB ({:.0}) | {:.1} s |",
+            "| {} | {:.1} s | {:.1} s | {:.3} | {} | {:.2} % | {:.0} MiB ({:.0}) | {:.1} s |",
             plan.n,
             r["allRanAfterSeconds"].as_f64().unwrap_or(f64::NAN),
+            r["allStatusesWrittenAfterSeconds"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
             r["requestsPerRun"].as_f64().unwrap_or(f64::NAN),
             of_which.join(", "),
             r["cpuPercentOfOneCore"].as_f64().unwrap_or(f64::NAN),

@@ -127,7 +127,7 @@ impl StatusWriter {
             0 => HISTORY_REFRESH,
             w => Duration::from_secs(u64::from(w) / 2).max(MIN_WRITE_GAP),
         };
-        StatusWriter {
+        let mut writer = StatusWriter {
             api,
             events,
             object: resource.object_ref(&()),
@@ -136,7 +136,29 @@ impl StatusWriter {
             status: resource.status.clone().unwrap_or_default(),
             written: None,
             history_refresh,
-        }
+        };
+        writer.written = writer.already_written();
+        writer
+    }
+
+    /// What the resource's status already holds, as if this writer had written it at its last
+    /// decision: a restarted or failed-over controller whose runs find what it would write
+    /// (the history came from the previous leader) then writes nothing, and refreshes the
+    /// history on the schedule the previous leader kept.
+    fn already_written(&self) -> Option<Written> {
+        let decided = self
+            .status
+            .last_decision
+            .as_ref()?
+            .time
+            .parse::<Timestamp>()
+            .ok()?;
+        let age = Timestamp::now().duration_since(decided);
+        let age = Duration::try_from(age).unwrap_or_default();
+        Some(Written {
+            visible: Visible::of(&self.status),
+            at: Instant::now().checked_sub(age)?,
+        })
     }
 
     fn get(&self, type_: &str) -> Option<&Condition> {
@@ -179,8 +201,10 @@ impl StatusWriter {
         }
     }
 
-    /// The resource is running: policies loaded, target connected.
-    pub async fn started(&mut self, digests: &[String; 2], state: &EngineState) {
+    /// The resource is running: policies loaded, target connected. Returns whether a reader
+    /// would see a change (a new generation, new policies, a condition); the caller writes it
+    /// with [`StatusWriter::write_started`] or folds it into the first run's write.
+    pub fn started(&mut self, digests: &[String; 2], state: &EngineState) -> bool {
         let digests = if digests[0] == digests[1] {
             vec![digests[0].clone()]
         } else {
@@ -198,11 +222,12 @@ impl StatusWriter {
             "policies loaded, target connected",
         );
         changed |= self.condition("PolicyFailed", false, "Loaded", "");
-        // A restarted or failed-over controller finds the status it would write (the history
-        // came from it): ten thousand resources then cost no write, and no wait on the budget.
-        if changed {
-            self.write().await;
-        }
+        changed
+    }
+
+    /// Writes what [`StatusWriter::started`] changed, when no run came to carry it.
+    pub async fn write_started(&mut self) {
+        self.write().await;
     }
 
     /// The resource cannot run: `reason` names the stage (OutOfBounds, InvalidSpec,
@@ -229,6 +254,23 @@ impl StatusWriter {
 
     /// Reports one run: status, and an Event for a scale or a new failure.
     pub async fn run(&mut self, record: &RunRecord, state: &EngineState) {
+        let scaled = self.note(record, state).await;
+        self.write_if_due(scaled).await;
+    }
+
+    /// Reports runs that queued behind a slow write: each one's Events, and one status
+    /// write for all (the last one's, due at once if any of them scaled).
+    pub async fn runs(&mut self, records: &[Box<RunRecord>], state: &EngineState) {
+        let mut scaled = false;
+        for record in records {
+            scaled |= self.note(record, state).await;
+        }
+        self.write_if_due(scaled).await;
+    }
+
+    /// Applies one run to the status held here and records its Events; returns whether it
+    /// scaled.
+    async fn note(&mut self, record: &RunRecord, state: &EngineState) -> bool {
         let current = record.current_replicas;
         let desired = match &record.outcome {
             Outcome::Scaled { to, .. } | Outcome::WouldScale { to, .. } => Some(*to),
@@ -318,8 +360,6 @@ impl StatusWriter {
         }
         self.able_to_scale(record, target_failed);
         self.scaling_limited(record);
-        self.write_if_due(matches!(record.outcome, Outcome::Scaled { .. }))
-            .await;
 
         if let Outcome::Scaled { from, to } = record.outcome {
             let note = match &reason {
@@ -337,6 +377,7 @@ impl StatusWriter {
             };
             self.event(EventType::Warning, reason, action, error).await;
         }
+        matches!(record.outcome, Outcome::Scaled { .. })
     }
 
     /// The HPA's AbleToScale: whether the target can be read and written, and whether a

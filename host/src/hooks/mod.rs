@@ -19,6 +19,6 @@ pub mod spec;
 pub mod stepper;
 
 pub use message::{Message, Notification, parse_message};
-pub use processor::{Handled, LifecycleProcessor};
+pub use processor::{Handled, HookError, LifecycleProcessor};
 pub use spec::{LifecycleSpec, state_tag};
 pub use stepper::{Stepped, Stepper};

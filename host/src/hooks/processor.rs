@@ -12,8 +12,39 @@ use super::message::{Message, Notification, parse_message};
 use super::spec::{LifecycleSpec, state_tag};
 use super::stepper::{Stepped, Stepper};
 use crate::contract::lifecycle_model::{ActionResult, Hook, LifecycleEvent};
-use crate::sandbox::{CallEnv, GuestComponent};
-use crate::targets::aws::{ActionRef, AwsLifecycleApi, Completion, LifecycleApi, QueueMessage};
+use crate::sandbox::{CallEnv, GuestComponent, SandboxError};
+use crate::targets::aws::{
+    ActionRef, AwsError, AwsLifecycleApi, Completion, LifecycleApi, QueueMessage,
+};
+
+/// Why a hook queue's consumer cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The handler needs a capability its entry does not grant.
+    #[error("{handler}: {source}")]
+    NotGranted {
+        /// The handler's name.
+        handler: String,
+        /// Which capability.
+        source: SandboxError,
+    },
+    /// The component does not export the lifecycle interface.
+    #[error("{handler}: the handler does not export {interface} (world lifecycle-handler)")]
+    NotAHandler {
+        /// The handler's name.
+        handler: String,
+        /// The interface it lacks.
+        interface: String,
+    },
+    /// The AWS clients cannot be made (no region).
+    #[error("{handler}: {source}")]
+    Aws {
+        /// The handler's name.
+        handler: String,
+        /// What is missing.
+        source: AwsError,
+    },
+}
 
 /// What happened to one message, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,16 +92,18 @@ impl LifecycleProcessor {
         spec: LifecycleSpec,
         handler: Arc<GuestComponent>,
         state_dir: Option<PathBuf>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HookError> {
         handler
             .check_grants(&spec.capabilities)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| HookError::NotGranted {
+                handler: spec.name.clone(),
+                source,
+            })?;
         if handler.lifecycle.is_none() {
-            return Err(format!(
-                "{}: the handler does not export {} (world lifecycle-handler)",
-                spec.name,
-                crate::contract::interface_name("lifecycle")
-            ));
+            return Err(HookError::NotAHandler {
+                handler: spec.name.clone(),
+                interface: crate::contract::interface_name("lifecycle"),
+            });
         }
         let config = spec.endpoint.sdk_config().await;
         let env = CallEnv {
@@ -81,7 +114,12 @@ impl LifecycleProcessor {
         let completed = Completed::open(
             state_dir.map(|d| d.join(format!("{}.lifecycle-completed.json", spec.name))),
         );
-        let aws: Arc<dyn LifecycleApi> = Arc::new(AwsLifecycleApi::new(&config)?);
+        let aws: Arc<dyn LifecycleApi> = Arc::new(AwsLifecycleApi::new(&config).map_err(
+            |source| HookError::Aws {
+                handler: spec.name.clone(),
+                source,
+            },
+        )?);
         Ok(LifecycleProcessor {
             stepper: Stepper {
                 handler,
@@ -136,7 +174,7 @@ impl LifecycleProcessor {
         }
     }
 
-    async fn receive(&self) -> Result<Vec<QueueMessage>, String> {
+    async fn receive(&self) -> Result<Vec<QueueMessage>, AwsError> {
         self.aws
             .receive(
                 &self.spec.queue_url,
@@ -232,8 +270,8 @@ impl LifecycleProcessor {
                 (default_result, true)
             }
         };
-        if let Err(why) = self.complete(&notification, result).await {
-            return Handled::Retry(why);
+        if let Err(error) = self.complete(&notification, result).await {
+            return Handled::Retry(error.to_string());
         }
         Handled::Completed {
             instance: notification.ec2_instance_id,
@@ -274,7 +312,7 @@ impl LifecycleProcessor {
     }
 
     /// Completes the action; `Err` if it may still be pending (the message must stay).
-    async fn complete(&self, n: &Notification, result: ActionResult) -> Result<(), String> {
+    async fn complete(&self, n: &Notification, result: ActionResult) -> Result<(), AwsError> {
         match self.aws.complete(action(n), result).await {
             Ok(Completion::Completed) => {}
             // Completed before (by us before a crash, or it timed out): nothing left to do.
@@ -282,9 +320,8 @@ impl LifecycleProcessor {
                 tracing::info!(token = %n.lifecycle_action_token, "lifecycle action was already completed");
             }
             Err(error) => {
-                let why = format!("CompleteLifecycleAction failed: {error}");
-                tracing::warn!(token = %n.lifecycle_action_token, %why, "the message stays for a retry");
-                return Err(why);
+                tracing::warn!(token = %n.lifecycle_action_token, %error, "the message stays for a retry");
+                return Err(error);
             }
         }
         self.completed.lock().await.add(&n.lifecycle_action_token);

@@ -7,6 +7,6 @@ mod reference;
 mod sources;
 mod store;
 
-pub use reference::PolicyRef;
+pub use reference::{PolicyRef, PolicyRefError};
 pub use sources::{FetchConfig, OCI_LAYER_MEDIA_TYPES, PolicySources, SourceError, SourceRules};
 pub use store::{PolicyError, PolicyRecord, PolicyStore, StoreQuota};

@@ -39,60 +39,105 @@ pub enum PolicyRef {
 
 const DIGEST_PREFIX: &str = "@sha256:";
 
-fn hex_digest(text: &str) -> Result<String, String> {
-    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(text.to_ascii_lowercase())
+/// Why a policy reference does not parse. Each names the reference as written, with any URL
+/// credentials redacted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyRefError {
+    /// Nothing was written.
+    #[error("policy reference is empty")]
+    Empty,
+    /// `file:` with no path.
+    #[error("{0}: the file path is missing")]
+    NoPath(String),
+    /// An `https://` reference without `@sha256:`.
+    #[error("{0}: a URL reference must pin the content: append @sha256:HEX")]
+    Unpinned(String),
+    /// The digest after `@sha256:` is not 64 hexadecimal digits.
+    #[error("{reference}: {digest:?} is not a sha256 digest (64 hexadecimal digits)")]
+    BadDigest {
+        /// The reference.
+        reference: String,
+        /// What stood for the digest.
+        digest: String,
+    },
+    /// The URL or OCI reference itself is malformed.
+    #[error("{reference}: {problem}")]
+    Malformed {
+        /// The reference.
+        reference: String,
+        /// The parser's complaint.
+        problem: String,
+    },
+    /// `policy:` with no name.
+    #[error("{0}: the policy name is missing")]
+    NoName(String),
+    /// A scheme other than the four.
+    #[error("{reference}: unknown scheme {scheme:?} (use file:, https://, oci:// or policy:)")]
+    UnknownScheme {
+        /// The reference.
+        reference: String,
+        /// Its scheme.
+        scheme: String,
+    },
+}
+
+fn hex_digest(reference: &str, digest: &str) -> Result<String, PolicyRefError> {
+    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(digest.to_ascii_lowercase())
     } else {
-        Err(format!(
-            "{text:?} is not a sha256 digest (64 hexadecimal digits)"
-        ))
+        Err(PolicyRefError::BadDigest {
+            reference: crate::redact::redact(reference),
+            digest: digest.chars().take(80).collect(),
+        })
     }
 }
 
 impl PolicyRef {
     /// Parses the string form (see the type's table).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, PolicyRefError> {
         let text = text.trim();
+        let named = || crate::redact::redact(text);
         if text.is_empty() {
-            return Err("policy reference is empty".into());
+            return Err(PolicyRefError::Empty);
         }
         if let Some(path) = text
             .strip_prefix("file://")
             .or_else(|| text.strip_prefix("file:"))
         {
             if path.is_empty() {
-                return Err(format!("{text}: the file path is missing"));
+                return Err(PolicyRefError::NoPath(named()));
             }
             return Ok(PolicyRef::File(PathBuf::from(path)));
         }
         if text.starts_with("https://") || text.starts_with("http://") {
             let Some((url, digest)) = text.rsplit_once(DIGEST_PREFIX) else {
-                return Err(format!(
-                    "{text}: a URL reference must pin the content: append @sha256:HEX"
-                ));
+                return Err(PolicyRefError::Unpinned(named()));
             };
-            url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+            url::Url::parse(url).map_err(|e| PolicyRefError::Malformed {
+                reference: named(),
+                problem: e.to_string(),
+            })?;
             return Ok(PolicyRef::Url {
                 url: url.to_owned(),
-                sha256: hex_digest(digest).map_err(|e| format!("{text}: {e}"))?,
+                sha256: hex_digest(text, digest)?,
             });
         }
         if let Some(reference) = text.strip_prefix("oci://") {
             reference
                 .parse::<oci_client::Reference>()
-                .map_err(|e| format!("{text}: not an OCI reference: {e}"))?;
+                .map_err(|e| PolicyRefError::Malformed {
+                    reference: named(),
+                    problem: format!("not an OCI reference: {e}"),
+                })?;
             return Ok(PolicyRef::Oci(reference.to_owned()));
         }
         if let Some(rest) = text.strip_prefix("policy:") {
             let (name, sha256) = match rest.split_once(DIGEST_PREFIX) {
-                Some((name, digest)) => (
-                    name,
-                    Some(hex_digest(digest).map_err(|e| format!("{text}: {e}"))?),
-                ),
+                Some((name, digest)) => (name, Some(hex_digest(text, digest)?)),
                 None => (rest, None),
             };
             if name.is_empty() {
-                return Err(format!("{text}: the policy name is missing"));
+                return Err(PolicyRefError::NoName(named()));
             }
             return Ok(PolicyRef::Uploaded {
                 name: name.to_owned(),
@@ -100,9 +145,10 @@ impl PolicyRef {
             });
         }
         if let Some((scheme, _)) = text.split_once("://") {
-            return Err(format!(
-                "{text}: unknown scheme {scheme:?} (use file:, https://, oci:// or policy:)"
-            ));
+            return Err(PolicyRefError::UnknownScheme {
+                reference: named(),
+                scheme: scheme.to_owned(),
+            });
         }
         Ok(PolicyRef::File(PathBuf::from(text)))
     }
@@ -243,12 +289,19 @@ mod tests {
 
     #[test]
     fn bad_references_say_why() {
-        let err = |t: &str| PolicyRef::parse(t).expect_err(t);
+        let err = |t: &str| PolicyRef::parse(t).expect_err(t).to_string();
         assert!(err("https://example.com/cpu.wasm").contains("must pin"));
         assert!(err("https://example.com/cpu.wasm@sha256:abc").contains("not a sha256"));
         assert!(err("ftp://example.com/cpu.wasm").contains("unknown scheme"));
         assert!(err("oci://UPPER/Case").contains("not an OCI reference"));
         assert!(err("policy:").contains("name is missing"));
         assert!(err("").contains("empty"));
+        // Credentials in a URL never reach the message.
+        let leaked = err("https://user:secret@example.com/cpu.wasm@sha256:abc");
+        assert!(!leaked.contains("secret"), "{leaked}");
+        assert!(matches!(
+            PolicyRef::parse("gopher://x/y"),
+            Err(super::PolicyRefError::UnknownScheme { scheme, .. }) if scheme == "gopher"
+        ));
     }
 }

@@ -48,7 +48,7 @@ impl AsgTarget {
         let config = spec.endpoint.sdk_config().await;
         let target = AsgTarget {
             client: Client::new(&config),
-            ec2: Ec2::new(&config).map_err(TargetError::Unavailable)?,
+            ec2: Ec2::new(&config).map_err(|e| TargetError::Unavailable(e.to_string()))?,
             spec,
         };
         target.group().await?;

@@ -11,6 +11,8 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
 
+use super::AwsError;
+
 /// The EC2 Query API version these calls use.
 const API_VERSION: &str = "2016-11-15";
 
@@ -38,11 +40,11 @@ pub struct Ec2 {
 
 impl Ec2 {
     /// A client for the region and endpoint of `config`.
-    pub fn new(config: &SdkConfig) -> Result<Self, String> {
+    pub fn new(config: &SdkConfig) -> Result<Self, AwsError> {
         let region = config
             .region()
             .map(|r| r.to_string())
-            .ok_or("no AWS region configured (set region or AWS_REGION)")?;
+            .ok_or(AwsError::NoRegion)?;
         let endpoint = config
             .endpoint_url()
             .map(str::to_owned)
@@ -50,7 +52,7 @@ impl Ec2 {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(20))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AwsError::transport("EC2 client", e))?;
         Ok(Ec2 {
             http,
             endpoint,
@@ -59,10 +61,17 @@ impl Ec2 {
         })
     }
 
-    async fn call(&self, params: &[(String, String)]) -> Result<String, String> {
+    /// Sends `call` with `params` and returns the answer's body.
+    async fn call(
+        &self,
+        call: &'static str,
+        params: &[(String, String)],
+    ) -> Result<String, AwsError> {
+        let failed = |e: &dyn std::fmt::Display| AwsError::transport(call, e);
         // Built in its own scope: the serializer is not Send and must not live across an await.
         let body = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("Action", call);
             for (k, v) in params {
                 form.append_pair(k, v);
             }
@@ -72,10 +81,10 @@ impl Ec2 {
         let credentials = self
             .config
             .credentials_provider()
-            .ok_or("no AWS credentials provider")?
+            .ok_or_else(|| AwsError::Credentials("no credentials provider".into()))?
             .provide_credentials()
             .await
-            .map_err(|e| format!("AWS credentials: {e}"))?;
+            .map_err(|e| AwsError::Credentials(e.to_string()))?;
         let identity = credentials.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -84,7 +93,7 @@ impl Ec2 {
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| failed(&e))?
             .into();
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let signable = SignableRequest::new(
@@ -93,63 +102,65 @@ impl Ec2 {
             [("content-type", content_type)].into_iter(),
             SignableBody::Bytes(body.as_bytes()),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(&e))?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| failed(&e))?
             .into_parts();
         let mut request = http::Request::builder()
             .method("POST")
             .uri(&self.endpoint)
             .header("content-type", content_type)
             .body(body)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(&e))?;
         instructions.apply_to_request_http1x(&mut request);
-        let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| format!("EC2: {e}"))?;
+        let request = reqwest::Request::try_from(request).map_err(|e| failed(&e))?;
+        let response = self.http.execute(request).await.map_err(|e| failed(&e))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| format!("EC2: {e}"))?;
+        let text = response.text().await.map_err(|e| failed(&e))?;
         if !status.is_success() {
-            return Err(format!("EC2 answered {status}: {}", error_message(&text)));
+            return Err(AwsError::Service {
+                call,
+                code: tag_text(&text, "Code").unwrap_or_else(|| status.to_string()),
+                message: tag_text(&text, "Message")
+                    .unwrap_or_else(|| text.chars().take(200).collect()),
+            });
         }
         Ok(text)
     }
 
     /// Sets tags on an instance.
-    pub async fn create_tags(&self, instance: &str, tags: &[(&str, &str)]) -> Result<(), String> {
-        let mut params = vec![
-            ("Action".to_owned(), "CreateTags".to_owned()),
-            ("ResourceId.1".to_owned(), instance.to_owned()),
-        ];
+    pub async fn create_tags(&self, instance: &str, tags: &[(&str, &str)]) -> Result<(), AwsError> {
+        let mut params = vec![("ResourceId.1".to_owned(), instance.to_owned())];
         for (i, (k, v)) in tags.iter().enumerate() {
             params.push((format!("Tag.{}.Key", i + 1), (*k).to_owned()));
             params.push((format!("Tag.{}.Value", i + 1), (*v).to_owned()));
         }
-        self.call(&params).await.map(|_| ())
+        self.call("CreateTags", &params).await.map(|_| ())
     }
 
     /// Describes the given instances.
-    pub async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Ec2Instance>, String> {
+    pub async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Ec2Instance>, AwsError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut params = vec![("Action".to_owned(), "DescribeInstances".to_owned())];
-        for (i, id) in ids.iter().enumerate() {
-            params.push((format!("InstanceId.{}", i + 1), id.clone()));
-        }
-        let xml = self.call(&params).await?;
-        parse_instances(&xml).map_err(|e| format!("DescribeInstances answer: {e}"))
+        let params: Vec<(String, String)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (format!("InstanceId.{}", i + 1), id.clone()))
+            .collect();
+        let xml = self.call("DescribeInstances", &params).await?;
+        parse_instances(&xml).map_err(|message| AwsError::Answer {
+            call: "DescribeInstances",
+            message,
+        })
     }
 }
 
-/// The `<Message>` of an EC2 error answer, or the answer itself.
-fn error_message(xml: &str) -> String {
-    xml.split_once("<Message>")
-        .and_then(|(_, rest)| rest.split_once("</Message>"))
-        .map_or_else(|| xml.chars().take(200).collect(), |(m, _)| m.to_owned())
+/// The text of the first `<tag>` of an EC2 error answer (`Code`, `Message`).
+fn tag_text(xml: &str, tag: &str) -> Option<String> {
+    xml.split_once(&format!("<{tag}>"))
+        .and_then(|(_, rest)| rest.split_once(&format!("</{tag}>")))
+        .map(|(text, _)| text.to_owned())
 }
 
 /// Walks `DescribeInstancesResponse/reservationSet/item/instancesSet/item`.
@@ -213,7 +224,22 @@ fn parse_instance(item: &mut ScopedDecoder) -> Result<Ec2Instance, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_instances;
+    use super::{parse_instances, tag_text};
+
+    #[test]
+    fn error_answers_give_their_code_and_message() {
+        let xml = "<Response><Errors><Error><Code>InvalidInstanceID.NotFound</Code>\
+            <Message>The instance ID 'i-9' does not exist</Message></Error></Errors></Response>";
+        assert_eq!(
+            tag_text(xml, "Code").as_deref(),
+            Some("InvalidInstanceID.NotFound")
+        );
+        assert_eq!(
+            tag_text(xml, "Message").as_deref(),
+            Some("The instance ID 'i-9' does not exist")
+        );
+        assert_eq!(tag_text("<html>502</html>", "Code"), None);
+    }
 
     #[test]
     fn describe_instances_answers_are_parsed() {

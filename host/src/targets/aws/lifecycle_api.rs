@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_autoscaling::Client as AutoScaling;
 use aws_sdk_sqs::Client as Sqs;
 
-use super::describe;
+use super::AwsError;
 use super::ec2::Ec2;
 use crate::contract::lifecycle_model::{ActionResult, Instance};
 use crate::sandbox::BoxFuture;
@@ -43,7 +43,7 @@ pub enum Completion {
     AlreadyCompleted,
 }
 
-/// The calls, each failing with AWS's error in one line.
+/// The calls, each failing with AWS's answer or why none came.
 pub trait LifecycleApi: Send + Sync {
     /// Up to ten messages of `queue`, long-polling up to `wait`, each hidden for `visibility`.
     fn receive<'a>(
@@ -51,7 +51,7 @@ pub trait LifecycleApi: Send + Sync {
         queue: &'a str,
         wait: Duration,
         visibility: Duration,
-    ) -> BoxFuture<'a, Result<Vec<QueueMessage>, String>>;
+    ) -> BoxFuture<'a, Result<Vec<QueueMessage>, AwsError>>;
 
     /// Hides a received message for `visibility` more.
     fn extend_visibility<'a>(
@@ -59,10 +59,14 @@ pub trait LifecycleApi: Send + Sync {
         queue: &'a str,
         receipt: &'a str,
         visibility: Duration,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), AwsError>>;
 
     /// Deletes a handled message.
-    fn delete<'a>(&'a self, queue: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    fn delete<'a>(
+        &'a self,
+        queue: &'a str,
+        receipt: &'a str,
+    ) -> BoxFuture<'a, Result<(), AwsError>>;
 
     /// The hook's default result and heartbeat timeout (AWS's defaults for a hook that no
     /// longer exists).
@@ -70,17 +74,17 @@ pub trait LifecycleApi: Send + Sync {
         &'a self,
         group: &'a str,
         hook: &'a str,
-    ) -> BoxFuture<'a, Result<(ActionResult, u32), String>>;
+    ) -> BoxFuture<'a, Result<(ActionResult, u32), AwsError>>;
 
     /// Records a heartbeat for the action.
-    fn heartbeat<'a>(&'a self, action: ActionRef<'a>) -> BoxFuture<'a, Result<(), String>>;
+    fn heartbeat<'a>(&'a self, action: ActionRef<'a>) -> BoxFuture<'a, Result<(), AwsError>>;
 
     /// Completes the action with `result`.
     fn complete<'a>(
         &'a self,
         action: ActionRef<'a>,
         result: ActionResult,
-    ) -> BoxFuture<'a, Result<Completion, String>>;
+    ) -> BoxFuture<'a, Result<Completion, AwsError>>;
 
     /// The instance as a lifecycle event describes it: the group's view plus EC2's (what
     /// cannot be read is left empty).
@@ -91,7 +95,7 @@ pub trait LifecycleApi: Send + Sync {
         &'a self,
         id: &'a str,
         tags: &'a [(&'a str, &'a str)],
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), AwsError>>;
 }
 
 /// [`LifecycleApi`] through the AWS SDK.
@@ -103,7 +107,7 @@ pub struct AwsLifecycleApi {
 
 impl AwsLifecycleApi {
     /// Clients for `config`'s region and endpoint.
-    pub fn new(config: &aws_config::SdkConfig) -> Result<Self, String> {
+    pub fn new(config: &aws_config::SdkConfig) -> Result<Self, AwsError> {
         Ok(AwsLifecycleApi {
             autoscaling: AutoScaling::new(config),
             sqs: Sqs::new(config),
@@ -122,7 +126,7 @@ impl LifecycleApi for AwsLifecycleApi {
         queue: &'a str,
         wait: Duration,
         visibility: Duration,
-    ) -> BoxFuture<'a, Result<Vec<QueueMessage>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<QueueMessage>, AwsError>> {
         Box::pin(async move {
             let answer = self
                 .sqs
@@ -133,7 +137,7 @@ impl LifecycleApi for AwsLifecycleApi {
                 .visibility_timeout(seconds(visibility).max(1))
                 .send()
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| AwsError::sdk("ReceiveMessage", &e))?;
             Ok(answer
                 .messages()
                 .iter()
@@ -152,7 +156,7 @@ impl LifecycleApi for AwsLifecycleApi {
         queue: &'a str,
         receipt: &'a str,
         visibility: Duration,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AwsError>> {
         Box::pin(async move {
             self.sqs
                 .change_message_visibility()
@@ -162,11 +166,15 @@ impl LifecycleApi for AwsLifecycleApi {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| describe(&e))
+                .map_err(|e| AwsError::sdk("ChangeMessageVisibility", &e))
         })
     }
 
-    fn delete<'a>(&'a self, queue: &'a str, receipt: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn delete<'a>(
+        &'a self,
+        queue: &'a str,
+        receipt: &'a str,
+    ) -> BoxFuture<'a, Result<(), AwsError>> {
         Box::pin(async move {
             self.sqs
                 .delete_message()
@@ -175,7 +183,7 @@ impl LifecycleApi for AwsLifecycleApi {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| describe(&e))
+                .map_err(|e| AwsError::sdk("DeleteMessage", &e))
         })
     }
 
@@ -183,7 +191,7 @@ impl LifecycleApi for AwsLifecycleApi {
         &'a self,
         group: &'a str,
         hook: &'a str,
-    ) -> BoxFuture<'a, Result<(ActionResult, u32), String>> {
+    ) -> BoxFuture<'a, Result<(ActionResult, u32), AwsError>> {
         Box::pin(async move {
             let answer = self
                 .autoscaling
@@ -192,7 +200,7 @@ impl LifecycleApi for AwsLifecycleApi {
                 .lifecycle_hook_names(hook)
                 .send()
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| AwsError::sdk("DescribeLifecycleHooks", &e))?;
             let found = answer.lifecycle_hooks().first();
             let result = found
                 .and_then(|h| h.default_result())
@@ -206,7 +214,7 @@ impl LifecycleApi for AwsLifecycleApi {
         })
     }
 
-    fn heartbeat<'a>(&'a self, action: ActionRef<'a>) -> BoxFuture<'a, Result<(), String>> {
+    fn heartbeat<'a>(&'a self, action: ActionRef<'a>) -> BoxFuture<'a, Result<(), AwsError>> {
         Box::pin(async move {
             self.autoscaling
                 .record_lifecycle_action_heartbeat()
@@ -217,7 +225,7 @@ impl LifecycleApi for AwsLifecycleApi {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| describe(&e))
+                .map_err(|e| AwsError::sdk("RecordLifecycleActionHeartbeat", &e))
         })
     }
 
@@ -225,7 +233,7 @@ impl LifecycleApi for AwsLifecycleApi {
         &'a self,
         action: ActionRef<'a>,
         result: ActionResult,
-    ) -> BoxFuture<'a, Result<Completion, String>> {
+    ) -> BoxFuture<'a, Result<Completion, AwsError>> {
         Box::pin(async move {
             let sent = self
                 .autoscaling
@@ -239,10 +247,16 @@ impl LifecycleApi for AwsLifecycleApi {
                 .await;
             match sent {
                 Ok(_) => Ok(Completion::Completed),
-                Err(e) if describe(&e).contains("No active Lifecycle Action") => {
-                    Ok(Completion::AlreadyCompleted)
-                }
-                Err(e) => Err(describe(&e)),
+                Err(e) => match AwsError::sdk("CompleteLifecycleAction", &e) {
+                    error
+                        if error
+                            .service_message()
+                            .is_some_and(|m| m.contains("No active Lifecycle Action")) =>
+                    {
+                        Ok(Completion::AlreadyCompleted)
+                    }
+                    error => Err(error),
+                },
             }
         })
     }
@@ -289,7 +303,7 @@ impl LifecycleApi for AwsLifecycleApi {
         &'a self,
         id: &'a str,
         tags: &'a [(&'a str, &'a str)],
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AwsError>> {
         Box::pin(self.ec2.create_tags(id, tags))
     }
 }

@@ -7,6 +7,7 @@
 
 mod asg;
 pub mod ec2;
+mod error;
 mod lifecycle_api;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use serde::{Deserialize, Serialize};
 
 pub use asg::{AsgSpec, AsgTarget};
+pub use error::AwsError;
 pub use lifecycle_api::{ActionRef, AwsLifecycleApi, Completion, LifecycleApi, QueueMessage};
 
 /// Where the AWS APIs are.
