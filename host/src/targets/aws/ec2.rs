@@ -122,7 +122,7 @@ impl Ec2 {
                 call,
                 code: tag_text(&text, "Code").unwrap_or_else(|| status.to_string()),
                 message: tag_text(&text, "Message")
-                    .unwrap_or_else(|| text.chars().take(200).collect()),
+                    .unwrap_or_else(|| crate::redact::bounded(&text, 200)),
             });
         }
         Ok(text)
@@ -156,11 +156,15 @@ impl Ec2 {
     }
 }
 
-/// The text of the first `<tag>` of an EC2 error answer (`Code`, `Message`).
+/// Longest code or message of an EC2 error answer kept, in bytes: it ends up in logs and
+/// status.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// The text of the first `<tag>` of an EC2 error answer (`Code`, `Message`), bounded.
 fn tag_text(xml: &str, tag: &str) -> Option<String> {
     xml.split_once(&format!("<{tag}>"))
         .and_then(|(_, rest)| rest.split_once(&format!("</{tag}>")))
-        .map(|(text, _)| text.to_owned())
+        .map(|(text, _)| crate::redact::bounded(text, MAX_ERROR_TEXT))
 }
 
 /// Walks `DescribeInstancesResponse/reservationSet/item/instancesSet/item`.
@@ -239,6 +243,14 @@ mod tests {
             Some("The instance ID 'i-9' does not exist")
         );
         assert_eq!(tag_text("<html>502</html>", "Code"), None);
+        // A flood in the answer is cut, not carried into logs and status.
+        let flood = format!("<Message>{}</Message>", "x".repeat(1 << 20));
+        let kept = tag_text(&flood, "Message").unwrap_or_default();
+        assert!(
+            kept.len() <= super::MAX_ERROR_TEXT,
+            "{} bytes kept",
+            kept.len()
+        );
     }
 
     #[test]

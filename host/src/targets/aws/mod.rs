@@ -69,19 +69,17 @@ where
     }
 }
 
-/// An SDK error in one line, with its code and message when the service sent them.
+/// An SDK error in one line, with its code and message when the service sent them (decoded
+/// once, by [`AwsError::sdk`]).
 pub(crate) fn describe<E, R>(error: &aws_sdk_autoscaling::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_autoscaling::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match error {
-        aws_sdk_autoscaling::error::SdkError::ServiceError(e) => format!(
-            "{}: {}",
-            e.err().code().unwrap_or("error"),
-            e.err().message().unwrap_or("no message")
-        ),
-        other => error_chain(other),
+    match AwsError::sdk("", error) {
+        AwsError::Service { code, message, .. } => format!("{code}: {message}"),
+        AwsError::Transport { message, .. } => message,
+        other => other.to_string(),
     }
 }
 
