@@ -224,7 +224,7 @@ async fn the_guest_scales_the_group_out_and_in() -> anyhow::Result<()> {
         group_name: "web".into(),
         endpoint: w.endpoint.clone(),
     });
-    spec.max_replicas = 6;
+    spec.scaling.max_replicas = 6;
     let autoscaler = support::autoscaler_with(spec, target, guest)?;
 
     decisions.route("/decide", 200, r#"{"replicas": 4}"#);

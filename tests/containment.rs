@@ -727,12 +727,12 @@ fn a_dry_run_flood_neither_starves_nor_scales_a_healthy_autoscaler() -> anyhow::
 
 fn hostile_spec(name: &str, attack: &str) -> AutoscalerSpec {
     let mut spec = wasmscaler_tests::scripted_spec(name, "http://127.0.0.1:1/unused");
-    spec.capabilities = Capabilities {
+    spec.scaling.capabilities = Capabilities {
         log: true,
         state: Some(StateGrant::default()),
         ..Default::default()
     };
-    spec.config = BTreeMap::from([("attack".into(), attack.into())]);
+    spec.scaling.config = BTreeMap::from([("attack".into(), attack.into())]);
     spec
 }
 
@@ -754,21 +754,15 @@ async fn a_full_pool_is_busy_never_a_guest_failure_toward_the_fallback() -> anyh
         memory_bytes: 64 << 20,
         ..Limits::default()
     };
-    let new = |spec: AutoscalerSpec, target: Arc<MemoryTarget>| {
-        Autoscaler::builder(
-            AutoscalerSpec {
-                limits: limits.clone(),
-                fallback: Some(Fallback {
-                    failure_threshold: 1,
-                    replicas: Some(8),
-                }),
-                ..spec
-            },
-            target,
-            guests.clone(),
-        )
-        .build()
-        .map_err(anyhow::Error::msg)
+    let new = |mut spec: AutoscalerSpec, target: Arc<MemoryTarget>| {
+        spec.scaling.limits = limits.clone();
+        spec.scaling.fallback = Some(Fallback {
+            failure_threshold: 1,
+            replicas: Some(8),
+        });
+        Autoscaler::builder(spec, target, guests.clone())
+            .build()
+            .map_err(anyhow::Error::msg)
     };
     let spinner = Arc::new(new(hostile_spec("spinner", "loop"), MemoryTarget::new(2))?);
     let target = MemoryTarget::new(2);
@@ -803,7 +797,7 @@ async fn dry_runs_never_commit_guest_state_and_reuse_the_last_observation() -> a
     let target = MemoryTarget::new(2);
     let state = Arc::new(MemoryState::new());
     let mut spec = hostile_spec("stateful", "state-write");
-    spec.interval = wasmscaler::engine::HumanDuration(Duration::from_secs(60));
+    spec.scaling.interval = wasmscaler::engine::HumanDuration(Duration::from_secs(60));
     let autoscaler = Autoscaler::builder(spec, target.clone(), guests)
         .guest_state(Some(state.clone()))
         .build()

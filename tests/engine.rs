@@ -38,10 +38,9 @@ impl Harness {
     }
 
     fn spec(&self) -> AutoscalerSpec {
-        AutoscalerSpec {
-            max_concurrent_gathers: 4,
-            ..scripted_spec("test", &format!("http://{}/decide", self.server.addr))
-        }
+        let mut spec = scripted_spec("test", &format!("http://{}/decide", self.server.addr));
+        spec.scaling.max_concurrent_gathers = 4;
+        spec
     }
 
     fn autoscaler(
@@ -93,8 +92,8 @@ async fn decisions_are_clamped_to_min_and_max() -> anyhow::Result<()> {
 async fn tolerance_holds_small_changes() -> anyhow::Result<()> {
     let h = Harness::new(10).await?;
     let mut spec = h.spec();
-    spec.max_replicas = 20;
-    spec.tolerance = Some(0.1);
+    spec.scaling.max_replicas = 20;
+    spec.scaling.tolerance = Some(0.1);
     let a = h.autoscaler(spec, Arc::new(NoPersistence))?;
     h.decide(r#"{"replicas": 11}"#);
     let r = a.run_once().await;
@@ -112,7 +111,7 @@ async fn scale_to_and_from_zero_when_min_is_zero_and_pause_at_zero_otherwise() -
 {
     let h = Harness::new(2).await?;
     let mut spec = h.spec();
-    spec.min_replicas = 0;
+    spec.scaling.min_replicas = 0;
     let a = h.autoscaler(spec.clone(), Arc::new(NoPersistence))?;
     h.decide(r#"{"replicas": 0}"#);
     assert_eq!(
@@ -140,7 +139,7 @@ async fn scale_to_and_from_zero_when_min_is_zero_and_pause_at_zero_otherwise() -
 async fn paused_autoscalers_do_not_call_the_guest_and_hold_paused_replicas() -> anyhow::Result<()> {
     let h = Harness::new(5).await?;
     let mut spec = h.spec();
-    spec.paused = true;
+    spec.scaling.paused = true;
     let a = h.autoscaler(spec.clone(), Arc::new(NoPersistence))?;
     h.decide(r#"{"replicas": 9}"#);
     assert!(matches!(a.run_once().await.outcome, Outcome::Paused { .. }));
@@ -153,7 +152,7 @@ async fn paused_autoscalers_do_not_call_the_guest_and_hold_paused_replicas() -> 
         "guest not called"
     );
 
-    spec.paused_replicas = Some(2);
+    spec.scaling.paused_replicas = Some(2);
     let b = h.autoscaler(spec, Arc::new(NoPersistence))?;
     assert_eq!(
         b.run_once().await.outcome,
@@ -167,7 +166,7 @@ async fn paused_autoscalers_do_not_call_the_guest_and_hold_paused_replicas() -> 
 async fn failures_hold_until_the_fallback_threshold() -> anyhow::Result<()> {
     let h = Harness::new(4).await?;
     let mut spec = h.spec();
-    spec.fallback = Some(Fallback {
+    spec.scaling.fallback = Some(Fallback {
         failure_threshold: 3,
         replicas: Some(8),
     });
@@ -205,7 +204,7 @@ async fn failures_hold_until_the_fallback_threshold() -> anyhow::Result<()> {
 async fn fallback_without_replicas_holds_the_current_count() -> anyhow::Result<()> {
     let h = Harness::new(4).await?;
     let mut spec = h.spec();
-    spec.fallback = Some(Fallback {
+    spec.scaling.fallback = Some(Fallback {
         failure_threshold: 1,
         replicas: None,
     });
@@ -222,7 +221,7 @@ async fn fallback_without_replicas_holds_the_current_count() -> anyhow::Result<(
 async fn dry_run_decides_but_never_writes() -> anyhow::Result<()> {
     let h = Harness::new(2).await?;
     let mut spec = h.spec();
-    spec.dry_run = true;
+    spec.scaling.dry_run = true;
     let a = h.autoscaler(spec, Arc::new(NoPersistence))?;
     h.decide(r#"{"replicas": 6}"#);
     let r = a.run_once().await;
@@ -236,8 +235,10 @@ async fn dry_run_decides_but_never_writes() -> anyhow::Result<()> {
 async fn per_replica_mode_gathers_once_per_replica() -> anyhow::Result<()> {
     let h = Harness::new(3).await?;
     let mut spec = h.spec();
-    spec.run_mode = RunMode::PerReplica;
-    spec.config.insert("perReplica".into(), "yes".into());
+    spec.scaling.run_mode = RunMode::PerReplica;
+    spec.scaling
+        .config
+        .insert("perReplica".into(), "yes".into());
     let a = h.autoscaler(spec, Arc::new(NoPersistence))?;
     h.decide(r#"{"replicas": 3}"#);
     let r = a.run_once().await;
@@ -275,7 +276,7 @@ async fn removal_list_reaches_the_target() -> anyhow::Result<()> {
 
 fn stabilized_spec(h: &Harness) -> AutoscalerSpec {
     let mut spec = h.spec();
-    spec.behavior.scale_down = Some(ScalingRules {
+    spec.scaling.behavior.scale_down = Some(ScalingRules {
         stabilization_window_seconds: Some(300),
         ..Default::default()
     });
@@ -351,19 +352,17 @@ async fn a_stuck_autoscaler_does_not_delay_another() -> anyhow::Result<()> {
     let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
     let silent_url = format!("http://{}/decide", silent.local_addr()?);
 
-    let fast = AutoscalerSpec {
-        name: "fast".into(),
-        interval: HumanDuration(std::time::Duration::from_millis(100)),
-        ..h.spec()
-    };
-    let mut stuck = AutoscalerSpec {
-        name: "stuck".into(),
-        interval: HumanDuration(std::time::Duration::from_millis(100)),
-        ..h.spec()
-    };
-    stuck.config.insert("url".into(), silent_url.clone());
-    stuck.capabilities.http = Some(HttpGrant::allow([silent_url]));
-    stuck.limits.timeout_ms = 10_000;
+    let mut fast = h.spec();
+    fast.name = "fast".into();
+    fast.scaling.interval = HumanDuration(std::time::Duration::from_millis(100));
+    let mut stuck = fast.clone();
+    stuck.name = "stuck".into();
+    stuck
+        .scaling
+        .config
+        .insert("url".into(), silent_url.clone());
+    stuck.scaling.capabilities.http = Some(HttpGrant::allow([silent_url]));
+    stuck.scaling.limits.timeout_ms = 10_000;
     let clock = wasmscaler::engine::system_clock();
     let make = |spec: AutoscalerSpec| {
         Autoscaler::builder(spec, MemoryTarget::new(2), h.guests.clone())

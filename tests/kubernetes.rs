@@ -314,20 +314,19 @@ async fn server_errors_and_timeouts_write_nothing() -> anyhow::Result<()> {
 }
 
 fn cpu_spec() -> AutoscalerSpec {
-    AutoscalerSpec {
-        namespace: "default".into(),
-        config: [("targetUtilization".to_string(), "50".to_string())].into(),
-        capabilities: Capabilities {
-            kubernetes_metrics: true,
-            ..Default::default()
-        },
-        ..AutoscalerSpec::new(
-            "web",
-            wasmscaler::engine::TargetSpec::Kubernetes(reference("apps/v1", "Deployment", "web")),
-            "cpu_target.wasm",
-            10,
-        )
-    }
+    let mut spec = AutoscalerSpec::new(
+        "web",
+        wasmscaler::engine::TargetSpec::Kubernetes(reference("apps/v1", "Deployment", "web")),
+        "cpu_target.wasm",
+        10,
+    );
+    spec.namespace = "default".into();
+    spec.scaling.config = [("targetUtilization".to_string(), "50".to_string())].into();
+    spec.scaling.capabilities = Capabilities {
+        kubernetes_metrics: true,
+        ..Default::default()
+    };
+    spec
 }
 
 #[tokio::test]

@@ -185,29 +185,26 @@ async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -
         .load_file(&wasmscaler_tests::build_rust_guest("guests/capacity")?)
         .await?
         .component;
-    let spec = AutoscalerSpec {
-        max_replicas: 4,
-        interval: HumanDuration(Duration::from_secs(1)),
-        behavior: Behavior {
-            scale_up: None,
-            scale_down: Some(ScalingRules {
-                stabilization_window_seconds: Some(0),
-                ..Default::default()
-            }),
-        },
-        config: [
-            ("replicaCapacity", "4"),
-            ("minAvailableResources", "2"),
-            ("apiPath", "/status"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        capabilities: Capabilities {
-            http: Some(HttpGrant::allow(["http://{replica}/status"])),
+    let mut spec = AutoscalerSpec::new("cap", TargetSpec::Local(local), "capacity.wasm", 4);
+    spec.scaling.interval = HumanDuration(Duration::from_secs(1));
+    spec.scaling.behavior = Behavior {
+        scale_up: None,
+        scale_down: Some(ScalingRules {
+            stabilization_window_seconds: Some(0),
             ..Default::default()
-        },
-        ..AutoscalerSpec::new("cap", TargetSpec::Local(local), "capacity.wasm", 4)
+        }),
+    };
+    spec.scaling.config = [
+        ("replicaCapacity", "4"),
+        ("minAvailableResources", "2"),
+        ("apiPath", "/status"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    spec.scaling.capabilities = Capabilities {
+        http: Some(HttpGrant::allow(["http://{replica}/status"])),
+        ..Default::default()
     };
     let autoscaler = Autoscaler::builder(
         spec,

@@ -82,7 +82,8 @@ pub fn policy_sources(config: &ConfigFile, sandbox: Arc<Sandbox>) -> anyhow::Res
 
 /// The store of an autoscaler's guest state, in `file`, when its spec grants `state`.
 pub fn guest_state(spec: &AutoscalerSpec, file: PathBuf) -> Option<Arc<dyn StateStore>> {
-    spec.capabilities
+    spec.scaling
+        .capabilities
         .state
         .as_ref()
         .map(|_| Arc::new(FileState::new(file)) as Arc<dyn StateStore>)
@@ -112,7 +113,11 @@ pub async fn load_spec_guests_under(
                 .with_context(|| format!("loading {reference}"))
         }
     };
-    let guests = match (&spec.policy, &spec.metrics, &spec.evaluator) {
+    let guests = match (
+        &spec.scaling.policy,
+        &spec.scaling.metrics,
+        &spec.scaling.evaluator,
+    ) {
         (Some(policy), _, _) => {
             let component: Arc<GuestComponent> = load(policy).await?;
             Guests {
@@ -128,7 +133,7 @@ pub async fn load_spec_guests_under(
     };
     for component in [&guests.metrics, &guests.evaluator] {
         component
-            .check_grants(&spec.capabilities)
+            .check_grants(&spec.scaling.capabilities)
             .context("capabilities")?;
     }
     guests.metrics.require_world_metrics()?;
@@ -228,7 +233,7 @@ async fn connect_target(
     spec.target
         .connect(ConnectEnv {
             autoscaler: &spec.name,
-            min_replicas: spec.min_replicas,
+            min_replicas: spec.scaling.min_replicas,
             state_dir,
             kube,
         })

@@ -39,15 +39,14 @@ fn spec(i: usize, interval: Duration) -> AutoscalerSpec {
             namespace: None,
         },
     );
-    AutoscalerSpec {
-        interval: HumanDuration(interval),
-        config: [("targetUtilization".to_string(), "50".to_string())].into(),
-        capabilities: Capabilities {
-            kubernetes_metrics: true,
-            ..Default::default()
-        },
-        ..AutoscalerSpec::new(format!("fleet-{i}"), unused, "cpu_target.wasm", 10)
-    }
+    let mut spec = AutoscalerSpec::new(format!("fleet-{i}"), unused, "cpu_target.wasm", 10);
+    spec.scaling.interval = HumanDuration(interval);
+    spec.scaling.config = [("targetUtilization".to_string(), "50".to_string())].into();
+    spec.scaling.capabilities = Capabilities {
+        kubernetes_metrics: true,
+        ..Default::default()
+    };
+    spec
 }
 
 fn cpu_seconds() -> f64 {

@@ -483,19 +483,18 @@ pub fn scripted_spec(name: &str, url: &str) -> wasmscaler::engine::AutoscalerSpe
             namespace: None,
         },
     );
-    wasmscaler::engine::AutoscalerSpec {
-        behavior: Behavior {
-            scale_up: None,
-            scale_down: Some(ScalingRules {
-                stabilization_window_seconds: Some(0),
-                ..Default::default()
-            }),
-        },
-        config: [("url".to_string(), url.to_string())].into(),
-        capabilities: wasmscaler::sandbox::Capabilities {
-            http: Some(wasmscaler::sandbox::HttpGrant::allow([url])),
+    let mut spec = wasmscaler::engine::AutoscalerSpec::new(name, placeholder, "scripted.wasm", 10);
+    spec.scaling.behavior = Behavior {
+        scale_up: None,
+        scale_down: Some(ScalingRules {
+            stabilization_window_seconds: Some(0),
             ..Default::default()
-        },
-        ..wasmscaler::engine::AutoscalerSpec::new(name, placeholder, "scripted.wasm", 10)
-    }
+        }),
+    };
+    spec.scaling.config = [("url".to_string(), url.to_string())].into();
+    spec.scaling.capabilities = wasmscaler::sandbox::Capabilities {
+        http: Some(wasmscaler::sandbox::HttpGrant::allow([url])),
+        ..Default::default()
+    };
+    spec
 }

@@ -312,11 +312,11 @@ fn summary(a: &Autoscaler) -> serde_json::Value {
         "name": spec.name,
         "namespace": spec.namespace,
         "target": a.target().identity(),
-        "minReplicas": spec.min_replicas,
-        "maxReplicas": spec.max_replicas,
-        "interval": spec.interval,
-        "paused": spec.paused,
-        "dryRun": spec.dry_run,
+        "minReplicas": spec.scaling.min_replicas,
+        "maxReplicas": spec.scaling.max_replicas,
+        "interval": spec.scaling.interval,
+        "paused": spec.scaling.paused,
+        "dryRun": spec.scaling.dry_run,
         "lastRun": a.records().last(),
     })
 }

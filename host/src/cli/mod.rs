@@ -53,6 +53,9 @@ enum Command {
     Controller(Box<controller::ControllerArgs>),
     /// Print the WasmAutoscaler CustomResourceDefinition (YAML) generated from the code.
     Crd,
+    /// Print the JSON schema of the config file, for editors (e.g. yaml-language-server's
+    /// `# yaml-language-server: $schema=...`).
+    ConfigSchema,
     /// On a new cloud instance: fire the lifecycle handler's JOIN once and record enrolment.
     ///
     /// Example: wasmscaler agent --lifecycle join.wasm
@@ -121,6 +124,15 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(|base| base.join("wasmscaler"))
 }
 
+/// `wasmscaler config-schema`.
+fn config_schema() -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&crate::config::schema())?
+    );
+    Ok(())
+}
+
 /// Runs a parsed command line; errors are printed on one line and give exit code 1.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -131,6 +143,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::run(args).await,
         Command::Controller(args) => controller::run(*args).await,
         Command::Crd => controller::crd(),
+        Command::ConfigSchema => config_schema(),
         Command::Agent(args) => agent::run(*args).await,
     };
     match result {

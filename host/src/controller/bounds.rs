@@ -118,26 +118,26 @@ impl TenantBounds {
     }
 
     fn check_own(&self, spec: &AutoscalerSpec, denied: &DeniedNetworks) -> Result<(), OutOfBounds> {
-        self.check_limits(&spec.limits)?;
-        if spec.interval.0 < self.min_interval.0 {
+        self.check_limits(&spec.scaling.limits)?;
+        if spec.scaling.interval.0 < self.min_interval.0 {
             return Err(out(
                 "minInterval",
                 format!(
                     "spec.interval {} is shorter than {}",
-                    spec.interval, self.min_interval
+                    spec.scaling.interval, self.min_interval
                 ),
             ));
         }
-        if spec.max_concurrent_gathers > self.max_concurrent_gathers as usize {
+        if spec.scaling.max_concurrent_gathers > self.max_concurrent_gathers {
             return Err(out(
                 "maxConcurrentGathers",
                 format!(
                     "spec.maxConcurrentGathers {} is above {}",
-                    spec.max_concurrent_gathers, self.max_concurrent_gathers
+                    spec.scaling.max_concurrent_gathers, self.max_concurrent_gathers
                 ),
             ));
         }
-        if let Some(state) = &spec.capabilities.state
+        if let Some(state) = &spec.scaling.capabilities.state
             && state.max_bytes > self.max_state_bytes
         {
             return Err(out(
@@ -148,7 +148,7 @@ impl TenantBounds {
                 ),
             ));
         }
-        if let Some(http) = &spec.capabilities.http {
+        if let Some(http) = &spec.scaling.capabilities.http {
             if http.max_body_bytes > self.max_http_body_bytes {
                 return Err(out(
                     "maxHttpBodyBytes",
@@ -171,9 +171,13 @@ impl TenantBounds {
                 self.check_pattern(pattern, denied)?;
             }
         }
-        for reference in [&spec.policy, &spec.metrics, &spec.evaluator]
-            .into_iter()
-            .flatten()
+        for reference in [
+            &spec.scaling.policy,
+            &spec.scaling.metrics,
+            &spec.scaling.evaluator,
+        ]
+        .into_iter()
+        .flatten()
         {
             self.check_source(reference)?;
         }
@@ -295,7 +299,7 @@ mod tests {
             namespace: Some("team-a".into()),
         });
         let mut spec = AutoscalerSpec::new("web", target, "", 10);
-        spec.policy = Some(PolicyRef::parse("oci://registry.example/acme/cpu:v1").unwrap());
+        spec.scaling.policy = Some(PolicyRef::parse("oci://registry.example/acme/cpu:v1").unwrap());
         spec
     }
 
@@ -315,16 +319,16 @@ mod tests {
     #[test]
     fn each_limit_is_bounded_by_name() {
         let mut s = spec();
-        s.limits.fuel = u64::MAX;
+        s.scaling.limits.fuel = u64::MAX;
         assert_eq!(bound_of(&s), "maxLimits.fuel");
         let mut s = spec();
-        s.limits.timeout_ms = 3_600_000;
+        s.scaling.limits.timeout_ms = 3_600_000;
         assert_eq!(bound_of(&s), "maxLimits.timeoutMs");
         let mut s = spec();
-        s.limits.memory_bytes = 4 << 30;
+        s.scaling.limits.memory_bytes = 4 << 30;
         assert_eq!(bound_of(&s), "maxLimits.memoryBytes");
         let mut s = spec();
-        s.limits.max_message_bytes = 1 << 20;
+        s.scaling.limits.max_message_bytes = 1 << 20;
         assert_eq!(bound_of(&s), "maxLimits.maxMessageBytes");
         let message = check(&s).unwrap_err().to_string();
         assert!(
@@ -336,25 +340,25 @@ mod tests {
     #[test]
     fn interval_gathers_and_state_are_bounded() {
         let mut s = spec();
-        s.interval = HumanDuration::parse("1ms").unwrap();
+        s.scaling.interval = HumanDuration::parse("1ms").unwrap();
         assert_eq!(bound_of(&s), "minInterval");
         let mut s = spec();
-        s.max_concurrent_gathers = 1000;
+        s.scaling.max_concurrent_gathers = 1000;
         assert_eq!(bound_of(&s), "maxConcurrentGathers");
         let mut s = spec();
-        s.capabilities.state = Some(StateGrant { max_bytes: 1 << 30 });
+        s.scaling.capabilities.state = Some(StateGrant { max_bytes: 1 << 30 });
         assert_eq!(bound_of(&s), "maxStateBytes");
     }
 
     #[test]
     fn http_grants_are_bounded() {
         let mut s = spec();
-        s.capabilities.http = Some(HttpGrant {
+        s.scaling.capabilities.http = Some(HttpGrant {
             max_body_bytes: 1 << 30,
             ..HttpGrant::allow(["http://{replica}/load"])
         });
         assert_eq!(bound_of(&s), "maxHttpBodyBytes");
-        s.capabilities.http = Some(HttpGrant {
+        s.scaling.capabilities.http = Some(HttpGrant {
             timeout_ms: 600_000,
             ..HttpGrant::allow(["http://{replica}/load"])
         });
@@ -373,11 +377,11 @@ mod tests {
         let denied = DeniedNetworks::new(Vec::new());
         let digest = "a".repeat(64);
         let mut s = spec();
-        s.policy = Some(
+        s.scaling.policy = Some(
             PolicyRef::parse(&format!("https://cdn.example.com/p.wasm@sha256:{digest}")).unwrap(),
         );
         assert_eq!(bounds.check(&s, &denied), Ok(()));
-        s.policy =
+        s.scaling.policy =
             Some(PolicyRef::parse(&format!("https://evil.test/p.wasm@sha256:{digest}")).unwrap());
         let error = bounds.check(&s, &denied).unwrap_err();
         assert!(error.message.contains("sources.urlHosts"), "{error}");
@@ -386,7 +390,7 @@ mod tests {
     #[test]
     fn file_references_need_an_allowed_directory() {
         let mut s = spec();
-        s.policy = Some(PolicyRef::File("/dev/zero".into()));
+        s.scaling.policy = Some(PolicyRef::File("/dev/zero".into()));
         assert_eq!(bound_of(&s), "sources");
         let bounds = TenantBounds {
             sources: SourceRules {
@@ -396,9 +400,9 @@ mod tests {
             ..TenantBounds::default()
         };
         let denied = DeniedNetworks::new(Vec::new());
-        s.policy = Some(PolicyRef::File("/policies/cpu.wasm".into()));
+        s.scaling.policy = Some(PolicyRef::File("/policies/cpu.wasm".into()));
         assert_eq!(bounds.check(&s, &denied), Ok(()));
-        s.policy = Some(PolicyRef::File("/policies/../dev/zero".into()));
+        s.scaling.policy = Some(PolicyRef::File("/policies/../dev/zero".into()));
         assert_eq!(bounds.check(&s, &denied).unwrap_err().bound, "sources");
     }
 
@@ -415,9 +419,10 @@ mod tests {
         let denied = DeniedNetworks::new(Vec::new());
         let mut s = spec();
         assert_eq!(bounds.check(&s, &denied).unwrap_err().bound, "sources");
-        s.policy = Some(PolicyRef::parse("oci://registry.internal:5000/acme/cpu:v1").unwrap());
+        s.scaling.policy =
+            Some(PolicyRef::parse("oci://registry.internal:5000/acme/cpu:v1").unwrap());
         assert_eq!(bounds.check(&s, &denied), Ok(()));
-        s.policy = Some(PolicyRef::parse("policy:cpu").unwrap());
+        s.scaling.policy = Some(PolicyRef::parse("policy:cpu").unwrap());
         let error = bounds.check(&s, &denied).unwrap_err();
         assert!(error.message.contains("sources.uploads"), "{error}");
     }
@@ -437,7 +442,7 @@ mod tests {
         };
         let denied = DeniedNetworks::new(Vec::new());
         let mut s = spec();
-        s.policy = Some(PolicyRef::File("/policies/cpu.wasm".into()));
+        s.scaling.policy = Some(PolicyRef::File("/policies/cpu.wasm".into()));
         s.namespace = "team-a".into();
         assert_eq!(bounds.check(&s, &denied).unwrap_err().bound, "sources");
         s.namespace = "platform".into();
@@ -480,7 +485,7 @@ namespaces:
         let denied = DeniedNetworks::new(default_denied_networks());
         let with = |patterns: &[&str]| {
             let mut s = spec();
-            s.capabilities.http = Some(HttpGrant::allow(patterns.iter().copied()));
+            s.scaling.capabilities.http = Some(HttpGrant::allow(patterns.iter().copied()));
             bounds.check(&s, &denied)
         };
         assert_eq!(
@@ -506,7 +511,7 @@ namespaces:
     fn metadata_and_cluster_api_are_refused_by_default() {
         let with = |pattern: &str| {
             let mut s = spec();
-            s.capabilities.http = Some(HttpGrant::allow([pattern]));
+            s.scaling.capabilities.http = Some(HttpGrant::allow([pattern]));
             check(&s)
         };
         assert_eq!(

@@ -5,17 +5,12 @@
 // attributes.
 #![allow(clippy::duplicated_attributes)]
 
-use std::collections::BTreeMap;
-
 use kube::{CustomResource, CustomResourceExt, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::behavior::Behavior;
 use crate::engine::store::EngineState;
-use crate::engine::{AutoscalerSpec, Fallback, HumanDuration, RunMode, SpecError, TargetSpec};
-use crate::policies::PolicyRef;
-use crate::sandbox::{Capabilities, Limits};
+use crate::engine::{AutoscalerSpec, ScalingSpec, SpecError, TargetSpec};
 use crate::targets::kubernetes::KubernetesRef;
 
 /// Autoscales one workload in the resource's namespace with policies compiled to WebAssembly.
@@ -60,63 +55,10 @@ use crate::targets::kubernetes::KubernetesRef;
 pub struct WasmAutoscalerSpec {
     /// The workload to scale: any resource with a `/scale` subresource, in this namespace.
     pub scale_target_ref: ScaleTargetRef,
-    /// A component implementing the `policy` world (see `PolicyRef` for the forms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyRef>,
-    /// A `metric-source` component (with `evaluator`), instead of `policy`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<PolicyRef>,
-    /// An `evaluator` component (with `metrics`), instead of `policy`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evaluator: Option<PolicyRef>,
-    /// Lower bound; 0 allows scaling to zero.
-    #[serde(default = "one")]
-    pub min_replicas: u32,
-    /// Upper bound.
-    pub max_replicas: u32,
-    /// Time between runs (default 15s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<HumanDuration>,
-    /// Align runs to multiples of this period.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<HumanDuration>,
-    /// `per-resource` (default) or `per-replica`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_mode: Option<RunMode>,
-    /// Concurrent gathers in per-replica mode (default 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrent_gathers: Option<u32>,
-    /// Hold the current count while `|desired / current - 1|` is within this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerance: Option<f64>,
-    /// Stabilization windows and rate policies (`autoscaling/v2` shape).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub behavior: Option<Behavior>,
-    /// What to do after repeated failures.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<Fallback>,
-    /// Stop autoscaling.
-    #[serde(default)]
-    pub paused: bool,
-    /// While paused, hold the target at this count.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paused_replicas: Option<u32>,
-    /// Run the whole pipeline but never write to the target.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// User configuration passed to the guests.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub config: BTreeMap<String, String>,
-    /// Sandbox limits per guest call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<Limits>,
-    /// Capabilities granted to the guests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<Capabilities>,
-}
-
-fn one() -> u32 {
-    1
+    /// How to scale it: the same fields, defaults and meaning as an autoscaler of the
+    /// config file.
+    #[serde(flatten)]
+    pub scaling: ScalingSpec,
 }
 
 /// The scaled workload. No namespace: a `WasmAutoscaler` scales only in its own namespace,
@@ -223,31 +165,12 @@ impl WasmAutoscaler {
             name: spec.scale_target_ref.name.clone(),
             namespace: Some(namespace.clone()),
         });
-        let mut engine = AutoscalerSpec::new(self.name_any(), target, "", spec.max_replicas);
-        engine.namespace = namespace;
-        engine.policy = spec.policy.clone();
-        engine.metrics = spec.metrics.clone();
-        engine.evaluator = spec.evaluator.clone();
-        engine.min_replicas = spec.min_replicas;
-        if let Some(interval) = spec.interval {
-            engine.interval = interval;
-        }
-        engine.start_time = spec.start_time;
-        if let Some(mode) = spec.run_mode {
-            engine.run_mode = mode;
-        }
-        if let Some(n) = spec.max_concurrent_gathers {
-            engine.max_concurrent_gathers = n as usize;
-        }
-        engine.tolerance = spec.tolerance;
-        engine.behavior = spec.behavior.clone().unwrap_or_default();
-        engine.fallback = spec.fallback.clone();
-        engine.paused = spec.paused;
-        engine.paused_replicas = spec.paused_replicas;
-        engine.dry_run = spec.dry_run;
-        engine.config = spec.config.clone();
-        engine.limits = spec.limits.clone().unwrap_or_default();
-        engine.capabilities = spec.capabilities.clone().unwrap_or_default();
+        let engine = AutoscalerSpec {
+            name: self.name_any(),
+            namespace,
+            target,
+            scaling: spec.scaling.clone(),
+        };
         engine.validate()?;
         Ok(engine)
     }
@@ -265,9 +188,11 @@ const KNOWN_FORMATS: [&str; 7] = [
     "date-time",
 ];
 
-/// Drops `format`s the API server does not know. Unsigned integers keep their `minimum: 0`,
-/// which says the same in a form it checks.
-fn strip_unknown_formats(value: &mut serde_json::Value) {
+/// Drops `format`s the API server does not know (unsigned integers keep their `minimum: 0`,
+/// which says the same in a form it checks), and whole-object defaults: the API server would
+/// write those into every stored resource, freezing today's defaults of `limits`,
+/// `capabilities` and `behavior` into it, where an absent field means the host's default.
+fn strip_for_api_server(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             if map
@@ -277,9 +202,14 @@ fn strip_unknown_formats(value: &mut serde_json::Value) {
             {
                 map.remove("format");
             }
-            map.values_mut().for_each(strip_unknown_formats);
+            // Only in a schema node (a property literally named `default` has neither).
+            let schema_node = map.contains_key("type") || map.contains_key("description");
+            if schema_node && map.get("default").is_some_and(|d| d.is_object()) {
+                map.remove("default");
+            }
+            map.values_mut().for_each(strip_for_api_server);
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_unknown_formats),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_for_api_server),
         _ => {}
     }
 }
@@ -291,7 +221,7 @@ pub fn crd() -> Result<
     serde_json::Error,
 > {
     let mut value = serde_json::to_value(WasmAutoscaler::crd())?;
-    strip_unknown_formats(&mut value);
+    strip_for_api_server(&mut value);
     serde_json::from_value(value)
 }
 

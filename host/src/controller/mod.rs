@@ -85,7 +85,7 @@ impl api::PolicyUsers for ResourceUsers {
                 .items
                 .iter()
                 .filter(|r| {
-                    [&r.spec.policy, &r.spec.metrics, &r.spec.evaluator]
+                    [&r.spec.scaling.policy, &r.spec.scaling.metrics, &r.spec.scaling.evaluator]
                         .into_iter()
                         .flatten()
                         .any(|p| matches!(p, crate::policies::PolicyRef::Uploaded { name: n, .. } if n == name))

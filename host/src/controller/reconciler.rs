@@ -472,7 +472,7 @@ async fn supervise(
     // awaits: the task lives as long as the autoscaler, and its size is what every one of
     // them holds between runs (15 KB before, measured with heaptrack on a controller of 2,000).
     let mut start_unwritten = writer.started(&autoscaler.guest_digests(), &state);
-    let first_run_due = tokio::time::sleep(first_run_wait(autoscaler.spec().interval.0));
+    let first_run_due = tokio::time::sleep(first_run_wait(autoscaler.spec().scaling.interval.0));
     let mut first_run_due = pin!(first_run_due);
     let mut queued = Vec::new();
     loop {

@@ -118,9 +118,10 @@ impl StatusWriter {
     ) -> Self {
         let window = resource
             .spec
+            .scaling
             .behavior
+            .scale_down
             .as_ref()
-            .and_then(|b| b.scale_down.as_ref())
             .and_then(|r| r.stabilization_window_seconds)
             .unwrap_or(300);
         let history_refresh = match window {

@@ -230,12 +230,12 @@ impl Autoscaler {
         spec.validate()?;
         for guest in [&policies.metrics, &policies.evaluator] {
             guest
-                .check_grants(&spec.capabilities)
+                .check_grants(&spec.scaling.capabilities)
                 .map_err(AutoscalerError::NotGranted)?;
         }
         let env = CallEnv {
-            limits: spec.limits.clone(),
-            capabilities: spec.capabilities.clone(),
+            limits: spec.scaling.limits.clone(),
+            capabilities: spec.scaling.capabilities.clone(),
             state: guest_state,
             pod_metrics: target.pod_metrics(),
         };
@@ -346,7 +346,7 @@ impl Autoscaler {
             .map_err(|e| Failure::target(e).message)?;
         let mut ctx = self.context(&observed, (self.clock)());
         ctx.run_type = RunType::Api;
-        let samples = match self.spec.run_mode {
+        let samples = match self.spec.scaling.run_mode {
             RunMode::PerResource => self
                 .policies
                 .metrics
@@ -370,7 +370,7 @@ impl Autoscaler {
         if mode == Mode::Preview
             && let Ok(last) = self.last_observation.lock()
             && let Some((at, observed)) = last.as_ref()
-            && at.elapsed() < self.spec.interval.0
+            && at.elapsed() < self.spec.scaling.interval.0
         {
             return Ok(observed.clone());
         }
@@ -443,7 +443,7 @@ impl Autoscaler {
     /// Cuts the guest's words (reason, error) to `limits.maxMessageBytes` and hides any URL
     /// credentials in them: every later copy (logs, status, Events, API) sees only this.
     fn cap_texts(&self, record: &mut RunRecord) {
-        let max = usize::try_from(self.spec.limits.max_message_bytes).unwrap_or(usize::MAX);
+        let max = usize::try_from(self.spec.scaling.limits.max_message_bytes).unwrap_or(usize::MAX);
         let cap = |text: &mut String| *text = crate::redact::bounded(text, max);
         if let Some(reason) = record.decision.as_mut().and_then(|d| d.reason.as_mut()) {
             cap(reason);
@@ -496,22 +496,22 @@ impl Autoscaler {
         record.current_replicas = Some(current);
         record.replica_count = observed.replicas.len();
 
-        if spec.paused {
-            return match spec.paused_replicas {
+        if spec.scaling.paused {
+            return match spec.scaling.paused_replicas {
                 Some(n) if n != current => self.apply(state, now, &observed, n, &[], mode).await,
                 _ => Ok(Outcome::Paused {
                     reason: "spec.paused is set".into(),
                 }),
             };
         }
-        if current == 0 && spec.min_replicas > 0 {
+        if current == 0 && spec.scaling.min_replicas > 0 {
             return Ok(Outcome::Paused {
                 reason: "the target is at 0 replicas and minReplicas > 0: autoscaling resumes once it is scaled up"
                     .into(),
             });
         }
 
-        let (min, max) = (spec.min_replicas, spec.max_replicas);
+        let (min, max) = (spec.scaling.min_replicas, spec.scaling.max_replicas);
         let mut ctx = self.context(&observed, now);
         if mode == Mode::Preview {
             ctx.run_type = RunType::Api;
@@ -524,7 +524,7 @@ impl Autoscaler {
             Err(failure) if failure.is_busy() => return Err(failure),
             Err(failure) => {
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                let Some(fallback) = &spec.fallback else {
+                let Some(fallback) = &spec.scaling.fallback else {
                     return Err(failure);
                 };
                 if state.consecutive_failures < fallback.failure_threshold {
@@ -564,7 +564,7 @@ impl Autoscaler {
         given: Option<Vec<Sample>>,
         mode: Mode,
     ) -> Result<Decision, Failure> {
-        let samples = match (given, self.spec.run_mode) {
+        let samples = match (given, self.spec.scaling.run_mode) {
             (Some(samples), _) => samples,
             (None, RunMode::PerResource) => {
                 let out = self
@@ -611,7 +611,9 @@ impl Autoscaler {
             })
             .collect();
         let results: Vec<GatherResult> = futures::stream::iter(gathers)
-            .buffered(self.spec.max_concurrent_gathers)
+            .buffered(
+                usize::try_from(self.spec.scaling.max_concurrent_gathers).unwrap_or(usize::MAX),
+            )
             .collect()
             .await;
         let mut samples = Vec::new();
@@ -636,7 +638,7 @@ impl Autoscaler {
         if to == from {
             return Ok(Outcome::Unchanged);
         }
-        if self.spec.dry_run || mode == Mode::Preview {
+        if self.spec.scaling.dry_run || mode == Mode::Preview {
             return Ok(Outcome::WouldScale { from, to });
         }
         let (up, down) = (&self.safety.up, &self.safety.down);
@@ -659,7 +661,7 @@ impl Autoscaler {
         Context {
             autoscaler_name: self.spec.name.clone(),
             autoscaler_namespace: self.spec.namespace.clone(),
-            run_type: if self.spec.dry_run {
+            run_type: if self.spec.scaling.dry_run {
                 RunType::DryRun
             } else {
                 RunType::Scaler
@@ -670,12 +672,12 @@ impl Autoscaler {
                 name: identity.name,
                 namespace: identity.namespace,
                 current_replicas: observed.current,
-                min_replicas: self.spec.min_replicas,
-                max_replicas: self.spec.max_replicas,
+                min_replicas: self.spec.scaling.min_replicas,
+                max_replicas: self.spec.scaling.max_replicas,
                 object: observed.object.clone(),
             },
             replicas: observed.replicas.clone(),
-            config: self.spec.config.clone(),
+            config: self.spec.scaling.config.clone(),
         }
     }
 
@@ -683,12 +685,12 @@ impl Autoscaler {
     /// in progress when `stop` fires is finished, not abandoned.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let now = tokio::time::Instant::now();
-        let interval = self.spec.interval.0;
+        let interval = self.spec.scaling.interval.0;
         // A turn in the second half of the interval gets an extra run in the first half, so
         // every new autoscaler (and every one after a restart) runs within half an interval,
         // still spread, and then keeps its turn.
         let mut early = None;
-        let first = match self.spec.start_time {
+        let first = match self.spec.scaling.start_time {
             Some(align) => {
                 let period = i64::try_from(align.0.as_millis())
                     .unwrap_or(i64::MAX)
@@ -715,7 +717,7 @@ impl Autoscaler {
             }
             Box::pin(self.run_once()).await;
         }
-        let mut ticker = tokio::time::interval_at(first, self.spec.interval.0);
+        let mut ticker = tokio::time::interval_at(first, self.spec.scaling.interval.0);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -23,11 +23,11 @@ pub struct Safety {
 impl Safety {
     /// The settings of `spec`.
     pub fn of(spec: &AutoscalerSpec) -> Self {
-        let (up, down) = spec.behavior.resolve();
+        let (up, down) = spec.scaling.behavior.resolve();
         Safety {
-            min: spec.min_replicas,
-            max: spec.max_replicas,
-            tolerance: spec.tolerance,
+            min: spec.scaling.min_replicas,
+            max: spec.scaling.max_replicas,
+            tolerance: spec.scaling.tolerance,
             up,
             down,
         }

@@ -1,10 +1,12 @@
-//! An autoscaler's declarative spec: one entry of the config file (and, in cluster mode, the
-//! `WasmAutoscaler` spec).
+//! An autoscaler's declarative spec: one entry of the config file. Its scaling half,
+//! [`ScalingSpec`], is also the `WasmAutoscaler` resource's spec, field for field: the two
+//! differ only in how they name the target.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::behavior::Behavior;
@@ -14,8 +16,8 @@ use crate::policies::PolicyRef;
 use crate::sandbox::{Capabilities, Limits};
 pub use crate::targets::TargetSpec;
 
-/// One autoscaler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One autoscaler of the config file: a name, a target and how to scale it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutoscalerSpec {
     /// Unique name.
@@ -25,14 +27,25 @@ pub struct AutoscalerSpec {
     pub namespace: String,
     /// What to scale.
     pub target: TargetSpec,
-    /// A component implementing the `policy` world.
-    #[serde(default)]
+    /// How to scale it.
+    #[serde(flatten)]
+    pub scaling: ScalingSpec,
+}
+
+/// How an autoscaler decides and acts: its policies, bounds, schedule and safety rules. The
+/// config file's autoscaler entries and the `WasmAutoscaler` resource's spec both flatten it,
+/// so a field means the same in both and its default is written once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingSpec {
+    /// A component implementing the `policy` world (see the policy reference forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyRef>,
     /// A `metric-source` component (with `evaluator`), instead of `policy`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<PolicyRef>,
     /// An `evaluator` component (with `metrics`), instead of `policy`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluator: Option<PolicyRef>,
     /// Lower bound; 0 allows scaling to zero.
     #[serde(default = "one")]
@@ -44,34 +57,34 @@ pub struct AutoscalerSpec {
     pub interval: HumanDuration,
     /// Align runs to multiples of this period (CPA's `startTime`): with `1m`, runs start on
     /// the minute.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<HumanDuration>,
-    /// Gather once per run, or once per replica.
+    /// Gather once per run (`per-resource`, default), or once per replica (`per-replica`).
     #[serde(default)]
     pub run_mode: RunMode,
     /// Concurrent gathers in per-replica mode (default 8).
     #[serde(default = "default_concurrency")]
-    pub max_concurrent_gathers: usize,
+    pub max_concurrent_gathers: u32,
     /// Hold the current count while `|desired / current - 1|` is within this (the HPA uses 0.1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<f64>,
     /// Stabilization windows and rate policies (Kubernetes `autoscaling/v2` shape).
     #[serde(default)]
     pub behavior: Behavior,
     /// What to do after repeated failures (KEDA's fallback).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
     /// Stop autoscaling.
     #[serde(default)]
     pub paused: bool,
     /// While paused, hold the target at this count.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_replicas: Option<u32>,
     /// Run the whole pipeline but never write to the target.
     #[serde(default)]
     pub dry_run: bool,
     /// User configuration passed to the guests.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
     /// Sandbox limits per guest call.
     #[serde(default)]
@@ -87,7 +100,7 @@ fn one() -> u32 {
 fn default_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(15))
 }
-fn default_concurrency() -> usize {
+fn default_concurrency() -> u32 {
     8
 }
 
@@ -127,7 +140,31 @@ impl AutoscalerSpec {
             name: name.into(),
             namespace: String::new(),
             target,
-            policy: Some(PolicyRef::File(policy.into())),
+            scaling: ScalingSpec::new(PolicyRef::File(policy.into()), max_replicas),
+        }
+    }
+
+    /// Checks what the types cannot: the name, bounds, policy sources. Each message names the
+    /// field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(SpecError::at(
+                "name",
+                format!(
+                    "name {:?} must be non-empty and usable as a file name",
+                    self.name
+                ),
+            ));
+        }
+        self.scaling.validate()
+    }
+}
+
+impl ScalingSpec {
+    /// Runs `policy` up to `max_replicas` with every other field at its default.
+    pub fn new(policy: PolicyRef, max_replicas: u32) -> Self {
+        ScalingSpec {
+            policy: Some(policy),
             metrics: None,
             evaluator: None,
             min_replicas: one(),
@@ -148,18 +185,9 @@ impl AutoscalerSpec {
         }
     }
 
-    /// Checks what the types cannot: bounds, names, policy sources. Each message names the
-    /// field.
+    /// Checks what the types cannot: bounds, policy sources, windows and rates. Each message
+    /// names the field.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            return Err(SpecError::at(
-                "name",
-                format!(
-                    "name {:?} must be non-empty and usable as a file name",
-                    self.name
-                ),
-            ));
-        }
         if self.min_replicas > self.max_replicas {
             return Err(SpecError::at(
                 "minReplicas",

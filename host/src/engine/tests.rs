@@ -161,17 +161,15 @@ fn autoscaler(
     target: Arc<Memory>,
     fallback: Option<Fallback>,
 ) -> Autoscaler {
-    let spec = AutoscalerSpec {
-        behavior: Behavior {
-            scale_up: None,
-            scale_down: Some(ScalingRules {
-                stabilization_window_seconds: Some(0),
-                ..Default::default()
-            }),
-        },
-        fallback,
-        ..spec("fake", 10)
+    let mut spec = spec("fake", 10);
+    spec.scaling.behavior = Behavior {
+        scale_up: None,
+        scale_down: Some(ScalingRules {
+            stabilization_window_seconds: Some(0),
+            ..Default::default()
+        }),
     };
+    spec.scaling.fallback = fallback;
     Autoscaler::builder(spec, target, Policies::single(policy))
         .build()
         .expect("a valid spec")
@@ -231,7 +229,7 @@ async fn a_busy_host_never_counts_toward_the_fallback() {
 #[test]
 fn an_invalid_spec_is_a_typed_error_naming_its_field() {
     let mut spec = spec("bad", 2);
-    spec.min_replicas = 3;
+    spec.scaling.min_replicas = 3;
     let Err(error) = Autoscaler::builder(
         spec,
         Memory::at(1),

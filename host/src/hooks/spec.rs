@@ -21,7 +21,7 @@ pub fn state_tag(transition: Transition) -> String {
 }
 
 /// A lifecycle handler of the config file (`lifecycle:`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LifecycleSpec {
     /// Unique name.

@@ -80,7 +80,7 @@ impl Limits {
 }
 
 /// Configuration of the shared engine: compilation cache and instance allocation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SandboxConfig {
     /// Where precompiled components are kept across restarts; `None` keeps them in memory only.
@@ -102,6 +102,7 @@ pub struct SandboxConfig {
     /// Networks the `http` capability never connects to, whatever an allow-list says, checked
     /// on the addresses dialled (after name resolution). Default: link-local and metadata
     /// addresses; the controller adds the Kubernetes API server's.
+    #[schemars(with = "Vec<String>")]
     pub http_deny_networks: Vec<ipnet::IpNet>,
 }
 
@@ -120,9 +121,9 @@ impl Default for SandboxConfig {
     }
 }
 
-/// Sizing of the pooling instance allocator. Calls beyond `max_concurrent_calls` fail with
-/// [`SandboxError::Busy`](super::SandboxError::Busy) instead of allocating without bound.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Sizing of the pooling instance allocator. Calls beyond `maxConcurrentCalls` wait for a
+/// slot, then fail `busy` (`SandboxError::Busy`), instead of allocating without bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct PoolingConfig {
     /// Guest calls that may run at the same time.
@@ -136,7 +137,7 @@ pub struct PoolingConfig {
     #[serde(default = "PoolingConfig::default_keep_resident")]
     pub keep_resident_bytes: u64,
     /// How long a call waits for a free slot, first come first served, before it fails
-    /// [`SandboxError::Busy`](super::SandboxError::Busy). A burst of first runs (a controller
+    /// `busy` (`SandboxError::Busy`). A burst of first runs (a controller
     /// taking over 10,000 autoscalers) briefly wants more slots than there are; failing them
     /// at once would hold each such autoscaler for a whole interval. The wait comes before
     /// the call's own timeout, which starts once the call has its slot.

@@ -27,7 +27,7 @@ use crate::duration::HumanDuration;
 use crate::sandbox::BoxFuture;
 
 /// `target.local` in the config file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalSpec {
     /// The program and its arguments.

@@ -20,8 +20,9 @@ pub enum TargetSpec {
 }
 
 /// The one-of map form of [`TargetSpec`] (YAML has no untagged-map enums in serde_yaml).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "TargetSpec")]
 struct TargetSpecRepr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     local: Option<LocalSpec>,
@@ -29,6 +30,18 @@ struct TargetSpecRepr {
     kubernetes: Option<KubernetesRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aws_asg: Option<AsgSpec>,
+}
+
+/// The schema is the map form's: the file's reference and editors see `local`, `kubernetes`
+/// and `awsAsg` (exactly one of them).
+impl schemars::JsonSchema for TargetSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        TargetSpecRepr::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        TargetSpecRepr::json_schema(generator)
+    }
 }
 
 impl TryFrom<TargetSpecRepr> for TargetSpec {

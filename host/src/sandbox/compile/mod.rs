@@ -31,7 +31,7 @@ pub use precheck::{Shape, measure, precheck};
 pub use worker::{COMPILE_WORKER_ARG, compile_worker_main};
 
 /// Where compilation runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CompileIsolation {
     /// In a child process under `maxMemoryBytes` and `timeoutMs` (the default).
@@ -45,7 +45,7 @@ pub enum CompileIsolation {
 /// peak of ~0.9 GiB; Python (18 MB) in ~7 s and ~0.8 GiB; Rust guests in ~0.1 s and ~60 MiB.
 /// The deepest block nesting in any of them is 364, the most locals 7,520, the largest body
 /// 1.3 MB, and the most function bodies 22,137. The defaults leave each at least a 3x margin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct CompileConfig {
     /// Where compilation runs.

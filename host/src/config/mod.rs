@@ -1,6 +1,11 @@
 //! The `wasmscaler run` config file: its format, parsing with positions, and validation. What
 //! is built from it is [`crate::host`]'s job.
 
+mod diagnose;
+mod reference;
+
+pub use reference::{reference, schema};
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +16,7 @@ use crate::policies::{FetchConfig, PolicyRef, StoreQuota};
 use crate::sandbox::SandboxConfig;
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigFile {
     /// Where engine state (stabilization history) and guest state are kept, relative to the
@@ -66,8 +71,10 @@ impl ConfigFile {
 
     /// Parses and validates `text` as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut config: ConfigFile = serde_yaml::from_str(text)
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let mut config: ConfigFile = serde_yaml::from_str(text).map_err(|e| {
+            let message = diagnose::autoscaler_error(text, &e).unwrap_or_else(|| e.to_string());
+            ConfigError(format!("{}: {message}", path.display()))
+        })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut names = std::collections::HashSet::new();
         for (i, spec) in config.autoscalers.iter_mut().enumerate() {
@@ -86,9 +93,13 @@ impl ConfigFile {
                     "{at}: name is used by another autoscaler"
                 )));
             }
-            for reference in [&mut spec.policy, &mut spec.metrics, &mut spec.evaluator]
-                .into_iter()
-                .flatten()
+            for reference in [
+                &mut spec.scaling.policy,
+                &mut spec.scaling.metrics,
+                &mut spec.scaling.evaluator,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if let PolicyRef::File(path) = reference {
                     *path = base.join(&*path);
