@@ -285,11 +285,19 @@ impl JsonServer {
     }
 }
 
-/// A sandbox configuration for tests: no disk cache, a small pool.
+/// The compiled-component cache every test sandbox shares, across tests and test processes:
+/// a guest compiles once per build of the host, not once per test. Entries are keyed by the
+/// component's sha256 and checked against the engine's settings on every read, so a stale
+/// entry is recompiled, never used. Tests of the cache itself use directories of their own.
+pub fn test_cache_dir() -> PathBuf {
+    repo_root().join("target").join("test-sandbox-cache")
+}
+
+/// A sandbox configuration for tests: the shared disk cache, a small pool.
 pub fn test_sandbox() -> anyhow::Result<wasmscaler::sandbox::Sandbox> {
     Ok(wasmscaler::sandbox::Sandbox::new(
         wasmscaler::sandbox::SandboxConfig {
-            cache_dir: None,
+            cache_dir: Some(test_cache_dir()),
             pooling: Some(wasmscaler::sandbox::PoolingConfig {
                 max_concurrent_calls: 16,
                 max_memory_bytes: 256 << 20,
