@@ -127,8 +127,19 @@ fn start_controller(
     work: &Path,
     identity: &str,
 ) -> anyhow::Result<Controller> {
+    // FLEET_CONTROLLER_WRAP="heaptrack -o /tmp/controller" runs the controller under a tool.
+    let wrap = std::env::var("FLEET_CONTROLLER_WRAP").unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let mut command = match wrap.next() {
+        Some(tool) => {
+            let mut command = Command::new(tool);
+            command.args(wrap).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
     Ok(Controller(
-        Command::new(exe)
+        command
             .arg("--controller-child")
             .args(["--identity", identity])
             .arg("--state-dir")

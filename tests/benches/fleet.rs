@@ -26,7 +26,9 @@ use wasmscaler_tests::{MemoryTarget, build_rust_guest, read_fixture};
 
 mod api_server;
 
-// The same allocator as the `wasmscaler` binary, so the figures are the binary's.
+// The same allocator as the `wasmscaler` binary, so the figures are the binary's. With
+// `--features system-alloc` the system's, which heap profilers (heaptrack) can follow.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -28,6 +28,9 @@ pub const FIELD_MANAGER: &str = "wasmscaler";
 /// Longest condition message, in bytes (guest reasons are cut before this already).
 const MAX_CONDITION_MESSAGE: usize = 1024;
 
+/// Condition types a status carries: Ready, Active, ScalingLimited, PolicyFailed, Paused.
+const CONDITION_TYPES: usize = 5;
+
 /// How often the history is written when nothing else changed, without a scale-down
 /// stabilization window (with one: half the window, so a restarted controller always finds
 /// the last half window of recommendations and never scales down before the window ends).
@@ -181,15 +184,22 @@ impl StatusWriter {
         match conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
                 let changed = c.status != status || c.reason != reason;
+                // Assigned only when different: this runs on every run of every resource.
                 if c.status != status {
                     c.last_transition_time = now();
+                    c.status = status.into();
                 }
-                c.status = status.into();
-                c.reason = reason.into();
-                c.message = message;
+                if c.reason != reason {
+                    c.reason = reason.into();
+                }
+                if c.message != message {
+                    c.message = message;
+                }
                 changed
             }
             None => {
+                // Room for the five types exactly (a doubling Vec would hold eight).
+                conditions.reserve_exact(CONDITION_TYPES.saturating_sub(conditions.len()));
                 conditions.push(Condition {
                     type_: type_.into(),
                     status: status.into(),
