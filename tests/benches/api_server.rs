@@ -3,10 +3,12 @@
 //! `wasmscaler controller` starts, with its default client budget — against the fake API server
 //! of `tests/support` over real HTTP.
 //!
-//! The policy is `queue-progress` reading a queue service on loopback (one HTTP GET per run,
-//! outside the API server) and holding the count: the steady state of a fleet that does not
-//! scale. The bench process serves both the API server and the queue, so the controller's CPU
-//! and RSS are its own (read from `/proc/PID`).
+//! Two policies, each a fleet that does not scale: `queue-progress` reading a queue service
+//! on loopback (one HTTP GET per run, outside the API server, which also counts the runs) and
+//! holding the count; and `hold-guest`, deciding the current count with no capability (the
+//! issue's "policy deciding a constant"), whose runs are counted from the controller's
+//! `/metrics` outside the measured window. The bench process serves the API server and the
+//! queue, so the controller's CPU and RSS are its own (read from `/proc/PID`).
 //!
 //! Reported per fleet size: the time from creating the N resources to every one having run
 //! and to every first status being written, API requests per run by verb and resource in a
@@ -27,8 +29,21 @@ use wasmscaler_tests::fake_kube::FakeKube;
 /// Autoscalers per namespace.
 const PER_NAMESPACE: usize = 100;
 
+/// The policy every autoscaler of the fleet runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchPolicy {
+    /// `queue-progress`: one HTTP GET per run to the bench's queue, which also counts runs.
+    QueueProgress,
+    /// `tests/benches/hold-guest`: decides the current count and imports nothing (the issue's
+    /// "policy deciding a constant"); runs are counted from the controller's `/metrics`, read
+    /// only outside the measured window.
+    Hold,
+}
+
 /// One fleet's measurement plan.
 pub struct Plan {
+    /// The policy.
+    pub policy: BenchPolicy,
     /// Autoscalers.
     pub n: usize,
     /// Their interval.
@@ -126,6 +141,7 @@ fn start_controller(
     kubeconfig: &Path,
     work: &Path,
     identity: &str,
+    listen: Option<SocketAddr>,
 ) -> anyhow::Result<Controller> {
     // FLEET_CONTROLLER_WRAP="heaptrack -o /tmp/controller" runs the controller under a tool.
     let wrap = std::env::var("FLEET_CONTROLLER_WRAP").unwrap_or_default();
@@ -148,6 +164,7 @@ fn start_controller(
             .arg(work.join("cache"))
             .arg("--tenant-bounds")
             .arg(work.join("bounds.yaml"))
+            .args(listen.map(|a| format!("--listen={a}")))
             .env("KUBECONFIG", kubeconfig)
             // FLEET_CONTROLLER_LOG=warn shows why a resource is slow to start.
             .env(
@@ -191,6 +208,17 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
     let kubeconfig = work.path().join("kubeconfig");
     fake.kubeconfig(&kubeconfig)?;
     let guest_dir: PathBuf = guest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let listen = match plan.policy {
+        BenchPolicy::QueueProgress => None,
+        BenchPolicy::Hold => Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?),
+    };
+    // (autoscalers that have run, runs): from the queue, or from the controller's metrics.
+    let ran = async || -> (usize, u64) {
+        match listen {
+            None => (queue.distinct(), queue.asked.load(Ordering::Relaxed)),
+            Some(addr) => scrape_runs(addr).await.unwrap_or((0, 0)),
+        }
+    };
     std::fs::write(
         work.path().join("bounds.yaml"),
         serde_yaml::to_string(&json!({
@@ -215,7 +243,7 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
         );
     }
 
-    let mut controller = start_controller(exe, &kubeconfig, work.path(), "bench-1")?;
+    let mut controller = start_controller(exe, &kubeconfig, work.path(), "bench-1", listen)?;
     let holder = |fake: &FakeKube| {
         fake.get("coordination.k8s.io/v1", "leases", "wasmscaler")
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
@@ -240,7 +268,10 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
                 "interval": format!("{}ms", plan.interval.as_millis()),
                 "config": {"queueUrl": format!("http://{queue_addr}/q/{ns}/{name}"),
                            "expectedTimeSeconds": "1000000000"},
-                "capabilities": {"http": {"allow": [format!("http://{queue_addr}/q/*/*")]}, "state": {}},
+                "capabilities": match plan.policy {
+                    BenchPolicy::QueueProgress => json!({"http": {"allow": [format!("http://{queue_addr}/q/*/*")]}, "state": {}}),
+                    BenchPolicy::Hold => json!({}),
+                },
             }}),
         )?;
     }
@@ -248,15 +279,20 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
     let n = plan.n;
     let mut progress = Vec::new();
     let started_at = Instant::now();
-    while queue.distinct() < n {
+    // Each read of the metrics renders every autoscaler's series: once a second, not 20 times.
+    let poll = match plan.policy {
+        BenchPolicy::QueueProgress => Duration::from_millis(50),
+        BenchPolicy::Hold => Duration::from_secs(1),
+    };
+    while ran().await.0 < n {
         anyhow::ensure!(
             started_at.elapsed() < limit,
             "every autoscaler runs: not within {limit:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(poll).await;
         // How the first runs progress, and what they cost, every 10 s.
         if progress.len() < (started_at.elapsed().as_secs() / 10) as usize {
-            progress.push(json!({"seconds": created.elapsed().as_secs(), "ran": queue.distinct(),
+            progress.push(json!({"seconds": created.elapsed().as_secs(), "ran": ran().await.0,
                 "requests": fake.counts().into_iter().map(|((v, r), c)| (format!("{v} {r}"), c)).collect::<BTreeMap<_, _>>()}));
         }
     }
@@ -272,12 +308,15 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
 
     // Steady state.
     tokio::time::sleep(plan.settle).await;
-    let (counts0, asked0) = (fake.counts(), queue.asked.load(Ordering::Relaxed));
+    // The run count is read outside the CPU window (a metrics read costs the controller).
+    let asked0 = ran().await.1;
+    let counts0 = fake.counts();
     let (cpu0, _, _) = process_usage(controller.0.id());
     let started = Instant::now();
     tokio::time::sleep(plan.window).await;
-    let (counts1, asked1) = (fake.counts(), queue.asked.load(Ordering::Relaxed));
     let (cpu1, rss, peak) = process_usage(controller.0.id());
+    let counts1 = fake.counts();
+    let asked1 = ran().await.1;
     let wall = started.elapsed().as_secs_f64();
     let runs = asked1.saturating_sub(asked0);
     let mut per_run = BTreeMap::new();
@@ -301,13 +340,14 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
     stop(&mut controller)?;
     queue.forget();
     let restarted = Instant::now();
-    let mut successor = start_controller(exe, &kubeconfig, work.path(), "bench-2")?;
-    wait_until(
-        "the restarted controller runs every autoscaler",
-        limit,
-        || queue.distinct() >= n,
-    )
-    .await?;
+    let mut successor = start_controller(exe, &kubeconfig, work.path(), "bench-2", listen)?;
+    while ran().await.0 < n {
+        anyhow::ensure!(
+            restarted.elapsed() < limit,
+            "the restarted controller runs every autoscaler: not within {limit:?}"
+        );
+        tokio::time::sleep(poll).await;
+    }
     let restart = restarted.elapsed();
     stop(&mut successor)?;
 
@@ -326,6 +366,37 @@ pub async fn measure(plan: &Plan, exe: &Path, guest: &Path) -> anyhow::Result<Va
         "intervalSeconds": plan.interval.as_secs_f64(),
         "startup": progress,
     }))
+}
+
+/// (autoscalers that have run, runs) from the controller's `/metrics`: the sum and count of
+/// its `wasmscaler_runs_total` series (one per autoscaler and outcome).
+async fn scrape_runs(addr: SocketAddr) -> anyhow::Result<(usize, u64)> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut ran = HashSet::new();
+    let mut total = 0u64;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("wasmscaler_runs_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        if value > 0.0 {
+            // The labels without the outcome name the autoscaler.
+            let key: Vec<&str> = labels
+                .split(',')
+                .filter(|l| !l.contains("outcome="))
+                .collect();
+            ran.insert(key.join(","));
+            total += value as u64;
+        }
+    }
+    Ok((ran.len(), total))
 }
 
 /// In the child: runs `wasmscaler controller` with the given arguments, as the binary does.

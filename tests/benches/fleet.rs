@@ -240,7 +240,7 @@ fn main() -> std::process::ExitCode {
 
 /// The API-server rows.
 fn api_fleet(measuring: bool, exe: &std::path::Path) {
-    use api_server::Plan;
+    use api_server::{BenchPolicy, Plan};
     // `-- --api-only --api-n 1000`: one size.
     let args: Vec<String> = std::env::args().collect();
     let sizes: Vec<usize> = match args.iter().position(|a| a == "--api-n") {
@@ -251,25 +251,43 @@ fn api_fleet(measuring: bool, exe: &std::path::Path) {
             .collect(),
         None => vec![1_000, 10_000],
     };
-    let plans = if measuring {
-        sizes
-            .into_iter()
-            .map(|n| Plan {
-                n,
-                interval: Duration::from_secs(15),
-                settle: Duration::from_secs(10),
-                window: Duration::from_secs(150),
+    // `-- --api-policy hold`: one policy (default: both, queue-progress first).
+    let policies: Vec<BenchPolicy> = match args.iter().position(|a| a == "--api-policy") {
+        Some(i) => match args.get(i + 1).map(String::as_str) {
+            Some("hold") => vec![BenchPolicy::Hold],
+            Some("queue-progress") => vec![BenchPolicy::QueueProgress],
+            other => panic!("--api-policy hold|queue-progress, not {other:?}"),
+        },
+        None => vec![BenchPolicy::QueueProgress, BenchPolicy::Hold],
+    };
+    let plans: Vec<Plan> = if measuring {
+        policies
+            .iter()
+            .flat_map(|&policy| {
+                sizes.iter().map(move |&n| Plan {
+                    policy,
+                    n,
+                    interval: Duration::from_secs(15),
+                    settle: Duration::from_secs(10),
+                    window: Duration::from_secs(150),
+                })
             })
             .collect()
     } else {
-        vec![Plan {
-            n: 20,
-            interval: Duration::from_millis(500),
-            settle: Duration::from_millis(500),
-            window: Duration::from_millis(1500),
-        }]
+        // Smoke test: both policies, so both ways of counting runs are exercised.
+        policies
+            .iter()
+            .map(|&policy| Plan {
+                policy,
+                n: 20,
+                interval: Duration::from_millis(500),
+                settle: Duration::from_millis(500),
+                window: Duration::from_millis(1500),
+            })
+            .collect()
     };
-    let guest = build_rust_guest("guests/queue-progress").expect("guest");
+    let queue_progress = build_rust_guest("guests/queue-progress").expect("guest");
+    let hold = build_rust_guest("tests/benches/hold-guest").expect("guest");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -281,7 +299,14 @@ fn api_fleet(measuring: bool, exe: &std::path::Path) {
     println!("|---|---|---|---|---|---|---|---|");
     for plan in plans {
         let r = rt
-            .block_on(api_server::measure(&plan, exe, &guest))
+            .block_on(api_server::measure(
+                &plan,
+                exe,
+                match plan.policy {
+                    BenchPolicy::QueueProgress => &queue_progress,
+                    BenchPolicy::Hold => &hold,
+                },
+            ))
             .expect("API fleet");
         let runs = r["runs"].as_f64().unwrap_or(0.0);
         assert!(runs > 0.0, "the fleet ran: {r}");
@@ -292,8 +317,9 @@ fn api_fleet(measuring: bool, exe: &std::path::Path) {
             .map(|(k, v)| format!("{k} {:.3}", v.as_f64().unwrap_or(f64::NAN)))
             .collect();
         println!(
-            "| {} | {:.1} s | {:.1} s | {:.3} | {} | {:.2} % | {:.0} MiB ({:.0}) | {:.1} s |",
+            "| {} ({:?}) | {:.1} s | {:.1} s | {:.3} | {} | {:.2} % | {:.0} MiB ({:.0}) | {:.1} s |",
             plan.n,
+            plan.policy,
             r["allRanAfterSeconds"].as_f64().unwrap_or(f64::NAN),
             r["allStatusesWrittenAfterSeconds"]
                 .as_f64()
