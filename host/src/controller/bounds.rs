@@ -187,7 +187,7 @@ impl TenantBounds {
     fn check_source(&self, reference: &PolicyRef) -> Result<(), OutOfBounds> {
         self.sources
             .permits(reference)
-            .map_err(|message| out("sources", message))
+            .map_err(|refused| out("sources", refused.to_string()))
     }
 
     /// Every limit at or below its bound. Compared field by field through their JSON form,

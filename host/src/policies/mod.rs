@@ -8,5 +8,7 @@ mod sources;
 mod store;
 
 pub use reference::{PolicyRef, PolicyRefError};
-pub use sources::{FetchConfig, OCI_LAYER_MEDIA_TYPES, PolicySources, SourceError, SourceRules};
+pub use sources::{
+    FetchConfig, NotPermitted, OCI_LAYER_MEDIA_TYPES, PolicySources, SourceError, SourceRules,
+};
 pub use store::{PolicyError, PolicyRecord, PolicyStore, StoreQuota};

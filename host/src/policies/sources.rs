@@ -43,10 +43,83 @@ impl Default for SourceRules {
     }
 }
 
+/// A policy reference the source rules refuse; the message names the reference (credentials
+/// hidden) and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotPermitted {
+    /// `sources.fileDirs` is empty.
+    #[error("{reference}: file references are not allowed (sources.fileDirs is empty)")]
+    NoFileDirs {
+        /// The reference.
+        reference: String,
+    },
+    /// The path is not under any of `sources.fileDirs`.
+    #[error("{reference}: not under a directory of sources.fileDirs ({dirs})")]
+    OutsideFileDirs {
+        /// The reference.
+        reference: String,
+        /// The allowed directories, comma-separated.
+        dirs: String,
+    },
+    /// The path resolves (through symbolic links) outside `sources.fileDirs`.
+    #[error("{reference}: resolves to {real}, outside sources.fileDirs")]
+    ResolvesOutside {
+        /// The reference.
+        reference: String,
+        /// Where it resolves to.
+        real: String,
+    },
+    /// The URL's host is not in `sources.urlHosts`.
+    #[error("{reference}: host {host} is not in sources.urlHosts")]
+    UrlHost {
+        /// The reference.
+        reference: String,
+        /// Its host (and port).
+        host: String,
+    },
+    /// The URL names an address the host never fetches from.
+    #[error("{reference}: {why}")]
+    DeniedAddress {
+        /// The reference.
+        reference: String,
+        /// Which denied network.
+        why: String,
+    },
+    /// The image's registry is not in `sources.ociRegistries`.
+    #[error("{reference}: registry {registry} is not in sources.ociRegistries")]
+    OciRegistry {
+        /// The reference.
+        reference: String,
+        /// Its registry.
+        registry: String,
+    },
+    /// `sources.uploads` is false.
+    #[error("{reference}: uploaded policies are not allowed (sources.uploads is false)")]
+    Uploads {
+        /// The reference.
+        reference: String,
+    },
+}
+
+impl NotPermitted {
+    /// The rule that refused, as written in config (`sources.fileDirs`, ...).
+    pub fn rule(&self) -> &'static str {
+        match self {
+            NotPermitted::NoFileDirs { .. }
+            | NotPermitted::OutsideFileDirs { .. }
+            | NotPermitted::ResolvesOutside { .. } => "sources.fileDirs",
+            NotPermitted::UrlHost { .. } => "sources.urlHosts",
+            NotPermitted::DeniedAddress { .. } => "sandbox.httpDenyNetworks",
+            NotPermitted::OciRegistry { .. } => "sources.ociRegistries",
+            NotPermitted::Uploads { .. } => "sources.uploads",
+        }
+    }
+}
+
 impl SourceRules {
     /// Checks what can be checked without touching the source; the error names the rule.
     /// (`file:` references are checked again when read, with links resolved.)
-    pub fn permits(&self, reference: &PolicyRef) -> Result<(), String> {
+    pub fn permits(&self, reference: &PolicyRef) -> Result<(), NotPermitted> {
         let host_in = |hosts: &[String], host: &str| {
             hosts
                 .iter()
@@ -56,16 +129,17 @@ impl SourceRules {
             PolicyRef::File(path) => match &self.file_dirs {
                 None => Ok(()),
                 Some(dirs) if dirs.iter().any(|d| lexically_under(path, d)) => Ok(()),
-                Some(dirs) if dirs.is_empty() => Err(format!(
-                    "{reference}: file references are not allowed (sources.fileDirs is empty)"
-                )),
-                Some(dirs) => Err(format!(
-                    "{reference}: not under a directory of sources.fileDirs ({})",
-                    dirs.iter()
+                Some(dirs) if dirs.is_empty() => Err(NotPermitted::NoFileDirs {
+                    reference: reference.to_string(),
+                }),
+                Some(dirs) => Err(NotPermitted::OutsideFileDirs {
+                    reference: reference.to_string(),
+                    dirs: dirs
+                        .iter()
                         .map(|d| d.display().to_string())
                         .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                        .join(", "),
+                }),
             },
             PolicyRef::Url { url, .. } => {
                 let host = url::Url::parse(url)
@@ -81,9 +155,10 @@ impl SourceRules {
                 if host_in(&self.url_hosts, &host) {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{reference}: host {host} is not in sources.urlHosts"
-                    ))
+                    Err(NotPermitted::UrlHost {
+                        reference: reference.to_string(),
+                        host,
+                    })
                 }
             }
             PolicyRef::Oci(image) => {
@@ -91,15 +166,16 @@ impl SourceRules {
                 if image.contains('/') && host_in(&self.oci_registries, registry) {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{reference}: registry {registry} is not in sources.ociRegistries"
-                    ))
+                    Err(NotPermitted::OciRegistry {
+                        reference: reference.to_string(),
+                        registry: registry.to_owned(),
+                    })
                 }
             }
             PolicyRef::Uploaded { .. } if self.uploads => Ok(()),
-            PolicyRef::Uploaded { .. } => Err(format!(
-                "{reference}: uploaded policies are not allowed (sources.uploads is false)"
-            )),
+            PolicyRef::Uploaded { .. } => Err(NotPermitted::Uploads {
+                reference: reference.to_string(),
+            }),
         }
     }
 }
@@ -185,8 +261,8 @@ pub enum SourceError {
     #[error(transparent)]
     Store(#[from] PolicyError),
     /// The host's source rules do not allow this reference.
-    #[error("{0}")]
-    NotAllowed(String),
+    #[error(transparent)]
+    NotAllowed(NotPermitted),
     /// The content is not a usable component.
     #[error("{reference}: {source}")]
     Invalid {
@@ -405,7 +481,12 @@ impl PolicySources {
             self.sandbox
                 .denied_networks()
                 .check_literal(&parsed)
-                .map_err(|why| SourceError::NotAllowed(format!("{reference}: {why}")))?;
+                .map_err(|why| {
+                    SourceError::NotAllowed(NotPermitted::DeniedAddress {
+                        reference: reference.to_string(),
+                        why,
+                    })
+                })?;
         }
         let response = self
             .http
@@ -520,10 +601,10 @@ async fn check_resolved_under(
             return Ok(());
         }
     }
-    Err(SourceError::NotAllowed(format!(
-        "{reference}: resolves to {}, outside sources.fileDirs",
-        real.display()
-    )))
+    Err(SourceError::NotAllowed(NotPermitted::ResolvesOutside {
+        reference: reference.to_string(),
+        real: real.display().to_string(),
+    }))
 }
 
 /// Reads a regular file of at most `limit` bytes. Devices, pipes and directories are refused
@@ -596,5 +677,59 @@ fn check_digest_hex(
             expected: expected.to_owned(),
             actual: actual.to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_names_the_reference_and_its_rule() {
+        let rules = SourceRules {
+            file_dirs: Some(vec![PathBuf::from("/policies")]),
+            oci_registries: vec!["registry.example".into()],
+            url_hosts: vec!["*.example".into()],
+            uploads: false,
+        };
+        let refused = |text: &str| {
+            let reference: PolicyRef = PolicyRef::parse(text).expect("a reference");
+            rules.permits(&reference).expect_err("refused")
+        };
+        for (text, rule, detail) in [
+            ("file:/etc/p.wasm", "sources.fileDirs", "/policies"),
+            (
+                "oci://other.example/p:1",
+                "sources.ociRegistries",
+                "other.example",
+            ),
+            (
+                "https://evil.test/p.wasm@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                "sources.urlHosts",
+                "evil.test",
+            ),
+            ("policy:p", "sources.uploads", "false"),
+        ] {
+            let error = refused(text);
+            assert_eq!(error.rule(), rule, "{error}");
+            let message = error.to_string();
+            assert!(
+                message.contains(rule) && message.contains(detail),
+                "{message}"
+            );
+        }
+        assert!(
+            rules
+                .permits(&PolicyRef::parse("file:/policies/p.wasm").expect("a reference"))
+                .is_ok()
+        );
+        let none = SourceRules {
+            file_dirs: Some(Vec::new()),
+            ..SourceRules::default()
+        };
+        let error = none
+            .permits(&PolicyRef::parse("file:/policies/p.wasm").expect("a reference"))
+            .expect_err("no directory allowed");
+        assert!(matches!(error, NotPermitted::NoFileDirs { .. }), "{error}");
     }
 }
