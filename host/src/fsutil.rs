@@ -29,3 +29,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)
 }
+
+/// Checks that the generated document `docs/NAME` matches `generated`; with
+/// `WASMSCALER_BLESS` set, rewrites it first. `test` is the test's name filter, for the
+/// message's command.
+#[cfg(test)]
+pub(crate) fn assert_doc_current(name: &str, generated: &str, test: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(name);
+    if std::env::var_os("WASMSCALER_BLESS").is_some() {
+        std::fs::write(&path, generated).unwrap_or_else(|e| panic!("writing docs/{name}: {e}"));
+    }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        written == generated,
+        "docs/{name} is not current: run `WASMSCALER_BLESS=1 cargo test -p wasmscaler --lib {test}`"
+    );
+}

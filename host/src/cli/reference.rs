@@ -49,16 +49,6 @@ fn section(out: &mut String, command: &mut clap::Command, path: &str) {
 mod tests {
     #[test]
     fn cli_reference_in_docs_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cli.md");
-        let generated = super::reference();
-        if std::env::var_os("WASMSCALER_BLESS").is_some() {
-            std::fs::write(&path, &generated).expect("writing docs/cli.md");
-        }
-        let written = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            written == generated,
-            "docs/cli.md is not the current CLI reference: run \
-             `WASMSCALER_BLESS=1 cargo test -p wasmscaler --lib cli_reference`"
-        );
+        crate::fsutil::assert_doc_current("cli.md", &super::reference(), "cli_reference");
     }
 }

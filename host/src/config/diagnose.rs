@@ -9,9 +9,6 @@ use serde_yaml::{Mapping, Value};
 
 use crate::engine::{AutoscalerSpec, ScalingSpec};
 
-/// Keys of an entry that are not scaling fields.
-const HEAD: [&str; 3] = ["name", "namespace", "target"];
-
 /// A clearer message for `error`, raised while parsing `text`, when it is inside an
 /// autoscaler entry's scaling fields; `None` keeps serde's own.
 pub(super) fn autoscaler_error(text: &str, error: &serde_yaml::Error) -> Option<String> {
@@ -35,30 +32,41 @@ pub(super) fn autoscaler_error(text: &str, error: &serde_yaml::Error) -> Option<
         Some(line) => format!("at line {line} column {}", keys.column),
         None => format!("at line {} column {}", keys.first_line, keys.column),
     };
-    if let Some(field) = unknown_field(&message) {
-        // Unknown inside a head field (`target:`) keeps serde's message, which names it.
-        if !entry.contains_key(field) {
-            return None;
-        }
-        return Some(format!(
-            "autoscalers[{index}]: unknown field `{field}`, expected one of {} {}",
-            known_fields().join(", "),
-            at(field)
-        ));
-    }
+    // The scaling fields alone, read again with their path: this finds an error inside them,
+    // an unknown field within a nested section (`behavior.scaleUp`) too.
+    let scaling_fields = fields_of(schemars::schema_for!(ScalingSpec));
     let scaling: Mapping = entry
         .iter()
-        .filter(|(k, _)| !k.as_str().is_some_and(|k| HEAD.contains(&k)))
+        .filter(|(k, _)| {
+            k.as_str()
+                .is_some_and(|k| scaling_fields.iter().any(|f| f == k))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let failed =
-        serde_path_to_error::deserialize::<_, ScalingSpec>(Value::Mapping(scaling)).err()?;
-    let path = failed.path().to_string();
-    let top = path.split(['.', '[']).next().unwrap_or_default();
+    if let Err(failed) = serde_path_to_error::deserialize::<_, ScalingSpec>(Value::Mapping(scaling))
+    {
+        let path = failed.path().to_string();
+        let top = path.split(['.', '[']).next().unwrap_or_default();
+        return Some(format!(
+            "autoscalers[{index}].{path}: {} {}",
+            failed.inner(),
+            at(top)
+        ));
+    }
+    // Otherwise an unknown key of the entry itself. One unknown inside `target:` keeps
+    // serde's message, which names it.
+    let field = unknown_field(&message)?;
+    if !entry.contains_key(field) {
+        return None;
+    }
+    let known: Vec<String> = fields_of(schemars::schema_for!(AutoscalerSpec))
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect();
     Some(format!(
-        "autoscalers[{index}].{path}: {} {}",
-        failed.inner(),
-        at(top)
+        "autoscalers[{index}]: unknown field `{field}`, expected one of {} {}",
+        known.join(", "),
+        at(field)
     ))
 }
 
@@ -68,13 +76,12 @@ fn unknown_field(message: &str) -> Option<&str> {
     Some(rest.split_once('`')?.0)
 }
 
-/// The keys an autoscaler entry takes, in the schema's order, quoted.
-fn known_fields() -> Vec<String> {
-    let schema = schemars::schema_for!(AutoscalerSpec);
+/// The fields a type's schema lists, in name order (a flattened struct's included).
+fn fields_of(schema: schemars::Schema) -> Vec<String> {
     schema
         .get("properties")
         .and_then(|p| p.as_object())
-        .map(|properties| properties.keys().map(|k| format!("`{k}`")).collect())
+        .map(|properties| properties.keys().cloned().collect())
         .unwrap_or_default()
 }
 
@@ -89,12 +96,18 @@ struct EntryKeys<'a> {
 impl EntryKeys<'_> {
     fn line_of(&self, key: &str) -> Option<usize> {
         let indent = self.column.checked_sub(1)?;
-        for (i, line) in self.text.lines().enumerate().skip(self.first_line - 1) {
+        for (i, line) in self
+            .text
+            .lines()
+            .enumerate()
+            .skip(self.first_line.saturating_sub(1))
+        {
             let content = line.trim_start();
             let depth = line.len() - content.len();
-            // The first line may carry the list's `- ` before its key.
+            // The first line may carry the list's `- ` before its key (the column counts
+            // characters, so a line with others before it is read from its first key).
             let content = if i + 1 == self.first_line {
-                &line[indent.min(line.len())..]
+                line.get(indent..).unwrap_or(content)
             } else if content.is_empty() || content.starts_with('#') {
                 continue;
             } else if depth < indent {
@@ -160,6 +173,19 @@ mod tests {
             "{nested}"
         );
         assert!(nested.ends_with("at line 7 column 5"), "{nested}");
+    }
+
+    #[test]
+    fn an_unknown_nested_field_is_named_by_its_path_even_when_a_top_level_key_shares_its_name() {
+        // `policy:` is an entry key too; the unknown one is inside `behavior.scaleUp`.
+        let message =
+            error_of("    maxReplicas: 4\n    behavior:\n      scaleUp:\n        policy: Max\n");
+        assert!(
+            message.contains("autoscalers[0].behavior.scaleUp")
+                && message.contains("unknown field `policy`"),
+            "{message}"
+        );
+        assert!(message.ends_with("at line 7 column 5"), "{message}");
     }
 
     #[test]

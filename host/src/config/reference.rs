@@ -198,17 +198,10 @@ fn cell(text: &str) -> String {
 mod tests {
     #[test]
     fn config_reference_in_docs_is_current() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config-reference.md");
-        let generated = super::reference();
-        if std::env::var_os("WASMSCALER_BLESS").is_some() {
-            std::fs::write(&path, &generated).expect("writing docs/config-reference.md");
-        }
-        let written = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            written == generated,
-            "docs/config-reference.md is not the current config reference: run \
-             `WASMSCALER_BLESS=1 cargo test -p wasmscaler --lib config_reference`"
+        crate::fsutil::assert_doc_current(
+            "config-reference.md",
+            &super::reference(),
+            "config_reference",
         );
     }
 
