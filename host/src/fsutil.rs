@@ -10,7 +10,7 @@ static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to `path` so that readers see either the old or the new file, never a torn
 /// one: write a sibling temporary file, flush it, then rename it over the target.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(dir) = dir {
         std::fs::create_dir_all(dir)?;

@@ -30,7 +30,7 @@ impl Host {
     /// Builds the host of `config`: its sandbox and policy sources, every autoscaler it can
     /// start (one that cannot is reported and left out), and its lifecycle handlers. Every
     /// run is reported to `observer` (the API's metrics) if given.
-    pub async fn from_config(
+    pub(crate) async fn from_config(
         config: &ConfigFile,
         observer: Option<Arc<dyn RunObserver>>,
     ) -> anyhow::Result<Self> {
@@ -74,7 +74,10 @@ impl Host {
 }
 
 /// The policy sources of a config file: its fetch settings and its upload store.
-pub fn policy_sources(config: &ConfigFile, sandbox: Arc<Sandbox>) -> anyhow::Result<PolicySources> {
+pub(crate) fn policy_sources(
+    config: &ConfigFile,
+    sandbox: Arc<Sandbox>,
+) -> anyhow::Result<PolicySources> {
     Ok(PolicySources::new(sandbox, &config.fetch)?
         .with_upload_dir(config.state_dir.join("policies"), config.uploads)?
         .with_local_copies(config.state_dir.join("sources"))?)
@@ -91,7 +94,7 @@ pub fn guest_state(spec: &AutoscalerSpec, file: PathBuf) -> Option<Arc<dyn State
 
 /// Loads the guests of one autoscaler under the host's source rules and checks them against
 /// its spec: worlds and grants.
-pub async fn load_spec_guests(
+pub(crate) async fn load_spec_guests(
     spec: &AutoscalerSpec,
     sources: &PolicySources,
 ) -> anyhow::Result<Guests> {
@@ -99,7 +102,7 @@ pub async fn load_spec_guests(
 }
 
 /// [`load_spec_guests`] under `rules` (a namespace's bounds in cluster mode).
-pub async fn load_spec_guests_under(
+pub(crate) async fn load_spec_guests_under(
     spec: &AutoscalerSpec,
     sources: &PolicySources,
     rules: &SourceRules,
@@ -142,7 +145,7 @@ pub async fn load_spec_guests_under(
 }
 
 /// Loads every autoscaler's guests and checks the grants, without touching any target.
-pub async fn load_guests(
+pub(crate) async fn load_guests(
     config: &ConfigFile,
     sources: &PolicySources,
 ) -> anyhow::Result<Vec<Guests>> {

@@ -3,7 +3,7 @@
 //! answers alike.
 
 /// `text` with every URL's userinfo replaced by `***`.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {

@@ -49,12 +49,12 @@ impl Default for ApiLimits {
 
 impl ApiLimits {
     /// The header read timeout as a [`Duration`].
-    pub fn header_read_timeout(&self) -> Duration {
+    pub(crate) fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
     }
 
     /// The body read timeout as a [`Duration`].
-    pub fn body_read_timeout(&self) -> Duration {
+    pub(crate) fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.body_read_timeout_ms)
     }
 }

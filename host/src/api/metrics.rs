@@ -118,7 +118,10 @@ impl Metrics {
     }
 
     /// Also exposes the throttling of a Kubernetes client's request budget.
-    pub fn with_client_budget(mut self, budget: &crate::targets::budget::RequestBudget) -> Self {
+    pub(crate) fn with_client_budget(
+        mut self,
+        budget: &crate::targets::budget::RequestBudget,
+    ) -> Self {
         self.registry.register(
             "kube_client_throttled_requests",
             "Kubernetes API requests that waited for the client-side budget",

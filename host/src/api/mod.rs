@@ -43,7 +43,7 @@ pub const MAX_BODY_BYTES: usize = 64 << 10;
 /// Who refers to an uploaded policy beyond the autoscalers this process runs: in cluster
 /// mode every `WasmAutoscaler` naming it, whichever replica runs it, so a delete through any
 /// replica sees the same answer.
-pub trait PolicyUsers: Send + Sync {
+pub(crate) trait PolicyUsers: Send + Sync {
     /// The users of upload `name`; an error refuses the delete.
     fn users<'a>(
         &'a self,
@@ -97,13 +97,13 @@ impl ApiState {
     }
 
     /// Also asks `users` before deleting an upload.
-    pub fn with_policy_users(mut self, users: Arc<dyn PolicyUsers>) -> Self {
+    pub(crate) fn with_policy_users(mut self, users: Arc<dyn PolicyUsers>) -> Self {
         self.policy_users = Some(users);
         self
     }
 
     /// Marks the host as shutting down: `/readyz` answers 503 from now on.
-    pub fn set_not_ready(&self) {
+    pub(crate) fn set_not_ready(&self) {
         self.ready.store(false, Ordering::Relaxed);
     }
 }
@@ -365,7 +365,7 @@ async fn dry_run_metrics(
     let samples = autoscaler
         .gather_preview()
         .await
-        .map_err(|message| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message))?;
+        .map_err(|failure| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, failure.to_string()))?;
     Ok(Json(json!({ "autoscaler": key.0, "samples": samples })).into_response())
 }
 

@@ -13,9 +13,9 @@ use crate::targets::aws::AwsEndpoint;
 use crate::targets::aws::{AwsLifecycleApi, LifecycleApi};
 
 /// The tag marking an instance whose JOIN completed.
-pub const ENROLLED_TAG: &str = "wasmscaler.dev/enrolled";
+pub(crate) const ENROLLED_TAG: &str = "wasmscaler.dev/enrolled";
 /// The tag recording the instance's private address, for the host's view of its replicas.
-pub const ADDRESS_TAG: &str = "wasmscaler.dev/private-address";
+pub(crate) const ADDRESS_TAG: &str = "wasmscaler.dev/private-address";
 
 #[derive(Debug, Args)]
 pub(super) struct AgentArgs {

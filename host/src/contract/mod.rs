@@ -27,9 +27,9 @@ pub use bindings::exports::wasmscaler::policy::{evaluation, lifecycle, metrics};
 pub use bindings::wasmscaler::policy::{http, kubernetes_metrics, log, state, types};
 
 /// The semver of the WIT package this host implements.
-pub const PACKAGE_VERSION: &str = "0.1.0";
+pub(crate) const PACKAGE_VERSION: &str = "0.1.0";
 
 /// Fully qualified name of an interface of this package, e.g. `wasmscaler:policy/metrics@0.1.0`.
-pub fn interface_name(interface: &str) -> String {
+pub(crate) fn interface_name(interface: &str) -> String {
     format!("wasmscaler:policy/{interface}@{PACKAGE_VERSION}")
 }

@@ -304,7 +304,7 @@ impl From<GuestError> for wit::Error {
 
 /// Bytes a guest's output occupies once lifted into the host: what the output-size limit
 /// counts. Strings count their length, numbers eight bytes, each record a small overhead.
-pub trait OutputSize {
+pub(crate) trait OutputSize {
     /// Approximate size in bytes.
     fn output_size(&self) -> usize;
 }

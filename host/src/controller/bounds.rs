@@ -106,7 +106,7 @@ fn out(bound: impl Into<String>, message: impl Into<String>) -> OutOfBounds {
 
 impl TenantBounds {
     /// The bounds of resources in `namespace`.
-    pub fn for_namespace(&self, namespace: &str) -> &TenantBounds {
+    pub(crate) fn for_namespace(&self, namespace: &str) -> &TenantBounds {
         self.namespaces.get(namespace).unwrap_or(self)
     }
 

@@ -22,11 +22,11 @@ use tokio::sync::Mutex;
 const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 
 /// Longest note the Events API accepts, in bytes.
-pub const MAX_NOTE_BYTES: usize = 1024;
+pub(crate) const MAX_NOTE_BYTES: usize = 1024;
 
 /// Normal or Warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventType {
+pub(crate) enum EventType {
     /// Something expected happened (a scale).
     Normal,
     /// Something needs attention (a policy failure, a refused spec).
@@ -79,7 +79,7 @@ impl EventSink {
 
     /// Records an Event about `regarding`: a new Event unless it repeats the last one with
     /// the same note within six minutes, which only counts up its series.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         regarding: &ObjectReference,
         type_: EventType,

@@ -59,7 +59,7 @@ pub const ROLE_LABEL: &str = "wasmscaler.dev/role";
 
 /// Labels this replica's pod (named by its identity, in the Lease's namespace) `leader` or
 /// `standby`. A failure is logged: the Service then routes by the last label written.
-pub async fn mark_role(client: &Client, settings: &LeaseSettings, leader: bool) {
+pub(crate) async fn mark_role(client: &Client, settings: &LeaseSettings, leader: bool) {
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
         Api::namespaced(client.clone(), &settings.namespace);
     let role = if leader { "leader" } else { "standby" };
@@ -78,7 +78,7 @@ pub async fn mark_role(client: &Client, settings: &LeaseSettings, leader: bool) 
 
 /// Why holding the lease ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseEnd {
+pub(crate) enum LeaseEnd {
     /// Shutdown was asked for; the lease is still held.
     Stopped,
     /// The lease was lost; the reason says how.
@@ -86,7 +86,7 @@ pub enum LeaseEnd {
 }
 
 /// One candidate.
-pub struct LeaderElector {
+pub(crate) struct LeaderElector {
     api: Api<Lease>,
     settings: LeaseSettings,
     /// The last record seen (resourceVersion) and when, by this process's clock.
@@ -117,7 +117,7 @@ impl LeaderElector {
     }
 
     /// Waits until this candidate holds the lease; `false` if `stop` came first.
-    pub async fn acquire(&self, stop: &CancellationToken) -> bool {
+    pub(crate) async fn acquire(&self, stop: &CancellationToken) -> bool {
         let mut last_holder = None;
         loop {
             match self.try_acquire_or_renew().await {
@@ -196,7 +196,7 @@ impl LeaderElector {
     /// Notes the lease's resourceVersion as seen now, if it changed (from a list made for
     /// other reasons): its expiry is then counted from its last change, not from this
     /// candidate's first attempt.
-    pub async fn note_seen(&self, version: &str) {
+    pub(crate) async fn note_seen(&self, version: &str) {
         let mut observed = self.observed.lock().await;
         if observed.as_ref().is_none_or(|(seen, _)| seen != version) {
             *observed = Some((version.to_owned(), Instant::now()));
@@ -204,7 +204,7 @@ impl LeaderElector {
     }
 
     /// One attempt to acquire or renew: `true` if this candidate now holds the lease.
-    pub async fn try_once(&self) -> Result<bool, kube::Error> {
+    pub(crate) async fn try_once(&self) -> Result<bool, kube::Error> {
         Ok(matches!(self.try_acquire_or_renew().await?, Attempt::Held))
     }
 

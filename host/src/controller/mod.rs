@@ -30,7 +30,7 @@ use lease::{LeaderElector, LeaseEnd, LeaseSettings};
 use reconciler::{ReconcileEnv, Reconciler};
 
 /// The name Events are reported under.
-pub const CONTROLLER_NAME: &str = "wasmscaler";
+pub(crate) const CONTROLLER_NAME: &str = "wasmscaler";
 
 /// Everything `wasmscaler controller` is configured with.
 #[derive(Debug, Clone)]

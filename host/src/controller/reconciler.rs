@@ -65,7 +65,7 @@ pub struct ReconcileEnv {
 }
 
 /// [`ReconcileEnv::preparing`]'s permits: enough to keep both cores busy while some wait on I/O.
-pub const CONCURRENT_PREPARES: usize = 8;
+pub(crate) const CONCURRENT_PREPARES: usize = 8;
 
 /// The autoscaler a task runs, once it runs: the next task of the same resource takes its
 /// history from here.
@@ -147,7 +147,7 @@ impl RunObserver for RecordSink {
 }
 
 /// The reconciler of one leadership term.
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     shared: Arc<ReconcileEnv>,
     running: HashMap<String, Running>,
     /// (shard, shards): only the resources of this shard are run.
@@ -165,7 +165,7 @@ impl Reconciler {
     }
 
     /// Runs only the resources of `shard` out of `shards` (see [`super::shards`]).
-    pub fn only_shard(mut self, shard: u32, shards: u32) -> Self {
+    pub(crate) fn only_shard(mut self, shard: u32, shards: u32) -> Self {
         self.shard = Some((shard, shards));
         self
     }
@@ -242,11 +242,6 @@ impl Reconciler {
                 }
             }
         }
-    }
-
-    /// Number of resources with a task.
-    pub fn running(&self) -> usize {
-        self.running.len()
     }
 
     /// Stops a deleted resource's task without waiting in the watch loop.

@@ -48,14 +48,14 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 }
 
 /// The shard of resource `key` (`namespace/name`) among `shards`.
-pub fn shard_of(key: &str, shards: u32) -> u32 {
+pub(crate) fn shard_of(key: &str, shards: u32) -> u32 {
     (fnv1a(&[key.as_bytes()]) % u64::from(shards.max(1))) as u32
 }
 
 /// The owner of each shard: rendezvous hashing (each shard prefers the members in the order
 /// of their score) with bounded loads (no member takes more than `ceil(shards / members)`),
 /// so the shares are even and every replica that sees the same members computes the same.
-pub fn owners(shards: u32, members: &[String]) -> Vec<Option<&String>> {
+pub(crate) fn owners(shards: u32, members: &[String]) -> Vec<Option<&String>> {
     if members.is_empty() {
         return vec![None; shards as usize];
     }

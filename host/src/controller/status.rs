@@ -23,7 +23,7 @@ use crate::engine::{Outcome, RunRecord};
 use crate::redact::bounded;
 
 /// The field manager of every status write.
-pub const FIELD_MANAGER: &str = "wasmscaler";
+pub(crate) const FIELD_MANAGER: &str = "wasmscaler";
 
 /// Longest condition message, in bytes (guest reasons are cut before this already).
 const MAX_CONDITION_MESSAGE: usize = 1024;
@@ -100,7 +100,7 @@ fn now() -> String {
 }
 
 /// Writes one resource's status and Events.
-pub struct StatusWriter {
+pub(crate) struct StatusWriter {
     api: Api<WasmAutoscaler>,
     events: Arc<EventSink>,
     object: k8s_openapi::api::core::v1::ObjectReference,
@@ -237,7 +237,7 @@ impl StatusWriter {
     }
 
     /// Writes what [`StatusWriter::started`] changed, when no run came to carry it.
-    pub async fn write_started(&mut self) {
+    pub(crate) async fn write_started(&mut self) {
         self.write().await;
     }
 
@@ -261,12 +261,6 @@ impl StatusWriter {
             self.event(EventType::Warning, reason, "Load", message)
                 .await;
         }
-    }
-
-    /// Reports one run: status, and an Event for a scale or a new failure.
-    pub async fn run(&mut self, record: &RunRecord, state: &EngineState) {
-        let scaled = self.note(record, state).await;
-        self.write_if_due(scaled).await;
     }
 
     /// Reports runs that queued behind a slow write: each one's Events, and one status

@@ -93,21 +93,30 @@ fn on_grid(at: tokio::time::Instant, interval: Duration) -> tokio::time::Instant
     at + Duration::from_nanos(u64::try_from(step - late).unwrap_or(0))
 }
 
-/// Why a run decided nothing.
-struct Failure {
+/// Why a run (or a dry-run gather) decided nothing: the failing stage's kind, the run
+/// record's `errorKind`, and its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RunFailure {
     kind: String,
     message: String,
 }
 
-impl Failure {
+impl RunFailure {
+    /// The failure's stable kind (`target`, `busy`, or the sandbox error's kind), as run
+    /// records and metrics carry it.
+    pub fn reason(&self) -> &str {
+        &self.kind
+    }
+
     fn sandbox(stage: &str, e: SandboxError) -> Self {
-        Failure {
+        RunFailure {
             kind: e.kind().to_owned(),
             message: format!("{stage}: {}", e.summary()),
         }
     }
     fn target(e: TargetError) -> Self {
-        Failure {
+        RunFailure {
             kind: "target".into(),
             message: format!("target: {e}"),
         }
@@ -269,7 +278,7 @@ impl Autoscaler {
     }
 
     /// Hex sha256 of the components it runs (metric source, evaluator).
-    pub fn guest_digests(&self) -> [String; 2] {
+    pub(crate) fn guest_digests(&self) -> [String; 2] {
         [
             self.policies.metrics.digest(),
             self.policies.evaluator.digest(),
@@ -339,28 +348,27 @@ impl Autoscaler {
     /// Observes the target and gathers once, without evaluating: the API's dry-run metrics.
     /// Its guest state writes are discarded, and the target is observed at most once per
     /// interval however often it is called.
-    pub async fn gather_preview(&self) -> Result<Vec<Sample>, String> {
+    pub async fn gather_preview(&self) -> Result<Vec<Sample>, RunFailure> {
         let observed = self
             .observe(Mode::Preview)
             .await
-            .map_err(|e| Failure::target(e).message)?;
+            .map_err(RunFailure::target)?;
         let mut ctx = self.context(&observed, (self.clock)());
         ctx.run_type = RunType::Api;
-        let samples = match self.spec.scaling.run_mode {
+        match self.spec.scaling.run_mode {
             RunMode::PerResource => self
                 .policies
                 .metrics
                 .gather(&ctx, &self.preview_env)
                 .await
                 .map(|out| out.value)
-                .map_err(|e| Failure::sandbox("gather", e)),
+                .map_err(|e| RunFailure::sandbox("gather", e)),
             RunMode::PerReplica => {
                 let mut scratch = self.empty_record(ctx.now_ms);
                 self.gather_all(&ctx, &observed, &mut scratch, Mode::Preview)
                     .await
             }
-        };
-        samples.map_err(|failure| failure.message)
+        }
     }
 
     /// Observes the target. Scheduled runs always ask it; dry runs reuse an observation up to
@@ -489,9 +497,9 @@ impl Autoscaler {
         record: &mut RunRecord,
         mode: Mode,
         given: Option<Vec<Sample>>,
-    ) -> Result<Outcome, Failure> {
+    ) -> Result<Outcome, RunFailure> {
         let spec = &self.spec;
-        let observed = self.observe(mode).await.map_err(Failure::target)?;
+        let observed = self.observe(mode).await.map_err(RunFailure::target)?;
         let current = observed.current;
         record.current_replicas = Some(current);
         record.replica_count = observed.replicas.len();
@@ -563,7 +571,7 @@ impl Autoscaler {
         record: &mut RunRecord,
         given: Option<Vec<Sample>>,
         mode: Mode,
-    ) -> Result<Decision, Failure> {
+    ) -> Result<Decision, RunFailure> {
         let samples = match (given, self.spec.scaling.run_mode) {
             (Some(samples), _) => samples,
             (None, RunMode::PerResource) => {
@@ -572,7 +580,7 @@ impl Autoscaler {
                     .metrics
                     .gather(ctx, self.env(mode))
                     .await
-                    .map_err(|e| Failure::sandbox("gather", e))?;
+                    .map_err(|e| RunFailure::sandbox("gather", e))?;
                 account(record, &out);
                 out.value
             }
@@ -584,7 +592,7 @@ impl Autoscaler {
             .evaluator
             .evaluate(ctx, &samples, self.env(mode))
             .await
-            .map_err(|e| Failure::sandbox("evaluate", e))?;
+            .map_err(|e| RunFailure::sandbox("evaluate", e))?;
         account(record, &out);
         Ok(out.value)
     }
@@ -596,7 +604,7 @@ impl Autoscaler {
         observed: &Observation,
         record: &mut RunRecord,
         mode: Mode,
-    ) -> Result<Vec<Sample>, Failure> {
+    ) -> Result<Vec<Sample>, RunFailure> {
         let env = self.env(mode);
         // Collected (and boxed) up front: a lazily mapped iterator of futures trips the
         // compiler's higher-ranked `Send` check once the run is spawned.
@@ -618,7 +626,7 @@ impl Autoscaler {
             .await;
         let mut samples = Vec::new();
         for result in results {
-            let out = result.map_err(|e| Failure::sandbox("gather", e))?;
+            let out = result.map_err(|e| RunFailure::sandbox("gather", e))?;
             account(record, &out);
             samples.extend(out.value);
         }
@@ -633,7 +641,7 @@ impl Autoscaler {
         to: u32,
         remove_first: &[String],
         mode: Mode,
-    ) -> Result<Outcome, Failure> {
+    ) -> Result<Outcome, RunFailure> {
         let from = observed.current;
         if to == from {
             return Ok(Outcome::Unchanged);
@@ -649,7 +657,7 @@ impl Autoscaler {
                 state.history.record_scale(now, from, *reached, up, down);
                 state.last_scale_ms = Some(now);
             }
-            return Err(Failure::target(error));
+            return Err(RunFailure::target(error));
         }
         state.history.record_scale(now, from, to, up, down);
         state.last_scale_ms = Some(now);

@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
-pub use autoscaler::{Autoscaler, AutoscalerBuilder, Clock, RunObserver, system_clock};
+pub use autoscaler::{Autoscaler, AutoscalerBuilder, Clock, RunFailure, RunObserver, system_clock};
 pub use error::{AutoscalerError, SpecError, StateError};
 pub use policy::{Guests, Policies, Policy, PolicyResult};
 pub use record::{Outcome, RunRecord};
@@ -52,7 +52,7 @@ impl Fleet {
     }
 
     /// Records that the autoscaler under `key` could not start.
-    pub fn mark_failed(&self, key: &str, error: String) {
+    pub(crate) fn mark_failed(&self, key: &str, error: String) {
         if let Ok(mut failed) = self.failed.write() {
             failed.insert(key.to_owned(), error);
         }

@@ -85,7 +85,7 @@ impl StateBackend for FileBackend {
 /// Keeps the state in memory, starting from a given one: cluster mode, where the durable copy
 /// is the resource's status, written after every run.
 #[derive(Debug, Default)]
-pub struct MemoryBackend(std::sync::Mutex<EngineState>);
+pub(crate) struct MemoryBackend(std::sync::Mutex<EngineState>);
 
 impl MemoryBackend {
     /// Starts from `state`.

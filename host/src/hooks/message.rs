@@ -34,12 +34,42 @@ pub struct Notification {
     pub notification_metadata: Option<String>,
 }
 
+/// Why a queue message is not a lifecycle action the host can handle. Such a message is
+/// deleted, so it cannot come back forever.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MessageError {
+    /// The body is not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// An SNS envelope whose `Message` is missing or not a JSON string.
+    #[error("SNS envelope: {0}")]
+    BadSnsEnvelope(String),
+    /// JSON, but not the fields of a lifecycle action notification.
+    #[error("not a lifecycle notification: {0}")]
+    NotANotification(String),
+    /// A transition other than launching and terminating.
+    #[error("unknown lifecycle transition {0:?}")]
+    UnknownTransition(String),
+}
+
+impl MessageError {
+    /// A stable label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MessageError::NotJson(_) => "NotJson",
+            MessageError::BadSnsEnvelope(_) => "BadSnsEnvelope",
+            MessageError::NotANotification(_) => "NotANotification",
+            MessageError::UnknownTransition(_) => "UnknownTransition",
+        }
+    }
+}
+
 impl Notification {
-    pub(crate) fn transition(&self) -> Result<Transition, String> {
+    pub(crate) fn transition(&self) -> Result<Transition, MessageError> {
         match self.lifecycle_transition.as_str() {
             "autoscaling:EC2_INSTANCE_LAUNCHING" => Ok(Transition::Launch),
             "autoscaling:EC2_INSTANCE_TERMINATING" => Ok(Transition::Terminate),
-            other => Err(format!("unknown lifecycle transition {other:?}")),
+            other => Err(MessageError::UnknownTransition(other.to_owned())),
         }
     }
 }
@@ -47,14 +77,15 @@ impl Notification {
 /// Parses an SQS message body: the hook's own JSON, an SNS envelope (`"Type":
 /// "Notification"`, the payload in `Message`), or an EventBridge envelope (`"detail-type"`,
 /// the payload in `detail`).
-pub fn parse_message(body: &str) -> Result<Message, String> {
+pub fn parse_message(body: &str) -> Result<Message, MessageError> {
     let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+        serde_json::from_str(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
     let payload = if value.get("Type").and_then(|t| t.as_str()) == Some("Notification") {
         let inner = value["Message"]
             .as_str()
-            .ok_or("SNS envelope without Message")?;
-        serde_json::from_str(inner).map_err(|e| format!("SNS Message is not JSON: {e}"))?
+            .ok_or_else(|| MessageError::BadSnsEnvelope("no Message string".to_owned()))?;
+        serde_json::from_str(inner)
+            .map_err(|e| MessageError::BadSnsEnvelope(format!("Message is not JSON: {e}")))?
     } else if value.get("detail-type").is_some() {
         value["detail"].clone()
     } else {
@@ -65,12 +96,12 @@ pub fn parse_message(body: &str) -> Result<Message, String> {
     }
     serde_json::from_value(payload)
         .map(Message::Action)
-        .map_err(|e| format!("not a lifecycle notification: {e}"))
+        .map_err(|e| MessageError::NotANotification(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Message, parse_message};
+    use super::{Message, MessageError, parse_message};
 
     const DIRECT: &str = r#"{"Origin":"EC2","Destination":"AutoScalingGroup","Service":"AWS Auto Scaling","Time":"2026-11-22T04:00:00.000Z","AccountId":"123456789012","LifecycleTransition":"autoscaling:EC2_INSTANCE_LAUNCHING","RequestId":"r-1","LifecycleActionToken":"tok-1","EC2InstanceId":"i-1","LifecycleHookName":"launch","AutoScalingGroupName":"web","NotificationMetadata":"{\"role\":\"node\"}"}"#;
 
@@ -93,7 +124,18 @@ mod tests {
         assert_eq!(parse_message(&bridge), Ok(Message::Action(direct)));
         let test = r#"{"AccountId":"1","RequestId":"r","AutoScalingGroupARN":"arn","AutoScalingGroupName":"web","Service":"AWS Auto Scaling","Event":"autoscaling:TEST_NOTIFICATION","Time":"t"}"#;
         assert_eq!(parse_message(test), Ok(Message::Test));
-        assert!(parse_message("{}").is_err());
-        assert!(parse_message("not json").is_err());
+        assert!(matches!(
+            parse_message("{}"),
+            Err(MessageError::NotANotification(_))
+        ));
+        assert_eq!(
+            parse_message("not json").map_err(|e| e.reason()),
+            Err("NotJson")
+        );
+        let empty_sns = r#"{"Type": "Notification", "MessageId": "m"}"#;
+        assert_eq!(
+            parse_message(empty_sns).map_err(|e| e.reason()),
+            Err("BadSnsEnvelope")
+        );
     }
 }

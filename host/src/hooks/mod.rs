@@ -10,7 +10,7 @@
 //! - [`message`]: the hook's notifications, whatever envelope they came in;
 //! - [`stepper`]: one event through the handler's state machine (also what `wasmscaler agent`
 //!   runs);
-//! - [`processor`]: the queue consumer, with the completed-token store of [`completed`].
+//! - [`processor`]: the queue consumer, with the completed-token store of `completed`.
 
 mod completed;
 pub mod message;
@@ -18,7 +18,7 @@ pub mod processor;
 pub mod spec;
 pub mod stepper;
 
-pub use message::{Message, Notification, parse_message};
+pub use message::{Message, MessageError, Notification, parse_message};
 pub use processor::{Handled, HookError, LifecycleProcessor};
 pub use spec::{LifecycleSpec, state_tag};
 pub use stepper::{Stepped, Stepper};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::completed::Completed;
-use super::message::{Message, Notification, parse_message};
+use super::message::{Message, MessageError, Notification, parse_message};
 use super::spec::{LifecycleSpec, state_tag};
 use super::stepper::{Stepped, Stepper};
 use crate::contract::lifecycle_model::{ActionResult, Hook, LifecycleEvent};
@@ -63,7 +63,7 @@ pub enum Handled {
     /// A test notification.
     Test,
     /// Unparseable; deleted so it does not loop forever.
-    Dropped(String),
+    Dropped(MessageError),
     /// Not completed (CompleteLifecycleAction failed, or the handler failed while the hook's
     /// default result is unknown): the message is left in the queue to come back.
     Retry(String),

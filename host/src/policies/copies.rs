@@ -12,7 +12,7 @@ use crate::fsutil::write_atomic;
 
 /// The copies kept in one directory.
 #[derive(Debug, Clone)]
-pub struct LocalCopies {
+pub(crate) struct LocalCopies {
     dir: PathBuf,
 }
 

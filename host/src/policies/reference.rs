@@ -157,7 +157,7 @@ impl PolicyRef {
 impl PolicyRef {
     /// The string form, credentials included: what parses back to this reference. Only for
     /// serialization; [`Display`](fmt::Display) redacts them.
-    pub fn to_raw_string(&self) -> String {
+    pub(crate) fn to_raw_string(&self) -> String {
         match self {
             PolicyRef::Url { url, sha256 } => format!("{url}{DIGEST_PREFIX}{sha256}"),
             other => other.to_string(),

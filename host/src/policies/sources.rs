@@ -83,7 +83,7 @@ pub enum NotPermitted {
         /// The reference.
         reference: String,
         /// Which denied network.
-        why: String,
+        why: crate::sandbox::UrlRefusal,
     },
     /// The image's registry is not in `sources.ociRegistries`.
     #[error("{reference}: registry {registry} is not in sources.ociRegistries")]
@@ -119,7 +119,7 @@ impl NotPermitted {
 impl SourceRules {
     /// Checks what can be checked without touching the source; the error names the rule.
     /// (`file:` references are checked again when read, with links resolved.)
-    pub fn permits(&self, reference: &PolicyRef) -> Result<(), NotPermitted> {
+    pub(crate) fn permits(&self, reference: &PolicyRef) -> Result<(), NotPermitted> {
         let host_in = |hosts: &[String], host: &str| {
             hosts
                 .iter()
@@ -343,7 +343,7 @@ impl PolicySources {
 
     /// Resolves `policy:NAME` references in a store kept in `dir` (created if missing), which
     /// accepts uploads up to the sandbox's component size limit, within `quota`.
-    pub fn with_upload_dir(
+    pub(crate) fn with_upload_dir(
         self,
         dir: impl Into<PathBuf>,
         quota: StoreQuota,
@@ -380,7 +380,7 @@ impl PolicySources {
 
     /// Loads the component `reference` names under `rules` (in cluster mode, the bounds of
     /// the resource's namespace).
-    pub async fn load_under(
+    pub(crate) async fn load_under(
         &self,
         reference: &PolicyRef,
         rules: &SourceRules,

@@ -212,7 +212,7 @@ impl PolicyStore {
     }
 
     /// Where the bytes of a stored digest live.
-    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+    pub(crate) fn blob_path(&self, sha256: &str) -> PathBuf {
         self.dir.join("blobs").join(format!("{sha256}.wasm"))
     }
 

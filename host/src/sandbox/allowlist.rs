@@ -2,6 +2,39 @@
 
 use url::Url;
 
+/// Why the `http` capability refuses a URL; the guest gets its text as `error.denied`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefusal {
+    /// The URL does not parse.
+    #[error("{url:?} is not a valid URL: {why}")]
+    Invalid {
+        /// The URL asked for.
+        url: String,
+        /// The parser's reason.
+        why: url::ParseError,
+    },
+    /// A scheme other than http and https.
+    #[error("{0:?}: only http and https are allowed")]
+    Scheme(String),
+    /// A user name or password in the URL.
+    #[error("{0:?}: credentials in URLs are not allowed")]
+    Credentials(String),
+    /// No host, or no port and no default port for the scheme.
+    #[error("{0:?} has no host or port")]
+    NoHostOrPort(String),
+    /// Not matched by any pattern of the autoscaler's allow-list.
+    #[error("{0:?} is not on the autoscaler's HTTP allow-list")]
+    NotAllowed(String),
+    /// A literal IP address in a network the sandbox denies whatever the allow-list says.
+    #[error("{ip} is in {network}, which sandbox.httpDenyNetworks denies")]
+    DeniedNetwork {
+        /// The address in the URL.
+        ip: std::net::IpAddr,
+        /// The denied network that holds it.
+        network: ipnet::IpNet,
+    },
+}
+
 /// Placeholder in a pattern that stands for any current replica's address.
 const REPLICA: &str = "{replica}";
 
@@ -29,20 +62,20 @@ impl UrlAllowList {
     }
 
     /// Parses `url` and checks it against the patterns; the error says why it was refused.
-    pub(crate) fn check(&self, url: &str) -> Result<Url, String> {
-        let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+    pub(crate) fn check(&self, url: &str) -> Result<Url, UrlRefusal> {
+        let parsed = Url::parse(url).map_err(|why| UrlRefusal::Invalid {
+            url: url.to_owned(),
+            why,
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("{url:?}: only http and https are allowed"));
+            return Err(UrlRefusal::Scheme(url.to_owned()));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(format!("{url:?}: credentials in URLs are not allowed"));
+            return Err(UrlRefusal::Credentials(url.to_owned()));
         }
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| format!("{url:?} has no host"))?;
-        let port = parsed
-            .port_or_known_default()
-            .ok_or_else(|| format!("{url:?} has no port"))?;
+        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+            return Err(UrlRefusal::NoHostOrPort(url.to_owned()));
+        };
         let path = parsed.path();
         let with_port = format!("{}://{host}:{port}{path}", parsed.scheme());
         let candidates = if parsed.port().is_none() {
@@ -58,9 +91,7 @@ impl UrlAllowList {
         if allowed {
             Ok(parsed)
         } else {
-            Err(format!(
-                "{url:?} is not on the autoscaler's HTTP allow-list"
-            ))
+            Err(UrlRefusal::NotAllowed(url.to_owned()))
         }
     }
 }
@@ -190,20 +221,20 @@ mod tests {
     #[test]
     fn refuses_other_schemes_credentials_and_garbage() {
         let l = list(&["*"], &[]);
-        assert!(
-            l.check("file:///etc/passwd")
-                .unwrap_err()
-                .contains("only http")
-        );
-        assert!(
-            l.check("http://u:p@h/")
-                .unwrap_err()
-                .contains("credentials")
-        );
-        assert!(
-            l.check("not a url")
-                .unwrap_err()
-                .contains("not a valid URL")
-        );
+        assert!(matches!(
+            l.check("file:///etc/passwd"),
+            Err(UrlRefusal::Scheme(_))
+        ));
+        assert!(matches!(
+            l.check("http://u:p@h/"),
+            Err(UrlRefusal::Credentials(_))
+        ));
+        let invalid = l.check("not a url").unwrap_err();
+        assert!(matches!(invalid, UrlRefusal::Invalid { .. }));
+        assert!(invalid.to_string().contains("not a valid URL"), "{invalid}");
+        assert!(matches!(
+            list(&["http://a/x"], &[]).check("http://a/y"),
+            Err(UrlRefusal::NotAllowed(_))
+        ));
     }
 }

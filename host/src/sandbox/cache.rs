@@ -20,7 +20,7 @@ const MAGIC: &[u8; 8] = b"WSCWASM1";
 const HEADER_LEN: usize = MAGIC.len() + 32 + 32;
 
 /// A sha256 digest.
-pub type Digest = [u8; 32];
+pub(crate) type Digest = [u8; 32];
 
 /// Computes the sha256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Digest {

@@ -51,7 +51,7 @@ impl Capability {
     ];
 
     /// The WIT interface name (without package and version).
-    pub fn interface(self) -> &'static str {
+    pub(crate) fn interface(self) -> &'static str {
         match self {
             Capability::Log => "log",
             Capability::State => "state",
@@ -61,7 +61,7 @@ impl Capability {
     }
 
     /// Looks a capability up by its WIT interface name.
-    pub fn from_interface(name: &str) -> Option<Capability> {
+    pub(crate) fn from_interface(name: &str) -> Option<Capability> {
         Capability::ALL.into_iter().find(|c| c.interface() == name)
     }
 }

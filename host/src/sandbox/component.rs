@@ -169,7 +169,7 @@ impl GuestComponent {
     }
 
     /// Refuses the component if it imports a capability `granted` does not include.
-    pub fn check_grants(&self, granted: &Capabilities) -> Result<(), SandboxError> {
+    pub(crate) fn check_grants(&self, granted: &Capabilities) -> Result<(), SandboxError> {
         match self.capabilities.iter().find(|c| !granted.grants(**c)) {
             Some(&capability) => Err(SandboxError::not_granted(capability)),
             None => Ok(()),
@@ -189,12 +189,12 @@ impl GuestComponent {
     }
 
     /// Fails unless the component exports `metrics` (world `policy` or `metric-source`).
-    pub fn require_world_metrics(&self) -> Result<(), SandboxError> {
+    pub(crate) fn require_world_metrics(&self) -> Result<(), SandboxError> {
         self.require_metrics().map(|_| ())
     }
 
     /// Fails unless the component exports `evaluation` (world `policy` or `evaluator`).
-    pub fn require_world_evaluation(&self) -> Result<(), SandboxError> {
+    pub(crate) fn require_world_evaluation(&self) -> Result<(), SandboxError> {
         self.require_evaluation().map(|_| ())
     }
 

@@ -138,7 +138,7 @@ impl From<super::CompileLimit> for SandboxError {
 
 impl SandboxError {
     /// The component imports `capability`, which its autoscaler did not grant.
-    pub fn not_granted(capability: Capability) -> Self {
+    pub(crate) fn not_granted(capability: Capability) -> Self {
         SandboxError::CapabilityNotGranted {
             capability,
             import: crate::contract::interface_name(capability.interface()),
@@ -171,7 +171,7 @@ impl SandboxError {
     }
 
     /// The error on one line, without the backtrace: what CLIs and events show.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             SandboxError::GuestTrap { message, .. } => format!("guest trap: {message}"),
             other => other.to_string(),

@@ -286,10 +286,10 @@ impl http::Host for HostState {
         }
         let parsed = match allow_list.check(&url) {
             Ok(parsed) => parsed,
-            Err(reason) => return Ok(Err(types::Error::Denied(reason))),
+            Err(refusal) => return Ok(Err(types::Error::Denied(refusal.to_string()))),
         };
-        if let Err(reason) = self.http.denied.check_literal(&parsed) {
-            return Ok(Err(types::Error::Denied(reason)));
+        if let Err(refusal) = self.http.denied.check_literal(&parsed) {
+            return Ok(Err(types::Error::Denied(refusal.to_string())));
         }
         Ok(fetch(
             &self.http.client,

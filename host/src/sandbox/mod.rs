@@ -31,7 +31,7 @@ use serde::Serialize;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use allowlist::glob_match;
+pub use allowlist::{UrlRefusal, glob_match};
 pub use cache::sha256;
 pub use call::CallOutcome;
 pub use capabilities::{
@@ -238,7 +238,7 @@ impl Sandbox {
     }
 
     /// The networks guests never dial (`httpDenyNetworks`); policy fetches keep to them too.
-    pub fn denied_networks(&self) -> &network::DeniedNetworks {
+    pub(crate) fn denied_networks(&self) -> &network::DeniedNetworks {
         &self.shared.http.denied
     }
 

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::allowlist::UrlRefusal;
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -20,7 +21,7 @@ pub struct DeniedNetworks(Arc<Vec<IpNet>>);
 /// The default denials: link-local ranges (cloud metadata services live there: AWS, GCP and
 /// Azure at 169.254.169.254, AWS's IPv6 endpoint `fd00:ec2::254`), Alibaba's metadata address,
 /// and the unspecified addresses (which reach the local host).
-pub fn default_denied_networks() -> Vec<IpNet> {
+pub(crate) fn default_denied_networks() -> Vec<IpNet> {
     [
         "169.254.0.0/16",
         "fe80::/10",
@@ -42,7 +43,7 @@ impl DeniedNetworks {
 
     /// The network that denies `ip`, if any. IPv4-mapped IPv6 addresses are checked as the
     /// IPv4 address they carry.
-    pub fn denying(&self, ip: IpAddr) -> Option<&IpNet> {
+    pub(crate) fn denying(&self, ip: IpAddr) -> Option<&IpNet> {
         let ip = match ip {
             IpAddr::V6(v6) => v6
                 .to_ipv4_mapped()
@@ -55,22 +56,20 @@ impl DeniedNetworks {
 
     /// Refuses a URL whose host is an IP literal in a denied network (such hosts are dialled
     /// without a name lookup, so the resolver never sees them).
-    pub fn check_literal(&self, url: &url::Url) -> Result<(), String> {
+    pub fn check_literal(&self, url: &url::Url) -> Result<(), UrlRefusal> {
         let ip = match url.host() {
             Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
             _ => return Ok(()),
         };
         match self.denying(ip) {
-            Some(net) => Err(format!(
-                "{ip} is in {net}, which sandbox.httpDenyNetworks denies"
-            )),
+            Some(net) => Err(UrlRefusal::DeniedNetwork { ip, network: *net }),
             None => Ok(()),
         }
     }
 
     /// The resolver of a client bound by these denials.
-    pub fn resolver(&self) -> Arc<GuardedResolver> {
+    pub(crate) fn resolver(&self) -> Arc<GuardedResolver> {
         Arc::new(GuardedResolver {
             denied: self.clone(),
         })
@@ -143,7 +142,7 @@ mod tests {
         let g = guard();
         let url = url::Url::parse("http://169.254.169.254/latest/meta-data/").unwrap();
         let error = g.check_literal(&url).unwrap_err();
-        assert!(error.contains("169.254.0.0/16"), "{error}");
+        assert!(error.to_string().contains("169.254.0.0/16"), "{error}");
         let url = url::Url::parse("http://[fd00:ec2::254]/").unwrap();
         assert!(g.check_literal(&url).is_err());
         let url = url::Url::parse("http://127.0.0.1:8080/").unwrap();

@@ -44,14 +44,19 @@ impl schemars::JsonSchema for TargetSpec {
     }
 }
 
+/// A target entry naming none or several of the target kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("target needs exactly one of `local`, `kubernetes` or `awsAsg`")]
+pub(crate) struct NotOneTarget;
+
 impl TryFrom<TargetSpecRepr> for TargetSpec {
-    type Error = String;
-    fn try_from(repr: TargetSpecRepr) -> Result<Self, String> {
+    type Error = NotOneTarget;
+    fn try_from(repr: TargetSpecRepr) -> Result<Self, NotOneTarget> {
         match (repr.local, repr.kubernetes, repr.aws_asg) {
             (Some(local), None, None) => Ok(TargetSpec::Local(local)),
             (None, Some(kubernetes), None) => Ok(TargetSpec::Kubernetes(kubernetes)),
             (None, None, Some(asg)) => Ok(TargetSpec::AwsAsg(asg)),
-            _ => Err("target needs exactly one of `local`, `kubernetes` or `awsAsg`".into()),
+            _ => Err(NotOneTarget),
         }
     }
 }

@@ -136,7 +136,7 @@ impl ResolvedRules {
 
 impl Behavior {
     /// Both directions with defaults filled in.
-    pub fn resolve(&self) -> (ResolvedRules, ResolvedRules) {
+    pub(crate) fn resolve(&self) -> (ResolvedRules, ResolvedRules) {
         (
             ResolvedRules::scale_up(self.scale_up.as_ref()),
             ResolvedRules::scale_down(self.scale_down.as_ref()),
@@ -209,7 +209,7 @@ impl History {
     /// Records `desired` and returns the stabilized recommendation: the current count moved
     /// up to the lowest recommendation of the scale-up window and down to the highest of the
     /// scale-down window (both windows include `desired`).
-    pub fn stabilize(
+    pub(crate) fn stabilize(
         &mut self,
         now_ms: i64,
         current: u32,
@@ -246,7 +246,7 @@ impl History {
     }
 
     /// Applies min/max and the rate policies to a stabilized recommendation.
-    pub fn limit_rate(
+    pub(crate) fn limit_rate(
         &self,
         now_ms: i64,
         current: u32,
@@ -327,7 +327,7 @@ impl History {
 
     /// Remembers a scale from `from` to `to`, forgetting events older than the direction's
     /// longest policy period (they can no longer limit anything).
-    pub fn record_scale(
+    pub(crate) fn record_scale(
         &mut self,
         now_ms: i64,
         from: u32,

@@ -9,7 +9,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
-use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
+use aws_smithy_xml::decode::{Document, ScopedDecoder, XmlDecodeError, try_data};
 
 use super::AwsError;
 
@@ -129,7 +129,11 @@ impl Ec2 {
     }
 
     /// Sets tags on an instance.
-    pub async fn create_tags(&self, instance: &str, tags: &[(&str, &str)]) -> Result<(), AwsError> {
+    pub(crate) async fn create_tags(
+        &self,
+        instance: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<(), AwsError> {
         let mut params = vec![("ResourceId.1".to_owned(), instance.to_owned())];
         for (i, (k, v)) in tags.iter().enumerate() {
             params.push((format!("Tag.{}.Key", i + 1), (*k).to_owned()));
@@ -149,9 +153,9 @@ impl Ec2 {
             .map(|(i, id)| (format!("InstanceId.{}", i + 1), id.clone()))
             .collect();
         let xml = self.call("DescribeInstances", &params).await?;
-        parse_instances(&xml).map_err(|message| AwsError::Answer {
+        parse_instances(&xml).map_err(|e| AwsError::Answer {
             call: "DescribeInstances",
-            message,
+            message: e.to_string(),
         })
     }
 }
@@ -168,9 +172,9 @@ fn tag_text(xml: &str, tag: &str) -> Option<String> {
 }
 
 /// Walks `DescribeInstancesResponse/reservationSet/item/instancesSet/item`.
-fn parse_instances(xml: &str) -> Result<Vec<Ec2Instance>, String> {
+fn parse_instances(xml: &str) -> Result<Vec<Ec2Instance>, XmlDecodeError> {
     let mut doc = Document::new(xml);
-    let mut root = doc.root_element().map_err(|e| e.to_string())?;
+    let mut root = doc.root_element()?;
     let mut found = Vec::new();
     while let Some(mut tag) = root.next_tag() {
         if tag.start_el().matches("reservationSet") {
@@ -188,13 +192,11 @@ fn parse_instances(xml: &str) -> Result<Vec<Ec2Instance>, String> {
     Ok(found)
 }
 
-fn text(tag: &mut ScopedDecoder) -> Result<String, String> {
-    try_data(tag)
-        .map(|t| t.to_string())
-        .map_err(|e| e.to_string())
+fn text(tag: &mut ScopedDecoder) -> Result<String, XmlDecodeError> {
+    try_data(tag).map(|t| t.to_string())
 }
 
-fn parse_instance(item: &mut ScopedDecoder) -> Result<Ec2Instance, String> {
+fn parse_instance(item: &mut ScopedDecoder) -> Result<Ec2Instance, XmlDecodeError> {
     let mut instance = Ec2Instance::default();
     while let Some(mut field) = item.next_tag() {
         let name = field.start_el().local().to_owned();

@@ -70,7 +70,7 @@ impl AwsError {
     }
 
     /// The service's message, if it answered.
-    pub fn service_message(&self) -> Option<&str> {
+    pub(crate) fn service_message(&self) -> Option<&str> {
         match self {
             AwsError::Service { message, .. } => Some(message),
             _ => None,

@@ -1,5 +1,5 @@
 //! AWS: an Auto Scaling group as a target ([`AsgTarget`]), lifecycle hooks handled by a wasm
-//! component ([`lifecycle`]), and the two EC2 calls they need ([`ec2`]).
+//! component ([`crate::hooks`]), and the two EC2 calls they need ([`ec2`]).
 //!
 //! Only the Auto Scaling and SQS SDKs are linked; credentials come from the standard chain
 //! (environment, profile, web identity, IMDS). `endpointUrl` points every client at another

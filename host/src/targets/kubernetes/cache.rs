@@ -41,7 +41,7 @@ pub const CACHE_READ_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// How long a run waits for a new cache's first list before reading the API server directly
 /// (client-go's informers make controllers wait for it too).
-pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// One reflector: its store, whether it is usable, and its task (stopped on drop).
 pub struct Cache<K>
@@ -81,7 +81,7 @@ where
 
     /// Waits (at most [`FIRST_SYNC_WAIT`]) for the first list, so that a thousand targets
     /// starting together do not each read the API server while their cache fills.
-    pub async fn first_sync(&self) {
+    pub(crate) async fn first_sync(&self) {
         let _ = tokio::time::timeout(FIRST_SYNC_WAIT, self.store.wait_until_ready()).await;
     }
 

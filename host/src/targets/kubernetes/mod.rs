@@ -533,7 +533,7 @@ fn pod_requests(pod: &Pod) -> (Option<u64>, Option<u64>) {
 }
 
 /// Parses a Kubernetes quantity (`250m`, `1.5`, `128Mi`, `1e3`, `500n`) into base units.
-pub fn parse_quantity(text: &str) -> Option<f64> {
+pub(crate) fn parse_quantity(text: &str) -> Option<f64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
@@ -723,14 +723,9 @@ impl PodMetricsProvider for MetricsServer {
     }
 }
 
-/// Builds a client from the environment (in-cluster config or kubeconfig); see [`client_for`].
-pub async fn client_from_environment() -> Result<kube::Client, TargetError> {
-    client_for(config_from_environment().await?)
-}
-
 /// Watch caches from the environment: targets on a [`client_for`], the caches on a
 /// [`cache::cache_client`].
-pub async fn caches_from_environment() -> Result<WatchCaches, TargetError> {
+pub(crate) async fn caches_from_environment() -> Result<WatchCaches, TargetError> {
     let config = config_from_environment().await?;
     Ok(WatchCaches::new(
         client_for(config.clone())?,
