@@ -13,3 +13,4 @@ mod guests;
 mod kubernetes;
 mod local;
 mod policies;
+mod simulate;

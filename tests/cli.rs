@@ -516,3 +516,171 @@ fn a_request_budget_of_zero_is_refused_with_its_flag_named() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// A config for `simulate`: the cpu-target guest (its local target is never started).
+fn simulate_config(
+    dir: &std::path::Path,
+    name: &str,
+    target: u32,
+) -> anyhow::Result<std::path::PathBuf> {
+    let wasm = build_rust_guest("guests/cpu-target")?;
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"stateDir: state
+sandbox:
+  cacheDir: {cache}
+autoscalers:
+  - name: {name}
+    target:
+      local:
+        command: ["false"]
+        basePort: 1
+    policy: {policy}
+    minReplicas: 1
+    maxReplicas: 20
+    interval: 15s
+    config:
+      targetUtilization: "{target}"
+    capabilities:
+      kubernetesMetrics: true
+"#,
+            cache = support::test_cache_dir().display(),
+            policy = wasm.display(),
+        ),
+    )?;
+    Ok(path)
+}
+
+fn simulate(args: &[&std::ffi::OsStr]) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new(wasmscaler_bin()?)
+        .arg("simulate")
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn simulate_compares_policies_with_the_baseline_in_a_table_json_chart_and_page()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = simulate_config(dir.path(), "tight", 50)?;
+    let b = simulate_config(dir.path(), "loose", 80)?;
+    let trace = support::repo_root().join("tests/fixtures/traces/step.csv");
+    let json = dir.path().join("report.json");
+    let out = dir.path().join("report");
+    let baseline = build_rust_guest("guests/cpu-target")?;
+    let (ok, stdout, stderr) = simulate(&[
+        "--config".as_ref(),
+        a.as_os_str(),
+        "--compare".as_ref(),
+        b.as_os_str(),
+        "--trace".as_ref(),
+        trace.as_os_str(),
+        "--baseline".as_ref(),
+        baseline.as_os_str(),
+        "--startup".as_ref(),
+        "30s".as_ref(),
+        "--json".as_ref(),
+        json.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ])?;
+    assert!(ok, "{stderr}");
+    // A header, a rule and one row per policy, baseline last.
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len(), 5, "{stdout}");
+    assert!(rows[2].starts_with("| tight |"), "{stdout}");
+    assert!(rows[3].starts_with("| loose |"), "{stdout}");
+    assert!(rows[4].starts_with("| hpa (baseline) |"), "{stdout}");
+    // Nothing logged per run on the default level.
+    assert!(stderr.trim().is_empty(), "{stderr}");
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let policies = report["policies"].as_array().cloned().unwrap_or_default();
+    assert_eq!(policies.len(), 3);
+    // The baseline is the HPA at the first autoscaler's target: it decides as `tight` does.
+    for key in ["underProvisionedMinutes", "replicaHours", "scaleEvents"] {
+        assert_eq!(policies[0][key], policies[2][key], "{key}");
+    }
+    // A looser target buys fewer replica-hours.
+    assert!(
+        policies[1]["replicaHours"].as_f64() < policies[0]["replicaHours"].as_f64(),
+        "{policies:?}"
+    );
+    assert_eq!(report["model"]["startup"], "30s");
+
+    let svg = std::fs::read_to_string(out.join("chart.svg"))?;
+    assert!(
+        svg.contains("<svg") && svg.contains("tight: ready capacity"),
+        "svg"
+    );
+    let png = std::fs::read(out.join("chart.png"))?;
+    assert_eq!(png.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]));
+    let html = std::fs::read_to_string(out.join("report.html"))?;
+    assert!(
+        html.contains("<svg") && html.contains("<td>loose</td>"),
+        "html"
+    );
+    Ok(())
+}
+
+#[test]
+fn simulate_names_the_line_of_a_bad_trace() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = simulate_config(dir.path(), "cpu", 50)?;
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "time,load\n0,4\n60,5\n30,6\n",
+            "trace.csv:4:",
+            &["not after", "sorted"],
+        ),
+        (
+            "time,load\n0,4\n60,-2\n",
+            "trace.csv:3:",
+            &["load -2 is negative"],
+        ),
+        (
+            "t,rps\n0,4\n60,5\n",
+            "trace.csv:1:",
+            &["no column \"time\"", "--time-column"],
+        ),
+        ("time,load\n0,4\n60,lots\n", "trace.csv:3:", &["\"lots\""]),
+    ];
+    for (text, at, words) in cases {
+        let trace = dir.path().join("trace.csv");
+        std::fs::write(&trace, text)?;
+        let (ok, stdout, stderr) = simulate(&[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--trace".as_ref(),
+            trace.as_os_str(),
+        ])?;
+        assert!(!ok, "{text:?} was accepted: {stdout}");
+        assert!(stderr.contains(at), "{text:?}: {stderr}");
+        for word in *words {
+            assert!(stderr.contains(word), "{text:?}: {word:?} not in {stderr}");
+        }
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // The column options choose other headers.
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(&trace, "t,rps\n0,4\n60,5\n")?;
+    let (ok, _, stderr) = simulate(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--trace".as_ref(),
+        trace.as_os_str(),
+        "--time-column".as_ref(),
+        "t".as_ref(),
+        "--column".as_ref(),
+        "rps".as_ref(),
+    ])?;
+    assert!(ok, "{stderr}");
+    Ok(())
+}

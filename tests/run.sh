@@ -12,10 +12,11 @@ fi
 command -v python3 >/dev/null || { echo "python3 is needed for the benchmark baseline (apt-get install python3)" >&2; exit 1; }
 
 # Debian's docker-registry serves the oci:// policy tests; openssl makes the TLS test's
-# certificate.
+# certificate; DejaVu Sans draws the text of `simulate`'s charts.
 packages=()
 [ -x /usr/bin/docker-registry ] || packages+=(docker-registry)
 command -v openssl >/dev/null || packages+=(openssl)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || packages+=(fonts-dejavu-core)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing ${packages[*]} from Debian for the tests" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -9,6 +9,7 @@
 //! - [`api`], [`controller`], [`config`] and [`cli`]: the REST API, cluster mode (the
 //!   `WasmAutoscaler` controller), the config file and the command line;
 //! - [`policies`]: where policies come from (files, pinned URLs, OCI, uploads);
+//! - [`simulate`]: a load trace replayed in virtual time through the same engine;
 //! - [`hooks`]: lifecycle hooks stepped through a handler component (beside the engine);
 //! - [`host`]: the assembly of all of it from a config file, shared by `run`, the controller
 //!   and the tests;
@@ -33,6 +34,7 @@ pub mod policies;
 #[doc(hidden)]
 pub mod redact;
 pub mod sandbox;
+pub mod simulate;
 pub mod targets;
 #[doc(hidden)]
 pub mod telemetry;

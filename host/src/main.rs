@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = wasmscaler::cli::Cli::parse();
-    wasmscaler::telemetry::init(cli.log_json);
+    wasmscaler::telemetry::init(cli.log_json, cli.default_log_filter());
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

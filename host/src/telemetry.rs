@@ -1,10 +1,13 @@
-//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON.
+//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (else the command's default), as
+//! text or JSON.
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Safe to call twice (the second call does nothing).
-pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber, filtering by `RUST_LOG` or else `default_filter`. Safe to
+/// call twice (the second call does nothing).
+pub fn init(json: bool, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

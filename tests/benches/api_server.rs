@@ -410,7 +410,7 @@ pub fn controller_child(args: &[String]) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    wasmscaler::telemetry::init(false);
+    wasmscaler::telemetry::init(false, "info");
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@ mod inspect;
 mod policy;
 mod reference;
 mod run;
+mod simulate;
 
 pub use reference::reference;
 
@@ -45,6 +46,11 @@ enum Command {
     Run(run::RunArgs),
     /// Check a config file and load every policy it names, without starting anything.
     Validate(run::ValidateArgs),
+    /// Replay a load trace through the autoscalers of config files in virtual time and
+    /// compare them: under-provisioned minutes, replica-hours, churn, charts.
+    ///
+    /// Example: wasmscaler simulate --config a.yaml --compare b.yaml --trace load.csv --out report/
+    Simulate(Box<simulate::SimulateArgs>),
     /// Upload, list or delete policies on a running host (`run --listen`).
     Policy(policy::PolicyArgs),
     /// Run in a cluster: reconcile WasmAutoscaler resources, with leader election.
@@ -60,6 +66,17 @@ enum Command {
     ///
     /// Example: wasmscaler agent --lifecycle join.wasm
     Agent(Box<agent::AgentArgs>),
+}
+
+impl Cli {
+    /// The log filter when `RUST_LOG` is unset: `simulate` runs thousands of runs a second,
+    /// so only warnings; everything else logs its runs.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Simulate(_) => "warn",
+            _ => "info",
+        }
+    }
 }
 
 /// Where compiled components are cached.
@@ -140,6 +157,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Validate(args) => run::validate(args).await,
+        Command::Simulate(args) => simulate::run(*args).await,
         Command::Policy(args) => policy::run(args).await,
         Command::Controller(args) => controller::run(*args).await,
         Command::Crd => controller::crd(),

@@ -1,0 +1,272 @@
+//! `wasmscaler simulate`: replay a load trace through the autoscalers of config files and
+//! compare what they would have done.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::config::ConfigFile;
+use crate::duration::HumanDuration;
+use crate::engine::AutoscalerSpec;
+use crate::engine::behavior::Behavior;
+use crate::host::{load_spec_guests, policy_sources};
+use crate::policies::{PolicyRef, PolicySources};
+use crate::sandbox::{Capabilities, Sandbox};
+use crate::simulate::{self, Columns, Overflow, PolicyReport, SystemModel, Trace, chart, render};
+
+#[derive(Debug, Args)]
+pub(super) struct SimulateArgs {
+    /// The config file whose autoscalers are replayed (the same YAML as `run`; their
+    /// targets are replaced by the simulated system).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// More config files to compare on the same trace (repeatable).
+    #[arg(long, value_name = "CONFIG", num_args = 1..)]
+    compare: Vec<PathBuf>,
+    /// The load trace: CSV with a header row, time in seconds or RFC 3339, load in units/s
+    /// (see docs/simulate.md).
+    #[arg(long, short)]
+    trace: PathBuf,
+    /// The trace's time column.
+    #[arg(long, default_value = "time")]
+    time_column: String,
+    /// The trace's load column.
+    #[arg(long, default_value = "load")]
+    column: String,
+    /// The HPA baseline: a `cpu-target` component (a path or policy reference), replayed
+    /// with the HPA's default behavior beside the autoscalers.
+    #[arg(long, value_name = "POLICY")]
+    baseline: Option<String>,
+    /// The baseline's target CPU utilization in percent [default: the first autoscaler's
+    /// `targetUtilization`, else 50].
+    #[arg(long, value_name = "PERCENT")]
+    baseline_utilization: Option<f64>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Write the reports as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write chart.svg, chart.png and report.html (chart and table) into DIR.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// The simulated system (see docs/simulate.md).
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Work units per second one ready replica serves.
+    #[arg(long, default_value_t = SystemModel::default().capacity)]
+    capacity: f64,
+    /// From a replica's creation until it is ready.
+    #[arg(long, default_value = "60s", value_parser = |s: &str| HumanDuration::parse(s))]
+    startup: HumanDuration,
+    /// How long a removed replica keeps serving (0s: it stops at once).
+    #[arg(long, default_value = "0s", value_parser = |s: &str| HumanDuration::parse(s))]
+    drain: HumanDuration,
+    /// What load beyond the ready capacity does.
+    #[arg(long, value_enum, default_value = "queue")]
+    overflow: Overflow,
+    /// Relative standard deviation of each measured CPU value (0: exact).
+    #[arg(long, default_value_t = 0.0)]
+    noise: f64,
+    /// How old the metrics a sync reads are.
+    #[arg(long, default_value = "0s", value_parser = |s: &str| HumanDuration::parse(s))]
+    metric_delay: HumanDuration,
+    /// Each replica's CPU request, in millicores.
+    #[arg(long, default_value_t = SystemModel::default().cpu_request_millicores)]
+    cpu_request: u64,
+    /// Replicas at the start [default: each autoscaler's minReplicas].
+    #[arg(long, value_name = "N")]
+    initial_replicas: Option<u32>,
+    /// Utilization of the ready capacity (0-1) above which time counts as an SLO violation.
+    #[arg(long, default_value_t = SystemModel::default().slo_utilization)]
+    slo_utilization: f64,
+    /// The model's time step.
+    #[arg(long, default_value = "1s", value_parser = |s: &str| HumanDuration::parse(s))]
+    step: HumanDuration,
+    /// Seed of the measurement noise.
+    #[arg(long, default_value_t = SystemModel::default().seed)]
+    seed: u64,
+}
+
+impl ModelArgs {
+    fn model(&self) -> SystemModel {
+        SystemModel {
+            capacity: self.capacity,
+            startup: self.startup,
+            drain: self.drain,
+            overflow: self.overflow,
+            noise: self.noise,
+            metric_delay: self.metric_delay,
+            cpu_request_millicores: self.cpu_request,
+            initial_replicas: self.initial_replicas,
+            slo_utilization: self.slo_utilization,
+            step: self.step,
+            seed: self.seed,
+        }
+    }
+}
+
+/// One policy to replay: its spec and the sources its components load from.
+struct Candidate {
+    spec: AutoscalerSpec,
+    sources: Arc<PolicySources>,
+}
+
+pub(super) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let model = args.model.model();
+    model.validate()?;
+    let columns = Columns {
+        time: args.time_column.clone(),
+        load: args.column.clone(),
+    };
+    let trace = Trace::read(&args.trace, &columns)?;
+    let candidates = candidates(&args)?;
+
+    let mut reports = Vec::with_capacity(candidates.len());
+    for candidate in &candidates {
+        let guests = load_spec_guests(&candidate.spec, &candidate.sources)
+            .await
+            .with_context(|| format!("autoscaler {}", candidate.spec.name))?;
+        let bar = progress_bar(&candidate.spec.name);
+        let report = simulate::simulate(&candidate.spec, guests, &trace, &model, &mut |done| {
+            bar.set_position((done * 1000.0) as u64)
+        })
+        .await?;
+        bar.finish_and_clear();
+        reports.push(report);
+    }
+
+    print!("{}", render::markdown(&reports));
+    let trace_name = args.trace.display().to_string();
+    let simulation = render::Simulation {
+        trace: &trace_name,
+        trace_seconds: trace.duration_secs(),
+        model: &model,
+        policies: &reports,
+    };
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&simulation)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &args.out {
+        write_charts(dir, &simulation, &reports)?;
+    }
+    Ok(())
+}
+
+/// Every autoscaler of every config file, then the baseline.
+fn candidates(args: &SimulateArgs) -> anyhow::Result<Vec<Candidate>> {
+    let mut candidates = Vec::new();
+    let mut sandbox: Option<Arc<Sandbox>> = None;
+    let mut first_sources: Option<Arc<PolicySources>> = None;
+    for path in std::iter::once(&args.config).chain(&args.compare) {
+        let config = ConfigFile::load(path)?;
+        // One sandbox (and compile cache) for all: the first file's settings.
+        let sandbox = match &sandbox {
+            Some(sandbox) => sandbox.clone(),
+            None => sandbox
+                .insert(Arc::new(Sandbox::new(config.sandbox.clone())?))
+                .clone(),
+        };
+        let sources = Arc::new(policy_sources(&config, sandbox)?);
+        first_sources.get_or_insert_with(|| sources.clone());
+        if config.autoscalers.is_empty() {
+            anyhow::bail!("{}: no autoscalers to simulate", path.display());
+        }
+        for spec in config.autoscalers {
+            candidates.push(Candidate {
+                spec,
+                sources: sources.clone(),
+            });
+        }
+    }
+    let mut names = BTreeMap::new();
+    for candidate in &mut candidates {
+        // Two files may name their autoscalers alike; the table needs them apart.
+        let seen = names.entry(candidate.spec.name.clone()).or_insert(0);
+        *seen += 1;
+        if *seen > 1 {
+            candidate.spec.name = format!("{} ({})", candidate.spec.name, seen);
+        }
+    }
+    if let (Some(baseline), Some(sources)) = (&args.baseline, first_sources) {
+        let first = &candidates[0].spec;
+        let utilization = args
+            .baseline_utilization
+            .or_else(|| first.scaling.config.get("targetUtilization")?.parse().ok())
+            .unwrap_or(50.0);
+        let spec = hpa_baseline(first, baseline, utilization)?;
+        candidates.push(Candidate { spec, sources });
+    }
+    Ok(candidates)
+}
+
+/// The HPA as a baseline: the `cpu-target` component on `first`'s replica bounds and
+/// interval, with the HPA's default behavior and tolerance and no fallback.
+fn hpa_baseline(
+    first: &AutoscalerSpec,
+    component: &str,
+    utilization: f64,
+) -> anyhow::Result<AutoscalerSpec> {
+    let mut spec = first.clone();
+    spec.name = "hpa (baseline)".into();
+    let scaling = &mut spec.scaling;
+    scaling.policy =
+        Some(PolicyRef::parse(component).with_context(|| format!("--baseline {component:?}"))?);
+    scaling.metrics = None;
+    scaling.evaluator = None;
+    scaling.tolerance = None;
+    scaling.behavior = Behavior::default();
+    scaling.fallback = None;
+    scaling.paused = false;
+    scaling.paused_replicas = None;
+    scaling.dry_run = false;
+    scaling.config = BTreeMap::from([("targetUtilization".into(), utilization.to_string())]);
+    scaling.capabilities = Capabilities {
+        kubernetes_metrics: true,
+        ..Capabilities::default()
+    };
+    Ok(spec)
+}
+
+/// A bar on stderr for one policy; it draws only when stderr is a terminal.
+fn progress_bar(name: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(1000);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:40}] {percent:>3}% {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_owned());
+    bar
+}
+
+fn write_charts(
+    dir: &Path,
+    simulation: &render::Simulation<'_>,
+    reports: &[PolicyReport],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let title = format!("load, ready capacity and replicas: {}", simulation.trace);
+    // The table and JSON stand without a chart; a missing font only costs the chart.
+    let svg = match chart::svg(reports, &title) {
+        Ok(svg) => {
+            let path = dir.join("chart.svg");
+            std::fs::write(&path, &svg).with_context(|| format!("writing {}", path.display()))?;
+            chart::png(reports, &title, &dir.join("chart.png"))?;
+            Some(svg)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no chart drawn");
+            None
+        }
+    };
+    let path = dir.join("report.html");
+    std::fs::write(&path, render::html(simulation, svg.as_deref()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

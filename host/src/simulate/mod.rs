@@ -1,0 +1,204 @@
+//! `wasmscaler simulate`: a load trace replayed in virtual time through the real engine.
+//!
+//! Each autoscaler runs its own guests through [`Autoscaler::run_once`] — the same gather →
+//! evaluate → settle code as `wasmscaler run` — against a [`SimTarget`] backed by the
+//! [`model`]'s simulated system instead of its configured target. The engine's clock is the
+//! virtual one, so stabilization windows and rate policies see trace time, and nothing
+//! sleeps. The `kubernetes-metrics` capability answers from the model, and `state` persists
+//! in memory across the simulated runs.
+//!
+//! Time advances in model steps. At each step the model first retires drained replicas and
+//! readies started ones; a run falls due every `interval` (the first at time 0) and sees the
+//! metrics of the steps before it; then the step serves that second's load and is counted.
+
+pub mod chart;
+pub mod model;
+pub mod render;
+pub mod report;
+pub mod trace;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::contract::model::{GuestError, ObjectJson, PodMetrics};
+use crate::engine::{Autoscaler, AutoscalerSpec, Guests};
+use crate::sandbox::{BoxFuture, MemoryState, PodMetricsProvider, StateStore};
+use crate::targets::{Observation, Target, TargetError, TargetIdentity};
+
+pub use model::{ModelError, Overflow, SystemModel};
+pub use report::{Point, PolicyReport};
+pub use trace::{Columns, Trace, TraceError};
+
+use model::System;
+use report::Tally;
+
+/// Virtual time starts here when the trace has no timestamps: 2026-01-01T00:00:00Z.
+const DEFAULT_EPOCH_MS: i64 = 1_767_225_600_000;
+
+/// The shared state of one simulated autoscaler: its system and the virtual time.
+struct World {
+    system: Mutex<System>,
+    /// Virtual time in ms since the start.
+    now_ms: AtomicI64,
+    name: String,
+}
+
+impl World {
+    fn now(&self) -> f64 {
+        self.now_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    fn system(&self) -> std::sync::MutexGuard<'_, System> {
+        // A panic elsewhere cannot leave the model half-updated in a way worth refusing.
+        self.system.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The target of a simulated autoscaler: the model's replicas.
+struct SimTarget(Arc<World>);
+
+impl Target for SimTarget {
+    fn identity(&self) -> TargetIdentity {
+        TargetIdentity {
+            kind: "simulated".into(),
+            name: self.0.name.clone(),
+            namespace: String::new(),
+        }
+    }
+
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
+        let now = self.0.now();
+        let system = self.0.system();
+        let observation = Observation {
+            current: system.desired(),
+            replicas: system.visible(now),
+            object: ObjectJson::default(),
+            version: None,
+        };
+        Box::pin(async move { Ok(observation) })
+    }
+
+    fn scale<'a>(
+        &'a self,
+        _observed: &'a Observation,
+        replicas: u32,
+        remove_first: &'a [String],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        let now = self.0.now();
+        self.0.system().scale(now, replicas, remove_first);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn pod_metrics(&self) -> Option<Arc<dyn PodMetricsProvider>> {
+        Some(Arc::new(SimMetrics(self.0.clone())))
+    }
+}
+
+struct SimMetrics(Arc<World>);
+
+impl PodMetricsProvider for SimMetrics {
+    fn pod_metrics(&self) -> BoxFuture<'_, Result<Vec<PodMetrics>, GuestError>> {
+        let now = self.0.now();
+        let pods = self.0.system().pod_metrics(now);
+        Box::pin(async move { Ok(pods) })
+    }
+}
+
+/// Why a simulation cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    /// The model's parameters.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The autoscaler's spec.
+    #[error("{name}: {message}")]
+    Autoscaler {
+        /// The autoscaler.
+        name: String,
+        /// What the engine refused.
+        message: String,
+    },
+}
+
+/// Replays `trace` through `spec` with `guests` on `model`. `progress` is told the fraction
+/// done now and then.
+pub async fn simulate(
+    spec: &AutoscalerSpec,
+    guests: Guests,
+    trace: &Trace,
+    model: &SystemModel,
+    progress: &mut dyn FnMut(f64),
+) -> Result<PolicyReport, SimulateError> {
+    model.validate()?;
+    let epoch_ms = trace.start_ms().unwrap_or(DEFAULT_EPOCH_MS);
+    let initial = model
+        .initial_replicas
+        .unwrap_or(spec.scaling.min_replicas)
+        .clamp(spec.scaling.min_replicas, spec.scaling.max_replicas);
+    let world = Arc::new(World {
+        system: Mutex::new(System::new(model.clone(), initial, epoch_ms)),
+        now_ms: AtomicI64::new(0),
+        name: spec.name.clone(),
+    });
+    let clock_world = world.clone();
+    let clock = Arc::new(move || epoch_ms + clock_world.now_ms.load(Ordering::Relaxed));
+    let state = spec
+        .scaling
+        .capabilities
+        .state
+        .as_ref()
+        .map(|_| Arc::new(MemoryState::default()) as Arc<dyn StateStore>);
+    let autoscaler = Autoscaler::builder(spec.clone(), Arc::new(SimTarget(world.clone())), guests)
+        .guest_state(state)
+        .clock(clock)
+        .build()
+        .map_err(|e| SimulateError::Autoscaler {
+            name: spec.name.clone(),
+            message: e.to_string(),
+        })?;
+
+    let step_ms = i64::try_from(model.step.0.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let interval_ms = i64::try_from(spec.scaling.interval.0.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let end_ms = (trace.duration_secs() * 1000.0) as i64;
+    let mut tally = Tally::new(model);
+    let mut cursor = trace.cursor();
+    let mut next_run_ms = 0;
+    let mut last_desired = world.system().desired();
+    let started = Instant::now();
+    let mut next_progress = 0.0;
+    let mut now_ms = 0;
+    while now_ms < end_ms {
+        world.now_ms.store(now_ms, Ordering::Relaxed);
+        let now = now_ms as f64 / 1000.0;
+        let load = cursor.load(now);
+        if now_ms >= next_run_ms {
+            let record = autoscaler.run_once().await;
+            tally.run(record.error.is_some());
+            let desired = world.system().desired();
+            if desired != last_desired {
+                tally.scale_event();
+                last_desired = desired;
+            }
+            next_run_ms += interval_ms;
+            let step = world.system().step(now, load);
+            tally.point(now, &step, desired);
+            tally.step(&step);
+        } else {
+            let step = world.system().step(now, load);
+            tally.step(&step);
+        }
+        let done = now_ms as f64 / end_ms as f64;
+        if done >= next_progress {
+            progress(done);
+            next_progress += 0.01;
+        }
+        now_ms += step_ms;
+    }
+    progress(1.0);
+    Ok(tally.finish(&spec.name, started.elapsed()))
+}

@@ -1,0 +1,164 @@
+//! `wasmscaler simulate` through the library: the real `cpu-target` guest replayed against
+//! the simulated system, with outcomes computed by hand.
+
+use std::time::Duration;
+
+use wasmscaler::duration::HumanDuration;
+use wasmscaler::engine::{AutoscalerSpec, Guests};
+use wasmscaler::sandbox::Capabilities;
+use wasmscaler::simulate::{self, Columns, Overflow, PolicyReport, SystemModel, Trace};
+use wasmscaler_tests::{build_rust_guest, test_sandbox};
+
+fn spec(interval_secs: u64, max: u32) -> AutoscalerSpec {
+    let unused = wasmscaler::engine::TargetSpec::Kubernetes(
+        wasmscaler::targets::kubernetes::KubernetesRef {
+            api_version: "v1".into(),
+            kind: "unused".into(),
+            name: "unused".into(),
+            namespace: None,
+        },
+    );
+    let mut spec = AutoscalerSpec::new("cpu", unused, "cpu_target.wasm", max);
+    spec.scaling.interval = HumanDuration(Duration::from_secs(interval_secs));
+    spec.scaling.config = [("targetUtilization".to_string(), "50".to_string())].into();
+    spec.scaling.capabilities = Capabilities {
+        kubernetes_metrics: true,
+        ..Default::default()
+    };
+    spec
+}
+
+async fn guests() -> anyhow::Result<Guests> {
+    let wasm = build_rust_guest("guests/cpu-target")?;
+    let component = test_sandbox()?.load_file(&wasm).await?.component;
+    Ok(Guests {
+        metrics: component.clone(),
+        evaluator: component,
+    })
+}
+
+fn step_model(startup_secs: u64) -> SystemModel {
+    SystemModel {
+        capacity: 10.0,
+        startup: HumanDuration(Duration::from_secs(startup_secs)),
+        overflow: Overflow::Drop,
+        ..SystemModel::default()
+    }
+}
+
+async fn replay(
+    spec: &AutoscalerSpec,
+    trace: &str,
+    model: &SystemModel,
+) -> anyhow::Result<PolicyReport> {
+    let trace = Trace::parse(trace, "trace.csv", &Columns::default())?;
+    let mut fractions = Vec::new();
+    let report = simulate::simulate(spec, guests().await?, &trace, model, &mut |f| {
+        fractions.push(f)
+    })
+    .await?;
+    assert_eq!(fractions.last(), Some(&1.0), "progress ends at 1");
+    assert!(
+        fractions.windows(2).all(|w| w[0] <= w[1]),
+        "progress only grows"
+    );
+    Ok(report)
+}
+
+/// Load 4/s (one replica at 40 %) until t = 60 s, then 20/s: the one ready replica serves 10,
+/// so from 60 s demand exceeds ready capacity. A run at t reads the step before t: at 60 s
+/// it still sees 40 %; at 75 s it sees 100 % of the request against the 50 % target and asks
+/// for 2. The second replica is ready at 75 s + startup, when capacity reaches demand.
+/// Under-provisioned: 60 s → 75 s + startup.
+#[tokio::test]
+async fn a_step_load_is_under_provisioned_for_exactly_the_hand_computed_minutes()
+-> anyhow::Result<()> {
+    let trace = "time,load\n0,4\n60,20\n300,20\n";
+    for (startup, minutes) in [(30, 0.75), (60, 1.25)] {
+        let report = replay(&spec(15, 20), trace, &step_model(startup)).await?;
+        assert_eq!(
+            report.under_provisioned_minutes, minutes,
+            "startup {startup}s: {report:?}"
+        );
+        // Runs at 0, 15, ..., 285 s.
+        assert_eq!(report.decisions, 20);
+        assert_eq!(report.failed_runs, 0);
+        // Demand above ready capacity was dropped: 10 units/s for every second short.
+        assert_eq!(report.dropped_units, minutes * 60.0 * 10.0);
+        assert_eq!(report.peak_backlog, 0.0);
+        assert!(report.scale_events >= 1);
+        assert_eq!(report.series.len(), 20);
+    }
+    Ok(())
+}
+
+/// At the limit of one replica nothing scales: a flat load at 40 % holds one replica, costs
+/// one replica-hour per hour, and is never under-provisioned.
+#[tokio::test]
+async fn a_load_within_target_holds_and_costs_exactly_its_replicas() -> anyhow::Result<()> {
+    let trace = "time,load\n0,4\n3600,4\n";
+    let report = replay(&spec(15, 20), trace, &step_model(30)).await?;
+    assert_eq!(report.scale_events, 0);
+    assert_eq!(report.under_provisioned_minutes, 0.0);
+    assert_eq!(report.slo_violation_minutes, 0.0);
+    assert!((report.replica_hours - 1.0).abs() < 1e-9, "{report:?}");
+    assert_eq!(report.over_provisioned_replica_hours, 0.0);
+    assert_eq!(report.decisions, 240);
+    Ok(())
+}
+
+/// Queued overflow is served later: the backlog peaks while capacity is short and is
+/// counted as SLO violation until it drains.
+#[tokio::test]
+async fn queued_overflow_builds_a_backlog_that_later_capacity_drains() -> anyhow::Result<()> {
+    let trace = "time,load\n0,4\n60,20\n600,20\n";
+    let model = SystemModel {
+        overflow: Overflow::Queue,
+        ..step_model(30)
+    };
+    let report = replay(&spec(15, 20), trace, &model).await?;
+    // Short by 10 units/s for 45 s.
+    assert_eq!(report.peak_backlog, 450.0);
+    assert_eq!(report.dropped_units, 0.0);
+    assert!(report.slo_violation_minutes > report.under_provisioned_minutes);
+    Ok(())
+}
+
+/// Noise is drawn from the seed: the same seed gives the same report, another seed may not.
+#[tokio::test]
+async fn the_same_seed_gives_the_same_report() -> anyhow::Result<()> {
+    let trace = "time,load\n0,4\n300,35\n900,12\n1500,30\n1800,30\n";
+    let model = |seed| SystemModel {
+        noise: 0.2,
+        seed,
+        ..step_model(45)
+    };
+    let strip = |mut r: PolicyReport| {
+        r.wall_seconds = 0.0;
+        r.decisions_per_second = 0.0;
+        r
+    };
+    let a = strip(replay(&spec(15, 20), trace, &model(7)).await?);
+    let b = strip(replay(&spec(15, 20), trace, &model(7)).await?);
+    assert_eq!(a, b);
+    let mut others = Vec::new();
+    for seed in [8, 9, 10, 11] {
+        others.push(strip(replay(&spec(15, 20), trace, &model(seed)).await?));
+    }
+    assert!(
+        others.iter().any(|o| o.series != a.series),
+        "noise must depend on the seed"
+    );
+    Ok(())
+}
+
+/// The engine's clamp holds in simulation: maxReplicas bounds the count however far the
+/// load goes.
+#[tokio::test]
+async fn max_replicas_bounds_the_simulated_count() -> anyhow::Result<()> {
+    let trace = "time,load\n0,4\n60,500\n900,500\n";
+    let report = replay(&spec(15, 5), trace, &step_model(30)).await?;
+    assert!(report.series.iter().all(|p| p.desired <= 5));
+    assert!(report.series.iter().any(|p| p.desired == 5));
+    Ok(())
+}
