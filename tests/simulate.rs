@@ -162,3 +162,47 @@ async fn max_replicas_bounds_the_simulated_count() -> anyhow::Result<()> {
     assert!(report.series.iter().any(|p| p.desired == 5));
     Ok(())
 }
+
+/// A load that repeats every 10 minutes (5 minutes at 10/s, then 5 at 60/s): once it has seen
+/// a season, the predictive guest raises the count before the rise and is short for less
+/// time than the HPA formula alone, which only reacts.
+#[tokio::test]
+async fn the_predictive_guest_scales_ahead_of_a_repeating_rise() -> anyhow::Result<()> {
+    let mut trace = String::from("time,load\n");
+    for period in 0..12 {
+        trace.push_str(&format!("{},10\n{},60\n", period * 600, period * 600 + 300));
+    }
+    trace.push_str("7200,10\n");
+    let model = SystemModel {
+        startup: HumanDuration(Duration::from_secs(90)),
+        ..SystemModel::default()
+    };
+    let hpa = replay(&spec(15, 20), &trace, &model).await?;
+
+    let wasm = build_rust_guest("guests/predictive")?;
+    let component = test_sandbox()?.load_file(&wasm).await?.component;
+    let mut predictive = spec(15, 20);
+    predictive.scaling.config.extend(
+        [
+            ("lookahead", "180"),
+            ("seasonLength", "600"),
+            ("seasonBuckets", "20"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    predictive.scaling.capabilities.state = Some(Default::default());
+    let trace = Trace::parse(&trace, "trace.csv", &Columns::default())?;
+    let guests = Guests {
+        metrics: component.clone(),
+        evaluator: component,
+    };
+    let ahead = simulate::simulate(&predictive, guests, &trace, &model, &mut |_| {}).await?;
+    assert_eq!(ahead.failed_runs, 0, "{ahead:?}");
+    assert!(
+        ahead.under_provisioned_minutes < 0.5 * hpa.under_provisioned_minutes,
+        "predictive {} min short, the HPA formula {} min",
+        ahead.under_provisioned_minutes,
+        hpa.under_provisioned_minutes
+    );
+    Ok(())
+}

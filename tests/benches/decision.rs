@@ -262,7 +262,7 @@ fn print_table() {
 }
 
 fn main() {
-    let mut criterion = Criterion::default().configure_from_args();
+    let mut criterion = wasmscaler_tests::criterion!();
     benches(&mut criterion);
     criterion.final_summary();
     // `cargo bench` passes --bench; under `cargo test` criterion only runs each benchmark once.

@@ -1,12 +1,14 @@
 //! The speed of `wasmscaler simulate`, against the engine's own run in the same process.
 //!
 //! `simulate/engine-run`: one `Autoscaler::run_once` of the cpu-target guest on an in-memory
-//! target with static pod metrics: the cost of a decision in production, the baseline.
+//! target with static pod metrics, runs 15 s apart on a virtual clock: the cost of a decision
+//! in production, the baseline.
 //! `simulate/hour-at-15s`: an hour of the diurnal trace replayed at a 15 s interval (240
 //! decisions, 3,600 model steps). After `cargo bench`, a table gives the simulated decision's
 //! cost as a ratio of the baseline and the decisions per second a 30-day trace runs at.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use criterion::Criterion;
@@ -75,7 +77,12 @@ fn benches(c: &mut Criterion) {
         })
         .collect();
     let target = MemoryTarget::with_pod_metrics(3, Some(Arc::new(StaticPodMetrics(pods))));
+    // Runs 15 s apart, as in the simulation: the stabilization window then holds 20
+    // recommendations, not every run of the benchmark's burst.
+    let now = Arc::new(AtomicI64::new(1_767_225_600_000));
+    let clock_now = now.clone();
     let autoscaler = Autoscaler::builder(spec(), target, guests.clone())
+        .clock(Arc::new(move || clock_now.load(Ordering::Relaxed)))
         .build()
         .expect("autoscaler");
     let trace = hour();
@@ -85,6 +92,7 @@ fn benches(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("engine-run", |b| {
         b.to_async(&rt).iter(|| async {
+            now.fetch_add(15_000, Ordering::Relaxed);
             let record = autoscaler.run_once().await;
             assert!(record.error.is_none(), "{:?}", record.error);
         });
@@ -135,7 +143,7 @@ fn print_table() {
 }
 
 fn main() {
-    let mut criterion = Criterion::default().configure_from_args();
+    let mut criterion = wasmscaler_tests::criterion!();
     benches(&mut criterion);
     criterion.final_summary();
     // `cargo bench` passes --bench; under `cargo test` criterion only runs each benchmark once.

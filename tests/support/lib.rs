@@ -506,3 +506,20 @@ pub fn scripted_spec(name: &str, url: &str) -> wasmscaler::engine::AutoscalerSpe
     };
     spec
 }
+
+/// Criterion configured for this workspace: its plots need a registered font (plotters is
+/// built with `ab_glyph` for `simulate`'s charts, and criterion shares that build), so they
+/// are drawn with the charts' font, or left out when the machine has none.
+#[macro_export]
+macro_rules! criterion {
+    () => {{
+        let criterion = criterion::Criterion::default().configure_from_args();
+        match wasmscaler::simulate::chart::load_font() {
+            Ok(()) => criterion,
+            Err(error) => {
+                eprintln!("criterion plots left out: {error}");
+                criterion.without_plots()
+            }
+        }
+    }};
+}

@@ -9,7 +9,9 @@
 //!
 //! Time advances in model steps. At each step the model first retires drained replicas and
 //! readies started ones; a run falls due every `interval` (the first at time 0) and sees the
-//! metrics of the steps before it; then the step serves that second's load and is counted.
+//! metrics of the steps before it (the first run sees the trace's first load, as if the
+//! system had run at it before the trace began); then the step serves that second's load and
+//! is counted.
 
 pub mod chart;
 pub mod model;
@@ -167,6 +169,7 @@ pub async fn simulate(
     let end_ms = (trace.duration_secs() * 1000.0) as i64;
     let mut tally = Tally::new(model);
     let mut cursor = trace.cursor();
+    world.system().prime(cursor.load(0.0));
     let mut next_run_ms = 0;
     let mut last_desired = world.system().desired();
     let started = Instant::now();

@@ -248,6 +248,20 @@ impl System {
             .retain(|r| r.leaving_at.is_none_or(|at| at > now));
     }
 
+    /// Gives the first sync something to read: the system ran before the trace began, at
+    /// the trace's first load, so the step before time 0 is measured at `load`.
+    pub(crate) fn prime(&mut self, load: f64) {
+        let dt = self.model.step.0.as_secs_f64();
+        let ready = self.replicas.iter().filter(|r| r.ready_at <= 0.0).count() as f64;
+        let capacity = ready * self.model.capacity;
+        let utilization = if capacity > 0.0 {
+            (load / capacity).min(1.0)
+        } else {
+            0.0
+        };
+        self.utilization.push_back((-dt, utilization));
+    }
+
     /// Advances from `now` by one step at `load` units/s.
     pub(crate) fn step(&mut self, now: f64, load: f64) -> StepOutcome {
         let dt = self.model.step.0.as_secs_f64();
@@ -400,6 +414,15 @@ mod tests {
         }
         // At 4 s with a 2 s delay: the step [1, 2) at 40 %.
         assert_eq!(system.pod_metrics(4.0)[0].cpu_millicores, 400);
+    }
+
+    #[test]
+    fn the_first_sync_reads_the_first_load() {
+        let mut system = System::new(model(0, 0, Overflow::Queue), 2, 0);
+        system.prime(5.0);
+        let pods = system.pod_metrics(0.0);
+        assert_eq!(pods.len(), 2);
+        assert!(pods.iter().all(|p| p.cpu_millicores == 250), "{pods:?}");
     }
 
     #[test]
