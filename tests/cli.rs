@@ -160,16 +160,18 @@ autoscalers:
     )
 }
 
-fn validate(config: &std::path::Path) -> anyhow::Result<(bool, String, String)> {
-    let out = Command::new(wasmscaler_bin()?)
-        .arg("validate")
-        .arg(config)
-        .output()?;
+/// Runs `wasmscaler ARGS`: whether it succeeded, its stdout and its stderr.
+fn wasmscaler<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new(wasmscaler_bin()?).args(args).output()?;
     Ok((
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
+}
+
+fn validate(config: &std::path::Path) -> anyhow::Result<(bool, String, String)> {
+    wasmscaler(&["validate".as_ref(), config.as_os_str()])
 }
 
 #[test]
@@ -554,15 +556,7 @@ autoscalers:
 }
 
 fn simulate(args: &[&std::ffi::OsStr]) -> anyhow::Result<(bool, String, String)> {
-    let out = Command::new(wasmscaler_bin()?)
-        .arg("simulate")
-        .args(args)
-        .output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    wasmscaler(&[&["simulate".as_ref()], args].concat())
 }
 
 #[test]

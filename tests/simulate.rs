@@ -5,27 +5,17 @@ use std::time::Duration;
 
 use wasmscaler::duration::HumanDuration;
 use wasmscaler::engine::{AutoscalerSpec, Guests};
-use wasmscaler::sandbox::Capabilities;
+use wasmscaler::sandbox::{Capabilities, HttpGrant};
 use wasmscaler::simulate::{self, Columns, Overflow, PolicyReport, SystemModel, Trace};
-use wasmscaler_tests::{build_rust_guest, test_sandbox};
+use wasmscaler_tests::{build_rust_guest, cpu_spec, test_sandbox};
 
 fn spec(interval_secs: u64, max: u32) -> AutoscalerSpec {
-    let unused = wasmscaler::engine::TargetSpec::Kubernetes(
-        wasmscaler::targets::kubernetes::KubernetesRef {
-            api_version: "v1".into(),
-            kind: "unused".into(),
-            name: "unused".into(),
-            namespace: None,
-        },
-    );
-    let mut spec = AutoscalerSpec::new("cpu", unused, "cpu_target.wasm", max);
-    spec.scaling.interval = HumanDuration(Duration::from_secs(interval_secs));
-    spec.scaling.config = [("targetUtilization".to_string(), "50".to_string())].into();
-    spec.scaling.capabilities = Capabilities {
-        kubernetes_metrics: true,
-        ..Default::default()
-    };
-    spec
+    cpu_spec(
+        "cpu",
+        "cpu_target.wasm",
+        max,
+        Duration::from_secs(interval_secs),
+    )
 }
 
 async fn guests() -> anyhow::Result<Guests> {
@@ -203,6 +193,49 @@ async fn the_predictive_guest_scales_ahead_of_a_repeating_rise() -> anyhow::Resu
         "predictive {} min short, the HPA formula {} min",
         ahead.under_provisioned_minutes,
         hpa.under_provisioned_minutes
+    );
+    Ok(())
+}
+
+/// The `capacity` guest (SimpleScaleVM's logic) runs unmodified: its `http` GETs to each
+/// replica's status endpoint are answered by the model with the replica's free slots. At a
+/// steady 24 units/s with 10 slots per replica and 5 to keep free, it settles at 3 replicas
+/// (6 free; 2 would leave none).
+#[tokio::test]
+async fn the_capacity_guest_reads_replica_status_from_the_model() -> anyhow::Result<()> {
+    let wasm = build_rust_guest("guests/capacity")?;
+    let component = test_sandbox()?.load_file(&wasm).await?.component;
+    let mut capacity = spec(15, 10);
+    capacity.scaling.config = [
+        ("replicaCapacity", "10"),
+        ("minAvailableResources", "5"),
+        ("apiPath", "/status"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into_iter()
+    .collect();
+    capacity.scaling.capabilities = Capabilities {
+        http: Some(HttpGrant::allow(["http://{replica}/status"])),
+        ..Default::default()
+    };
+    let trace = Trace::parse(
+        "time,load\n0,24\n1800,24\n",
+        "trace.csv",
+        &Columns::default(),
+    )?;
+    let guests = Guests {
+        metrics: component.clone(),
+        evaluator: component,
+    };
+    let report =
+        simulate::simulate(&capacity, guests, &trace, &step_model(30), &mut |_| {}).await?;
+    assert_eq!(report.failed_runs, 0, "{report:?}");
+    let last = report.series.last().map(|p| p.desired);
+    assert_eq!(
+        last,
+        Some(3),
+        "{:?}",
+        report.series.iter().map(|p| p.desired).collect::<Vec<_>>()
     );
     Ok(())
 }

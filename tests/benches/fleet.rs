@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasmscaler::contract::model::PodMetrics;
 
-use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, HumanDuration};
-use wasmscaler::sandbox::{
-    Capabilities, PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics,
-};
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests};
+use wasmscaler::sandbox::{PodMetricsProvider, Sandbox, SandboxConfig, StaticPodMetrics};
 use wasmscaler_tests::{MemoryTarget, build_rust_guest, read_fixture};
 
 mod api_server;
@@ -33,22 +31,7 @@ mod api_server;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn spec(i: usize, interval: Duration) -> AutoscalerSpec {
-    let unused = wasmscaler::engine::TargetSpec::Kubernetes(
-        wasmscaler::targets::kubernetes::KubernetesRef {
-            api_version: "v1".into(),
-            kind: "unused".into(),
-            name: "unused".into(),
-            namespace: None,
-        },
-    );
-    let mut spec = AutoscalerSpec::new(format!("fleet-{i}"), unused, "cpu_target.wasm", 10);
-    spec.scaling.interval = HumanDuration(interval);
-    spec.scaling.config = [("targetUtilization".to_string(), "50".to_string())].into();
-    spec.scaling.capabilities = Capabilities {
-        kubernetes_metrics: true,
-        ..Default::default()
-    };
-    spec
+    wasmscaler_tests::cpu_spec(&format!("fleet-{i}"), "cpu_target.wasm", 10, interval)
 }
 
 fn cpu_seconds() -> f64 {

@@ -16,9 +16,8 @@ use wasmscaler::config::ConfigFile;
 use wasmscaler::duration::HumanDuration;
 use wasmscaler::engine::{AutoscalerSpec, Guests};
 use wasmscaler::policies::PolicyRef;
-use wasmscaler::sandbox::Capabilities;
 use wasmscaler::simulate::{self, Columns, PolicyReport, SystemModel, Trace};
-use wasmscaler_tests::{build_rust_guest, repo_root, test_sandbox};
+use wasmscaler_tests::{build_rust_guest, cpu_spec, repo_root, test_sandbox};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,18 +66,18 @@ fn predictive(wasm: &std::path::Path) -> AutoscalerSpec {
 
 /// The HPA on `like`'s bounds, interval and target utilization.
 fn hpa(like: &AutoscalerSpec, wasm: &std::path::Path) -> AutoscalerSpec {
-    let mut spec = AutoscalerSpec::new("hpa", like.target.clone(), wasm, like.scaling.max_replicas);
+    let mut spec = cpu_spec(
+        "hpa",
+        wasm,
+        like.scaling.max_replicas,
+        like.scaling.interval.0,
+    );
     spec.scaling.min_replicas = like.scaling.min_replicas;
-    spec.scaling.interval = like.scaling.interval;
     spec.scaling.config = [(
         "targetUtilization".to_string(),
         like.scaling.config["targetUtilization"].clone(),
     )]
     .into();
-    spec.scaling.capabilities = Capabilities {
-        kubernetes_metrics: true,
-        ..Default::default()
-    };
     spec
 }
 

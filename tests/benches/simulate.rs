@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use wasmscaler::contract::model::PodMetrics;
-use wasmscaler::duration::HumanDuration;
 use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests};
-use wasmscaler::sandbox::{Capabilities, StaticPodMetrics};
+use wasmscaler::sandbox::StaticPodMetrics;
 use wasmscaler::simulate::{self, Columns, SystemModel, Trace};
-use wasmscaler_tests::{MemoryTarget, build_rust_guest, repo_root, test_sandbox};
+use wasmscaler_tests::{MemoryTarget, build_rust_guest, cpu_spec, repo_root, test_sandbox};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,22 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DECISIONS_PER_HOUR: f64 = 240.0;
 
 fn spec() -> AutoscalerSpec {
-    let unused = wasmscaler::engine::TargetSpec::Kubernetes(
-        wasmscaler::targets::kubernetes::KubernetesRef {
-            api_version: "v1".into(),
-            kind: "unused".into(),
-            name: "unused".into(),
-            namespace: None,
-        },
-    );
-    let mut spec = AutoscalerSpec::new("bench", unused, "cpu_target.wasm", 30);
-    spec.scaling.interval = HumanDuration(Duration::from_secs(15));
-    spec.scaling.config = [("targetUtilization".to_string(), "50".to_string())].into();
-    spec.scaling.capabilities = Capabilities {
-        kubernetes_metrics: true,
-        ..Default::default()
-    };
-    spec
+    cpu_spec("bench", "cpu_target.wasm", 30, Duration::from_secs(15))
 }
 
 /// The first hour of the diurnal trace.

@@ -478,20 +478,42 @@ impl wasmscaler::targets::Target for MemoryTarget {
     }
 }
 
+/// A target section for specs whose autoscaler is handed its target directly (or, in
+/// `simulate`, the simulated system): never connected.
+pub fn placeholder_target() -> wasmscaler::engine::TargetSpec {
+    wasmscaler::engine::TargetSpec::Kubernetes(wasmscaler::targets::kubernetes::KubernetesRef {
+        api_version: "v1".into(),
+        kind: "unused".into(),
+        name: "unused".into(),
+        namespace: None,
+    })
+}
+
+/// A spec for the `cpu-target` guest (`policy` names it): a 50 % target, `kubernetes-metrics`
+/// granted, runs every `interval`, bounds 1..=`max`, a placeholder target.
+pub fn cpu_spec(
+    name: &str,
+    policy: impl Into<PathBuf>,
+    max: u32,
+    interval: std::time::Duration,
+) -> wasmscaler::engine::AutoscalerSpec {
+    let mut spec = wasmscaler::engine::AutoscalerSpec::new(name, placeholder_target(), policy, max);
+    spec.scaling.interval = wasmscaler::duration::HumanDuration(interval);
+    spec.scaling.config = [("targetUtilization".to_string(), "50".to_string())].into();
+    spec.scaling.capabilities = wasmscaler::sandbox::Capabilities {
+        kubernetes_metrics: true,
+        ..Default::default()
+    };
+    spec
+}
+
 /// A spec for the `scripted` test guest reading its decisions from `url`: HTTP granted for
 /// that URL, no scale-down stabilization (decisions apply at once), bounds 1..=10. The
 /// target section is a placeholder: tests hand the autoscaler its target directly.
 pub fn scripted_spec(name: &str, url: &str) -> wasmscaler::engine::AutoscalerSpec {
     use wasmscaler::engine::behavior::{Behavior, ScalingRules};
-    let placeholder = wasmscaler::engine::TargetSpec::Kubernetes(
-        wasmscaler::targets::kubernetes::KubernetesRef {
-            api_version: "v1".into(),
-            kind: "unused".into(),
-            name: "unused".into(),
-            namespace: None,
-        },
-    );
-    let mut spec = wasmscaler::engine::AutoscalerSpec::new(name, placeholder, "scripted.wasm", 10);
+    let mut spec =
+        wasmscaler::engine::AutoscalerSpec::new(name, placeholder_target(), "scripted.wasm", 10);
     spec.scaling.behavior = Behavior {
         scale_up: None,
         scale_down: Some(ScalingRules {

@@ -206,5 +206,6 @@ fn call_env(args: &EvalArgs) -> CallEnv {
             .as_ref()
             .map(|p| Arc::new(FileState::new(p)) as Arc<dyn crate::sandbox::StateStore>),
         pod_metrics: None,
+        http_responder: None,
     }
 }

@@ -247,6 +247,7 @@ impl Autoscaler {
             capabilities: spec.scaling.capabilities.clone(),
             state: guest_state,
             pod_metrics: target.pod_metrics(),
+            http_responder: target.http_responder(),
         };
         let state = backend.load()?;
         let preview_env = CallEnv {

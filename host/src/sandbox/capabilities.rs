@@ -218,6 +218,12 @@ pub trait PodMetricsProvider: Send + Sync {
     fn pod_metrics(&self) -> BoxFuture<'_, Result<Vec<PodMetrics>, GuestError>>;
 }
 
+/// What answers an allowed `http` GET instead of the network.
+pub trait HttpResponder: Send + Sync {
+    /// The status and body answering a GET of `url` (already allowed by the grant).
+    fn get(&self, url: &url::Url) -> Result<(u16, Vec<u8>), GuestError>;
+}
+
 /// A fixed set of pod metrics: for `wasmscaler eval --pod-metrics` and tests, where no
 /// metrics server exists.
 #[derive(Debug, Clone, Default)]
@@ -403,6 +409,9 @@ pub struct CallEnv {
     pub state: Option<Arc<dyn StateStore>>,
     /// Source of the `kubernetes-metrics` capability; the import answers `unavailable` if `None`.
     pub pod_metrics: Option<Arc<dyn PodMetricsProvider>>,
+    /// Answers the `http` capability's GETs in place of the network (`simulate`'s model);
+    /// `None`: the network. The grant, the allow-list and the body cap apply either way.
+    pub http_responder: Option<Arc<dyn HttpResponder>>,
 }
 
 impl fmt::Debug for CallEnv {
@@ -412,6 +421,7 @@ impl fmt::Debug for CallEnv {
             .field("capabilities", &self.capabilities)
             .field("state", &self.state.is_some())
             .field("pod_metrics", &self.pod_metrics.is_some())
+            .field("http_responder", &self.http_responder.is_some())
             .finish()
     }
 }

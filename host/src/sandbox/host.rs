@@ -288,6 +288,24 @@ impl http::Host for HostState {
             Ok(parsed) => parsed,
             Err(refusal) => return Ok(Err(types::Error::Denied(refusal.to_string()))),
         };
+        if let Some(responder) = &self.env.http_responder {
+            let max_body = grant.max_body_bytes;
+            return Ok(responder
+                .get(&parsed)
+                .and_then(|(status, body)| {
+                    if body.len() as u64 > max_body {
+                        return Err(GuestError::Denied(format!(
+                            "GET {parsed}: body larger than the cap of {max_body} bytes"
+                        )));
+                    }
+                    Ok(http::Response {
+                        status,
+                        headers: vec![("content-type".into(), "application/json".into())],
+                        body,
+                    })
+                })
+                .map_err(types::Error::from));
+        }
         if let Err(refusal) = self.http.denied.check_literal(&parsed) {
             return Ok(Err(types::Error::Denied(refusal.to_string())));
         }

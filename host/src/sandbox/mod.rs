@@ -35,7 +35,7 @@ pub use allowlist::{UrlRefusal, glob_match};
 pub use cache::sha256;
 pub use call::CallOutcome;
 pub use capabilities::{
-    BoxFuture, CallEnv, Capabilities, Capability, FileState, HttpGrant, MemoryState,
+    BoxFuture, CallEnv, Capabilities, Capability, FileState, HttpGrant, HttpResponder, MemoryState,
     PodMetricsProvider, StateChanges, StateGrant, StateStore, StaticPodMetrics, merge_state,
 };
 pub use compile::{CompileConfig, CompileIsolation, CompileLimit};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::{Point, PolicyReport};
@@ -199,14 +200,7 @@ fn draw<DB: DrawingBackend>(
             .label(format!("{name}: ready capacity"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart).map_err(err)?;
 
     let mut replicas = ChartBuilder::on(&lower)
         .margin(12)
@@ -234,16 +228,22 @@ fn draw<DB: DrawingBackend>(
             .label(format!("{name}: replicas"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    replicas
+    legend(&mut replicas).map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// The series' legend, top left.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
         .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! evaluate → settle code as `wasmscaler run` — against a [`SimTarget`] backed by the
 //! [`model`]'s simulated system instead of its configured target. The engine's clock is the
 //! virtual one, so stabilization windows and rate policies see trace time, and nothing
-//! sleeps. The `kubernetes-metrics` capability answers from the model, and `state` persists
-//! in memory across the simulated runs.
+//! sleeps. The `kubernetes-metrics` and `http` capabilities answer from the model, and
+//! `state` persists in memory across the simulated runs.
 //!
 //! Time advances in model steps. At each step the model first retires drained replicas and
 //! readies started ones; a run falls due every `interval` (the first at time 0) and sees the
@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use crate::contract::model::{GuestError, ObjectJson, PodMetrics};
 use crate::engine::{Autoscaler, AutoscalerSpec, Guests};
-use crate::sandbox::{BoxFuture, MemoryState, PodMetricsProvider, StateStore};
+use crate::sandbox::{BoxFuture, HttpResponder, MemoryState, PodMetricsProvider, StateStore};
 use crate::targets::{Observation, Target, TargetError, TargetIdentity};
 
 pub use model::{ModelError, Overflow, SystemModel};
@@ -94,6 +94,30 @@ impl Target for SimTarget {
 
     fn pod_metrics(&self) -> Option<Arc<dyn PodMetricsProvider>> {
         Some(Arc::new(SimMetrics(self.0.clone())))
+    }
+
+    fn http_responder(&self) -> Option<Arc<dyn HttpResponder>> {
+        Some(Arc::new(SimHttp(self.0.clone())))
+    }
+}
+
+/// The `http` capability against the model: a replica's address answers its status, and any
+/// other allowed URL the queue's (so a queue guest's own `queueUrl` works unchanged).
+struct SimHttp(Arc<World>);
+
+impl HttpResponder for SimHttp {
+    fn get(&self, url: &url::Url) -> Result<(u16, Vec<u8>), GuestError> {
+        let now = self.0.now();
+        let system = self.0.system();
+        let suffix = format!(".{}", model::REPLICA_DOMAIN);
+        let answer = match url.host_str().and_then(|h| h.strip_suffix(&suffix)) {
+            Some(replica) => system.replica_status(now, replica),
+            None => Some(system.queue_status()),
+        };
+        Ok(match answer {
+            Some(body) => (200, body.to_string().into_bytes()),
+            None => (503, b"{}".to_vec()),
+        })
     }
 }
 

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::contract::model::{PodMetrics, Replica};
 use crate::duration::HumanDuration;
 
+/// The domain of the replicas' addresses (`replica-3.replicas.sim`): an `http` GET to one
+/// is answered with that replica's status.
+pub(crate) const REPLICA_DOMAIN: &str = "replicas.sim";
+
 /// What load beyond the ready capacity does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "camelCase")]
@@ -139,6 +143,9 @@ pub(crate) struct System {
     replicas: Vec<SimReplica>,
     next_name: u64,
     backlog: f64,
+    /// Units arrived and served since the start.
+    arrived: f64,
+    served: f64,
     /// Utilization of the ready capacity per step, newest last, as long as the metric delay
     /// needs.
     utilization: VecDeque<(f64, f64)>,
@@ -154,6 +161,8 @@ impl System {
             replicas: Vec::new(),
             next_name: 0,
             backlog: 0.0,
+            arrived: 0.0,
+            served: 0.0,
             utilization: VecDeque::new(),
             rng,
             epoch_ms,
@@ -201,7 +210,7 @@ impl System {
                 ready: r.ready_at <= now,
                 start_time_ms: r.created.is_finite().then(|| self.ms(r.created)),
                 labels: Default::default(),
-                address: None,
+                address: Some(format!("{}.{REPLICA_DOMAIN}", r.name)),
             })
             .collect()
     }
@@ -277,6 +286,8 @@ impl System {
             Overflow::Drop => (0.0, unserved),
         };
         self.backlog = backlog;
+        self.arrived += load * dt;
+        self.served += served;
         let utilization = if capacity > 0.0 {
             served / (capacity * dt)
         } else {
@@ -310,6 +321,32 @@ impl System {
             .rev()
             .find(|&&(t, _)| t + dt <= as_of + 1e-9)
             .map_or(0.0, |&(_, u)| u)
+    }
+
+    /// What a replica's status endpoint answers at `now`, as the `capacity` guest reads it:
+    /// its free slots of `capacity`. The measured load is packed onto the oldest ready
+    /// replicas first, as a dispatcher fills job slots, so surplus replicas report idle.
+    /// `None` for a replica not ready or gone (it does not answer).
+    pub(crate) fn replica_status(&self, now: f64, name: &str) -> Option<serde_json::Value> {
+        let ready: Vec<&SimReplica> = self
+            .replicas
+            .iter()
+            .filter(|r| r.leaving_at.is_none() && r.ready_at <= now)
+            .collect();
+        let rank = ready.iter().position(|r| r.name == name)? as f64;
+        let per_replica = self.model.capacity;
+        let busy_total = self.measured_utilization(now) * ready.len() as f64 * per_replica;
+        let busy = (busy_total - rank * per_replica).clamp(0.0, per_replica);
+        Some(serde_json::json!({ "available": per_replica - busy, "terminate": false }))
+    }
+
+    /// What a queue endpoint answers: the backlog, and the units arrived and served so far.
+    pub(crate) fn queue_status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "length": self.backlog,
+            "total": self.arrived,
+            "processed": self.served,
+        })
     }
 
     /// The pod metrics a sync at `now` reads: one per ready replica.
@@ -414,6 +451,44 @@ mod tests {
         }
         // At 4 s with a 2 s delay: the step [1, 2) at 40 %.
         assert_eq!(system.pod_metrics(4.0)[0].cpu_millicores, 400);
+    }
+
+    #[test]
+    fn status_endpoints_answer_from_the_model() {
+        let mut system = System::new(model(30, 0, Overflow::Queue), 1, 0);
+        system.prime(4.0);
+        assert_eq!(
+            system.replica_status(0.0, "replica-0"),
+            Some(serde_json::json!({ "available": 6.0, "terminate": false }))
+        );
+        system.scale(0.0, 2, &[]);
+        assert_eq!(
+            system.visible(0.0)[1].address.as_deref(),
+            Some("replica-1.replicas.sim")
+        );
+        assert_eq!(
+            system.replica_status(0.0, "replica-1"),
+            None,
+            "still starting"
+        );
+        assert_eq!(system.replica_status(0.0, "nobody"), None);
+        // Packed onto the oldest: at 15 of 20, replica-0 is full and replica-1 half busy.
+        let mut packed = System::new(model(0, 0, Overflow::Queue), 2, 0);
+        packed.prime(15.0);
+        let free = |name| {
+            packed
+                .replica_status(0.0, name)
+                .map(|s| s["available"].clone())
+        };
+        assert_eq!(free("replica-0"), Some(serde_json::json!(0.0)));
+        assert_eq!(free("replica-1"), Some(serde_json::json!(5.0)));
+        for t in 0..3 {
+            system.step(f64::from(t), 15.0);
+        }
+        assert_eq!(
+            system.queue_status(),
+            serde_json::json!({ "length": 15.0, "total": 45.0, "processed": 30.0 })
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::model::{ObjectJson, Replica};
-use crate::sandbox::{BoxFuture, PodMetricsProvider};
+use crate::sandbox::{BoxFuture, HttpResponder, PodMetricsProvider};
 
 /// A snapshot of the target taken at the start of a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +91,11 @@ pub trait Target: Send + Sync {
     ) -> BoxFuture<'a, Result<(), TargetError>>;
     /// Resource metrics of the replicas, where the target has them.
     fn pod_metrics(&self) -> Option<Arc<dyn PodMetricsProvider>> {
+        None
+    }
+    /// What answers the `http` capability instead of the network (only a simulated target
+    /// has one).
+    fn http_responder(&self) -> Option<Arc<dyn HttpResponder>> {
         None
     }
     /// Releases what the target holds (local: stops every replica).
