@@ -20,7 +20,9 @@ use std::time::Duration;
 use criterion::Criterion;
 use wasmscaler::contract::model::{Context, PodMetrics};
 use wasmscaler::sandbox::{GuestComponent, LoadSource, PoolingConfig, Sandbox, SandboxConfig};
-use wasmscaler_tests::{build_language_guest, build_rust_guest, fixture, read_fixture, repo_root};
+use wasmscaler_tests::{
+    build_language_guest, build_rust_guest, criterion_median_ns as median_ns, fixture, read_fixture,
+};
 
 fn sandbox(pooling: bool, cache_dir: Option<std::path::PathBuf>) -> Sandbox {
     Sandbox::new(SandboxConfig {
@@ -199,20 +201,6 @@ fn print_load_table(rt: &tokio::runtime::Runtime) {
             compile.as_secs_f64() / median.as_secs_f64()
         );
     }
-}
-
-/// Median of one benchmark of this run, in nanoseconds, from criterion's own output.
-fn median_ns(group: &str, name: &str) -> Option<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target
-        .join("criterion")
-        .join(group)
-        .join(name)
-        .join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
 }
 
 fn human(ns: f64) -> String {

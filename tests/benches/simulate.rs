@@ -93,17 +93,9 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// Median of one benchmark of this run, in nanoseconds, from criterion's own output.
+/// Median of one benchmark of this run's `simulate` group, in nanoseconds.
 fn median_ns(name: &str) -> Option<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target
-        .join("criterion/simulate")
-        .join(name)
-        .join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
+    wasmscaler_tests::criterion_median_ns("simulate", name)
 }
 
 fn print_table() {

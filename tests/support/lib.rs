@@ -545,3 +545,18 @@ macro_rules! criterion {
         }
     }};
 }
+
+/// Median of one benchmark of this run (`group/name`), in nanoseconds, from criterion's own
+/// output under the target directory.
+pub fn criterion_median_ns(group: &str, name: &str) -> Option<f64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target
+        .join("criterion")
+        .join(group)
+        .join(name)
+        .join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
