@@ -239,3 +239,31 @@ async fn the_capacity_guest_reads_replica_status_from_the_model() -> anyhow::Res
     );
     Ok(())
 }
+
+/// A trace spanning decades at one-second steps would run for days: it is refused at once,
+/// naming the cap, before any guest runs.
+#[tokio::test]
+async fn a_trace_longer_than_the_step_cap_is_refused_naming_it() -> anyhow::Result<()> {
+    let trace = Trace::parse(
+        "time,load\n0,4\n1000000000,4\n",
+        "trace.csv",
+        &Columns::default(),
+    )?;
+    let outcome = simulate::simulate(
+        &spec(15, 20),
+        guests().await?,
+        &trace,
+        &step_model(30),
+        &mut |_| {},
+    )
+    .await;
+    match outcome {
+        Err(error @ simulate::SimulateError::TooLong { .. }) => {
+            let text = error.to_string();
+            assert!(text.contains(&simulate::MAX_STEPS.to_string()), "{text}");
+            assert!(text.contains("--step"), "{text}");
+        }
+        other => panic!("expected TooLong, got {other:?}"),
+    }
+    Ok(())
+}

@@ -17,7 +17,7 @@ use wasmscaler::duration::HumanDuration;
 use wasmscaler::engine::{AutoscalerSpec, Guests};
 use wasmscaler::policies::PolicyRef;
 use wasmscaler::simulate::{self, Columns, PolicyReport, SystemModel, Trace};
-use wasmscaler_tests::{build_rust_guest, cpu_spec, repo_root, test_sandbox};
+use wasmscaler_tests::{build_rust_guest, repo_root, test_sandbox};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -64,23 +64,6 @@ fn predictive(wasm: &std::path::Path) -> AutoscalerSpec {
     spec
 }
 
-/// The HPA on `like`'s bounds, interval and target utilization.
-fn hpa(like: &AutoscalerSpec, wasm: &std::path::Path) -> AutoscalerSpec {
-    let mut spec = cpu_spec(
-        "hpa",
-        wasm,
-        like.scaling.max_replicas,
-        like.scaling.interval.0,
-    );
-    spec.scaling.min_replicas = like.scaling.min_replicas;
-    spec.scaling.config = [(
-        "targetUtilization".to_string(),
-        like.scaling.config["targetUtilization"].clone(),
-    )]
-    .into();
-    spec
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -104,7 +87,11 @@ fn main() {
     let (predictive_wasm, predictive_guests) = load("guests/predictive");
     let (hpa_wasm, hpa_guests) = load("guests/cpu-target");
     let predictive_spec = predictive(&predictive_wasm);
-    let hpa_spec = hpa(&predictive_spec, &hpa_wasm);
+    let target: f64 = predictive_spec.scaling.config["targetUtilization"]
+        .parse()
+        .expect("targetUtilization");
+    let hpa_spec =
+        simulate::hpa_baseline(&predictive_spec, PolicyRef::File(hpa_wasm.clone()), target);
     let model = SystemModel {
         startup: HumanDuration(Duration::from_secs(90)),
         ..SystemModel::default()

@@ -11,10 +11,9 @@ use clap::Args;
 use crate::config::ConfigFile;
 use crate::duration::HumanDuration;
 use crate::engine::AutoscalerSpec;
-use crate::engine::behavior::Behavior;
 use crate::host::{load_spec_guests, policy_sources};
 use crate::policies::{PolicyRef, PolicySources};
-use crate::sandbox::{Capabilities, Sandbox};
+use crate::sandbox::Sandbox;
 use crate::simulate::{self, Columns, Overflow, PolicyReport, SystemModel, Trace, chart, render};
 
 #[derive(Debug, Args)]
@@ -199,38 +198,12 @@ fn candidates(args: &SimulateArgs) -> anyhow::Result<Vec<Candidate>> {
             .baseline_utilization
             .or_else(|| first.scaling.config.get("targetUtilization")?.parse().ok())
             .unwrap_or(50.0);
-        let spec = hpa_baseline(first, baseline, utilization)?;
+        let policy =
+            PolicyRef::parse(baseline).with_context(|| format!("--baseline {baseline:?}"))?;
+        let spec = simulate::hpa_baseline(first, policy, utilization);
         candidates.push(Candidate { spec, sources });
     }
     Ok(candidates)
-}
-
-/// The HPA as a baseline: the `cpu-target` component on `first`'s replica bounds and
-/// interval, with the HPA's default behavior and tolerance and no fallback.
-fn hpa_baseline(
-    first: &AutoscalerSpec,
-    component: &str,
-    utilization: f64,
-) -> anyhow::Result<AutoscalerSpec> {
-    let mut spec = first.clone();
-    spec.name = "hpa (baseline)".into();
-    let scaling = &mut spec.scaling;
-    scaling.policy =
-        Some(PolicyRef::parse(component).with_context(|| format!("--baseline {component:?}"))?);
-    scaling.metrics = None;
-    scaling.evaluator = None;
-    scaling.tolerance = None;
-    scaling.behavior = Behavior::default();
-    scaling.fallback = None;
-    scaling.paused = false;
-    scaling.paused_replicas = None;
-    scaling.dry_run = false;
-    scaling.config = BTreeMap::from([("targetUtilization".into(), utilization.to_string())]);
-    scaling.capabilities = Capabilities {
-        kubernetes_metrics: true,
-        ..Capabilities::default()
-    };
-    Ok(spec)
 }
 
 /// A bar on stderr for one policy; it draws only when stderr is a terminal.

@@ -24,8 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::contract::model::{GuestError, ObjectJson, PodMetrics};
-use crate::engine::{Autoscaler, AutoscalerSpec, Guests};
-use crate::sandbox::{BoxFuture, HttpResponder, MemoryState, PodMetricsProvider, StateStore};
+use crate::engine::behavior::Behavior;
+use crate::engine::{Autoscaler, AutoscalerError, AutoscalerSpec, Guests};
+use crate::policies::PolicyRef;
+use crate::sandbox::{
+    BoxFuture, Capabilities, HttpResponder, MemoryState, PodMetricsProvider, StateStore,
+};
 use crate::targets::{Observation, Target, TargetError, TargetIdentity};
 
 pub use model::{ModelError, Overflow, SystemModel};
@@ -138,13 +142,55 @@ pub enum SimulateError {
     #[error(transparent)]
     Model(#[from] ModelError),
     /// The autoscaler's spec.
-    #[error("{name}: {message}")]
+    #[error("{name}: {source}")]
     Autoscaler {
         /// The autoscaler.
         name: String,
         /// What the engine refused.
-        message: String,
+        source: AutoscalerError,
     },
+    /// The trace would take more model steps than a simulation may.
+    #[error(
+        "{steps} model steps ({seconds:.0} s of trace at a {step_seconds} s step), over the cap of {max}: use a coarser --step or a shorter trace"
+    )]
+    TooLong {
+        /// Steps the trace needs.
+        steps: u64,
+        /// The trace's length.
+        seconds: f64,
+        /// The model's step.
+        step_seconds: f64,
+        /// The cap, [`MAX_STEPS`].
+        max: u64,
+    },
+}
+
+/// The most model steps one simulation runs: 40 million, over a year at one-second steps
+/// (a few minutes of CPU); a trace spanning centuries is refused instead of running for days.
+pub const MAX_STEPS: u64 = 40_000_000;
+
+/// The HPA as a baseline beside `like`: the `cpu-target` component `policy` on `like`'s
+/// replica bounds, interval and limits, at `utilization` percent, with the HPA's default
+/// behavior and tolerance, no fallback, and only `kubernetes-metrics` granted.
+pub fn hpa_baseline(like: &AutoscalerSpec, policy: PolicyRef, utilization: f64) -> AutoscalerSpec {
+    let mut spec = like.clone();
+    spec.name = "hpa (baseline)".into();
+    let scaling = &mut spec.scaling;
+    scaling.policy = Some(policy);
+    scaling.metrics = None;
+    scaling.evaluator = None;
+    scaling.tolerance = None;
+    scaling.behavior = Behavior::default();
+    scaling.fallback = None;
+    scaling.paused = false;
+    scaling.paused_replicas = None;
+    scaling.dry_run = false;
+    scaling.config = [("targetUtilization".to_string(), utilization.to_string())].into();
+    scaling.capabilities = Capabilities {
+        kubernetes_metrics: true,
+        ..Capabilities::default()
+    };
+    spec
 }
 
 /// Replays `trace` through `spec` with `guests` on `model`. `progress` is told the fraction
@@ -157,6 +203,16 @@ pub async fn simulate(
     progress: &mut dyn FnMut(f64),
 ) -> Result<PolicyReport, SimulateError> {
     model.validate()?;
+    let step_seconds = model.step.0.as_secs_f64();
+    let steps = (trace.duration_secs() / step_seconds).ceil() as u64;
+    if steps > MAX_STEPS {
+        return Err(SimulateError::TooLong {
+            steps,
+            seconds: trace.duration_secs(),
+            step_seconds,
+            max: MAX_STEPS,
+        });
+    }
     let epoch_ms = trace.start_ms().unwrap_or(DEFAULT_EPOCH_MS);
     let initial = model
         .initial_replicas
@@ -179,9 +235,9 @@ pub async fn simulate(
         .guest_state(state)
         .clock(clock)
         .build()
-        .map_err(|e| SimulateError::Autoscaler {
+        .map_err(|source| SimulateError::Autoscaler {
             name: spec.name.clone(),
-            message: e.to_string(),
+            source,
         })?;
 
     let step_ms = i64::try_from(model.step.0.as_millis())

@@ -89,6 +89,16 @@ pub enum TraceError {
         /// The previous row's.
         previous: f64,
     },
+    /// The file is over the size cap.
+    #[error("{path}: {bytes} bytes, over the cap of {max} bytes for a trace")]
+    TooLarge {
+        /// The trace file.
+        path: String,
+        /// Its size.
+        bytes: u64,
+        /// The cap.
+        max: u64,
+    },
     /// Fewer than two points: no duration to replay.
     #[error("{path}: a trace needs at least two points, found {found}")]
     TooShort {
@@ -98,6 +108,9 @@ pub enum TraceError {
         found: usize,
     },
 }
+
+/// The largest trace file read: 256 MiB, about 10 million rows, years at one row a second.
+pub const MAX_TRACE_BYTES: u64 = 256 << 20;
 
 /// Which columns hold time and load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,13 +131,38 @@ impl Default for Columns {
 }
 
 impl Trace {
-    /// Reads the trace in `path`.
+    /// Reads the trace in `path`, refusing a file over [`MAX_TRACE_BYTES`].
     pub fn read(path: &Path, columns: &Columns) -> Result<Trace, TraceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
-            path: path.display().to_string(),
+        Trace::read_capped(path, columns, MAX_TRACE_BYTES)
+    }
+
+    /// [`Trace::read`] with the size cap `max_bytes`. The cap is checked while reading, so a
+    /// file that grows (or a pipe) cannot get past it.
+    pub fn read_capped(
+        path: &Path,
+        columns: &Columns,
+        max_bytes: u64,
+    ) -> Result<Trace, TraceError> {
+        use std::io::Read as _;
+        let name = path.display().to_string();
+        let io = |source| TraceError::Io {
+            path: name.clone(),
             source,
-        })?;
-        Trace::parse(&text, &path.display().to_string(), columns)
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(io)?
+            .take(max_bytes.saturating_add(1))
+            .read_to_string(&mut text)
+            .map_err(io)?;
+        if text.len() as u64 > max_bytes {
+            return Err(TraceError::TooLarge {
+                path: name,
+                bytes: std::fs::metadata(path).map_or(text.len() as u64, |m| m.len()),
+                max: max_bytes,
+            });
+        }
+        Trace::parse(&text, &name, columns)
     }
 
     /// Parses `text` as a trace read from `path` (named in errors).
@@ -320,5 +358,33 @@ mod tests {
         };
         let trace = Trace::parse("t,rps\n0,1\n5,2\n", "t.csv", &columns).expect("trace");
         assert_eq!(trace.duration_secs(), 5.0);
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_naming_the_cap() {
+        let dir = std::env::temp_dir().join(format!("wasmscaler-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.csv");
+        std::fs::write(&path, "time,load\n0,1\n60,2\n").unwrap();
+        let capped = Trace::read_capped(&path, &Columns::default(), 10);
+        assert!(
+            matches!(
+                capped,
+                Err(TraceError::TooLarge {
+                    bytes: 19,
+                    max: 10,
+                    ..
+                })
+            ),
+            "{capped:?}"
+        );
+        assert_eq!(
+            Trace::read_capped(&path, &Columns::default(), 19)
+                .unwrap()
+                .points()
+                .len(),
+            2
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
