@@ -586,12 +586,17 @@ async fn an_oci_policy_runs_and_a_bad_reference_fails_static_with_an_event() -> 
     // Fixed to the pushed digest: pulled, run, scaled.
     let right = format!("oci://{}/policies/cpu@{digest}", registry.addr);
     fake.patch(WSA.0, WSA.1, "web", json!({"spec": {"policy": right}}))?;
-    wait_for("the deployment at 6", Duration::from_secs(30), || {
-        fake.replicas("web") == Some(6)
-    })
+    // The scale is written before the status that reports it, so wait for both.
+    wait_for(
+        "the deployment at 6, reported Ready",
+        Duration::from_secs(30),
+        || {
+            fake.replicas("web") == Some(6)
+                && condition(&status(&fake, "web"), "Ready")["status"] == "True"
+        },
+    )
     .await?;
     let s = status(&fake, "web");
-    assert_eq!(condition(&s, "Ready")["status"], "True", "{s:#}");
     assert_eq!(
         s["policyDigests"][0],
         support::registry::sha256_hex(&wasm),
