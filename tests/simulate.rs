@@ -1,11 +1,16 @@
 //! `wasmscaler simulate` through the library: the real `cpu-target` guest replayed against
 //! the simulated system, with outcomes computed by hand.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use wasmscaler::contract::model::{Context, Decision, Sample};
 use wasmscaler::duration::HumanDuration;
-use wasmscaler::engine::{AutoscalerSpec, Guests};
-use wasmscaler::sandbox::{Capabilities, HttpGrant};
+use wasmscaler::engine::behavior::{
+    Behavior, LimitReason, PolicyType, ScalingPolicy, ScalingRules, SelectPolicy,
+};
+use wasmscaler::engine::{AutoscalerSpec, Guests, Policies, Policy, PolicyResult};
+use wasmscaler::sandbox::{BoxFuture, CallEnv, CallOutcome, Capabilities, HttpGrant, SandboxError};
 use wasmscaler::simulate::{self, Columns, Overflow, PolicyReport, SystemModel, Trace};
 use wasmscaler_tests::{build_rust_guest, cpu_spec, test_sandbox};
 
@@ -265,5 +270,164 @@ async fn a_trace_longer_than_the_step_cap_is_refused_naming_it() -> anyhow::Resu
         }
         other => panic!("expected TooLong, got {other:?}"),
     }
+    Ok(())
+}
+
+/// A policy deciding one fixed count, with no wasm: what the engine does around it is what
+/// the simulation shows.
+struct Decides(u32);
+
+fn no_cost<T>(value: T) -> PolicyResult<T> {
+    Ok(CallOutcome {
+        value,
+        fuel_consumed: 0,
+        duration: Duration::ZERO,
+        logs_dropped: 0,
+        log_bytes_dropped: 0,
+    })
+}
+
+impl Policy for Decides {
+    fn digest(&self) -> String {
+        format!("decides-{}", self.0)
+    }
+    fn check_grants(&self, _: &Capabilities) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    fn gather<'a>(
+        &'a self,
+        _: &'a Context,
+        _: &'a CallEnv,
+    ) -> BoxFuture<'a, PolicyResult<Vec<Sample>>> {
+        Box::pin(async { no_cost(Vec::new()) })
+    }
+    fn evaluate<'a>(
+        &'a self,
+        _: &'a Context,
+        _: &'a [Sample],
+        _: &'a CallEnv,
+    ) -> BoxFuture<'a, PolicyResult<Decision>> {
+        Box::pin(async move {
+            no_cost(Decision {
+                target_replicas: self.0,
+                reason: None,
+                remove_first: None,
+            })
+        })
+    }
+}
+
+/// The replicas asked for after each run of `spec` deciding `decides`, starting at `initial`.
+async fn simulated_counts(
+    spec: &AutoscalerSpec,
+    decides: u32,
+    initial: u32,
+    seconds: u32,
+) -> anyhow::Result<Vec<u32>> {
+    let trace = Trace::parse(
+        &format!("time,load\n0,1\n{seconds},1\n"),
+        "trace.csv",
+        &Columns::default(),
+    )?;
+    let model = SystemModel {
+        initial_replicas: Some(initial),
+        ..SystemModel::default()
+    };
+    let policy: Arc<dyn Policy> = Arc::new(Decides(decides));
+    let report =
+        simulate::simulate(spec, Policies::single(policy), &trace, &model, &mut |_| ()).await?;
+    anyhow::ensure!(report.failed_runs == 0, "{report:?}");
+    Ok(report.series.iter().map(|p| p.desired).collect())
+}
+
+/// A row of upstream `TestScalingWithRules`, read by `hpa_rate_cases.rs`.
+struct RateCase {
+    name: &'static str,
+    bounds: (u32, u32),
+    current: u32,
+    desired: u32,
+    expected: u32,
+    behavior: Behavior,
+    /// Rows that start from recent scale events a simulation cannot have made itself.
+    with_events: bool,
+}
+
+fn case(
+    name: &'static str,
+    bounds: (u32, u32),
+    current: u32,
+    desired: u32,
+    expected: u32,
+    _reason: LimitReason,
+) -> RateCase {
+    RateCase {
+        name,
+        bounds,
+        current,
+        desired,
+        expected,
+        behavior: Behavior::default(),
+        with_events: false,
+    }
+}
+
+/// Recent events of a row: only whether there are any matters here.
+struct Events;
+
+fn events(_: &[u32], _period_seconds: u32) -> Events {
+    Events
+}
+
+impl RateCase {
+    fn up(mut self, rules: ScalingRules) -> Self {
+        self.behavior.scale_up = Some(rules);
+        self
+    }
+    fn down(mut self, rules: ScalingRules) -> Self {
+        self.behavior.scale_down = Some(rules);
+        self
+    }
+    fn up_events(mut self, _: Events) -> Self {
+        self.with_events = true;
+        self
+    }
+    fn down_events(mut self, _: Events) -> Self {
+        self.with_events = true;
+        self
+    }
+}
+
+include!("../host/src/engine/behavior/hpa_rules.rs");
+
+/// The engine's table of upstream HPA rate cases (the same rows its unit test checks against
+/// the rate limiter alone), each replayed as a simulated run: the target starts at the row's
+/// current count, the policy decides the row's desired count, and the count the simulated
+/// target is asked for is the row's expected one. Rows that start from recent scale events
+/// stay with the unit test, since a simulation holds only the events it made.
+#[tokio::test]
+async fn hpa_rate_cases_give_the_same_counts_in_simulation() -> anyhow::Result<()> {
+    use LimitReason::*;
+    let cases: Vec<RateCase> = include!("../host/src/engine/behavior/hpa_rate_cases.rs");
+    let mut replayed = 0;
+    for c in cases.into_iter().filter(|c| !c.with_events) {
+        let mut spec = spec(15, c.bounds.1);
+        spec.scaling.min_replicas = c.bounds.0;
+        spec.scaling.behavior = c.behavior;
+        let counts = simulated_counts(&spec, c.desired, c.current, 15).await?;
+        assert_eq!(counts, [c.expected], "{}", c.name);
+        replayed += 1;
+    }
+    assert!(replayed >= 20, "only {replayed} rows replayed");
+    Ok(())
+}
+
+/// The HPA's default scale-up policy (4 pods or 100 % per 15 s, whichever is more) over several
+/// simulated runs: from 10 toward 50 it doubles each run, then stops at the decision. Each
+/// run's event has left the 15 s period when the next run comes, as upstream's "period has
+/// passed" comparison is strict.
+#[tokio::test]
+async fn default_behavior_over_simulated_runs_is_the_hpa_s() -> anyhow::Result<()> {
+    let spec = spec(15, 100);
+    assert_eq!(simulated_counts(&spec, 50, 10, 60).await?, [20, 40, 50, 50]);
     Ok(())
 }

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use crate::contract::model::{GuestError, ObjectJson, PodMetrics};
 use crate::engine::behavior::Behavior;
-use crate::engine::{Autoscaler, AutoscalerError, AutoscalerSpec, Guests};
+use crate::engine::{Autoscaler, AutoscalerError, AutoscalerSpec, Policies};
 use crate::policies::PolicyRef;
 use crate::sandbox::{
     BoxFuture, Capabilities, HttpResponder, MemoryState, PodMetricsProvider, StateStore,
@@ -193,11 +193,13 @@ pub fn hpa_baseline(like: &AutoscalerSpec, policy: PolicyRef, utilization: f64) 
     spec
 }
 
-/// Replays `trace` through `spec` with `guests` on `model`. `progress` is told the fraction
-/// done now and then.
+/// Replays `trace` through `spec` with `policies` (the loaded guests, or any [`Policy`]) on
+/// `model`. `progress` is told the fraction done now and then.
+///
+/// [`Policy`]: crate::engine::Policy
 pub async fn simulate(
     spec: &AutoscalerSpec,
-    guests: Guests,
+    policies: impl Into<Policies>,
     trace: &Trace,
     model: &SystemModel,
     progress: &mut dyn FnMut(f64),
@@ -214,10 +216,9 @@ pub async fn simulate(
         });
     }
     let epoch_ms = trace.start_ms().unwrap_or(DEFAULT_EPOCH_MS);
-    let initial = model
-        .initial_replicas
-        .unwrap_or(spec.scaling.min_replicas)
-        .clamp(spec.scaling.min_replicas, spec.scaling.max_replicas);
+    // A given start outside the bounds is kept, as a real target can be: the first run
+    // brings it inside, as the HPA does.
+    let initial = model.initial_replicas.unwrap_or(spec.scaling.min_replicas);
     let world = Arc::new(World {
         system: Mutex::new(System::new(model.clone(), initial, epoch_ms)),
         now_ms: AtomicI64::new(0),
@@ -231,14 +232,15 @@ pub async fn simulate(
         .state
         .as_ref()
         .map(|_| Arc::new(MemoryState::default()) as Arc<dyn StateStore>);
-    let autoscaler = Autoscaler::builder(spec.clone(), Arc::new(SimTarget(world.clone())), guests)
-        .guest_state(state)
-        .clock(clock)
-        .build()
-        .map_err(|source| SimulateError::Autoscaler {
-            name: spec.name.clone(),
-            source,
-        })?;
+    let autoscaler =
+        Autoscaler::builder(spec.clone(), Arc::new(SimTarget(world.clone())), policies)
+            .guest_state(state)
+            .clock(clock)
+            .build()
+            .map_err(|source| SimulateError::Autoscaler {
+                name: spec.name.clone(),
+                source,
+            })?;
 
     let step_ms = i64::try_from(model.step.0.as_millis())
         .unwrap_or(i64::MAX)

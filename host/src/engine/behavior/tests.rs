@@ -180,35 +180,7 @@ fn normalize_desired_replicas_with_behavior() {
     }
 }
 
-/// `generateScalingRules(pods, podsPeriod, percent, percentPeriod, stabilizationWindow)`.
-fn rules(
-    pods: u32,
-    pods_period: u32,
-    percent: u32,
-    percent_period: u32,
-    window: u32,
-) -> ScalingRules {
-    let mut policies = Vec::new();
-    if pods != 0 {
-        policies.push(ScalingPolicy {
-            kind: PolicyType::Pods,
-            value: pods,
-            period_seconds: pods_period,
-        });
-    }
-    if percent != 0 {
-        policies.push(ScalingPolicy {
-            kind: PolicyType::Percent,
-            value: percent,
-            period_seconds: percent_period,
-        });
-    }
-    ScalingRules {
-        stabilization_window_seconds: Some(window),
-        select_policy: Some(SelectPolicy::Max),
-        policies: Some(policies),
-    }
-}
+include!("hpa_rules.rs");
 
 /// `generateEventsUniformDistribution`: each event in the middle of its segment of the last
 /// `period_seconds`, truncated to whole seconds as the Go code's duration cast does.
@@ -286,52 +258,7 @@ impl RateCase {
 #[test]
 fn scaling_with_rules() {
     use LimitReason::*;
-    let cases = vec![
-        case("prenormalized desired replicas within range", (3, 8), 5, 7, 7, DesiredWithinRange),
-        case("prenormalized desired replicas < minReplicas", (2, 8), 3, 1, 2, TooFewReplicas),
-        case("prenormalized desired replicas within range when minReplicas is 0", (0, 10), 1, 0, 0, DesiredWithinRange),
-        case("maxReplicas is the limit because maxReplicas < scaleUpLimit", (1, 10), 20, 1000, 10, TooManyReplicas),
-        case("desired replica count is more than the maximum replica count", (100, 150), 100, 1000, 150, TooManyReplicas),
-        case("scaleUpLimit is the limit because scaleUpLimit < maxReplicas with user policies", (1, 2000), 3, 1000, 4, ScaleUpLimit).up(rules(0, 0, 1, 60, 0)),
-        // Upstream marks "scaleDownLimit is the limit because scaleDownLimit > minReplicas with
-        // user defined policies" `testThis: true`, which skips it; it holds here as well.
-        case("scaleDownLimit is the limit because scaleDownLimit > minReplicas with user defined policies", (3, 2000), 1000, 3, 980, ScaleDownLimit).down(rules(20, 60, 0, 0, 0)),
-        case("scaleUp with default behavior", (1, 1000), 10, 50, 20, ScaleUpLimit),
-        case("scaleUp with pods policy larger than percent policy", (1, 1000), 10, 500, 110, ScaleUpLimit).up(rules(100, 60, 100, 60, 0)),
-        case("scaleUp with percent policy larger than pods policy", (1, 1000), 10, 500, 20, ScaleUpLimit).up(rules(2, 60, 100, 60, 0)),
-        case("scaleUp with spec MaxReplicas limitation with large pod policy", (1, 1000), 10, 50, 50, DesiredWithinRange).up(rules(100, 60, 0, 0, 0)),
-        case("scaleUp with spec MaxReplicas limitation with large percent policy", (1, 1000), 10, 50, 50, DesiredWithinRange).up(rules(10000, 60, 0, 0, 0)),
-        case("scaleUp with pod policy limitation", (1, 1000), 10, 50, 40, ScaleUpLimit).up(rules(30, 60, 0, 0, 0)),
-        case("scaleUp with percent policy limitation", (1, 1000), 10, 50, 30, ScaleUpLimit).up(rules(0, 0, 200, 60, 0)),
-        case("scaleDown with percent policy larger than pod policy", (1, 1000), 100, 2, 80, ScaleDownLimit).down(rules(20, 60, 1, 60, 300)),
-        case("scaleDown with pod policy larger than percent policy", (1, 1000), 100, 2, 98, ScaleDownLimit).down(rules(2, 60, 1, 60, 300)),
-        case("scaleDown with spec MinReplicas=nil limitation with large pod policy", (1, 1000), 10, 0, 1, TooFewReplicas).down(rules(100, 60, 0, 0, 300)),
-        case("scaleDown with spec MinReplicas limitation with large pod policy", (1, 1000), 10, 0, 1, TooFewReplicas).down(rules(100, 60, 0, 0, 300)),
-        case("scaleDown with spec MinReplicas limitation with large percent policy", (5, 1000), 10, 2, 5, TooFewReplicas).down(rules(0, 0, 100, 60, 300)),
-        case("scaleDown with pod policy limitation", (1, 1000), 10, 2, 5, ScaleDownLimit).down(rules(5, 60, 0, 0, 300)),
-        case("scaleDown with percent policy limitation", (1, 1000), 10, 5, 5, DesiredWithinRange).down(rules(0, 0, 50, 60, 300)),
-        case("scaleUp with spec MaxReplicas limitation with large pod policy and events", (1, 200), 100, 500, 200, TooManyReplicas).up(rules(300, 60, 0, 0, 0)).up_events(events(&[1, 5, 9], 120)),
-        case("scaleUp with spec MaxReplicas limitation with large percent policy and events", (1, 200), 100, 500, 200, TooManyReplicas).up(rules(0, 0, 10000, 60, 0)).up_events(events(&[1, 5, 9], 120)),
-        case("scaleUp with currentReplicas limitation with rate.PeriodSeconds with a lot of recent scale up events", (1, 1000), 100, 500, 100, ScaleUpLimit).up(rules(5, 120, 0, 0, 0)).up_events(events(&[1, 5, 9], 120)),
-        case("scaleUp with pod policy and previous scale up events", (1, 1000), 100, 500, 235, ScaleUpLimit).up(rules(150, 120, 0, 0, 0)).up_events(events(&[1, 5, 9], 120)),
-        case("scaleUp with percent policy and previous scale up events", (1, 1000), 100, 500, 255, ScaleUpLimit).up(rules(0, 0, 200, 120, 0)).up_events(events(&[1, 5, 9], 120)),
-        case("scaleUp with percent policy and previous scale up and down events", (1, 1000), 6, 24, 16, ScaleUpLimit).up(rules(0, 0, 300, 300, 0)).up_events(events(&[4], 120)).down_events(events(&[2], 120)),
-        case("scaleDown with default policy and previous events", (1, 1000), 10, 5, 5, DesiredWithinRange).down_events(events(&[1, 5, 9], 120)),
-        case("scaleDown with spec MinReplicas=nil limitation with large pod policy and previous events", (1, 1000), 100, 0, 1, TooFewReplicas).down(rules(115, 120, 0, 0, 300)).down_events(events(&[1, 5, 9], 120)),
-        case("scaleDown with spec MinReplicas limitation with large pod policy and previous events", (5, 1000), 100, 0, 5, TooFewReplicas).down(rules(130, 120, 0, 0, 300)).down_events(events(&[1, 5, 9], 120)),
-        case("scaleDown with spec MinReplicas limitation with large percent policy and previous events", (5, 1000), 100, 2, 5, TooFewReplicas).down(rules(0, 0, 100, 120, 300)).down_events(events(&[1, 5, 9], 120)),
-        case("scaleDown with pod policy limitation and previous events", (1, 1000), 100, 2, 100, ScaleDownLimit).down(rules(5, 120, 0, 0, 300)).down_events(events(&[1, 5, 9], 120)),
-        case("scaleDown with percent policy limitation and previous events", (1, 1000), 100, 0, 56, ScaleDownLimit).down(rules(0, 0, 50, 120, 300)).down_events(events(&[2, 4, 6], 120)),
-        case("scaleDown with percent policy and previous scale up and down events", (1, 1000), 10, 1, 6, ScaleDownLimit).down(rules(0, 0, 50, 180, 0)).up_events(events(&[2], 120)).down_events(events(&[4], 120)),
-        case("scaleDown with previous events preventing further scale down", (1, 1000), 100, 0, 100, ScaleDownLimit).down(rules(0, 0, 10, 120, 300)).down_events(events(&[10, 10, 10], 120)),
-        case("scaleDown with with previous events still allowing more scale down", (1, 1000), 10, 5, 5, DesiredWithinRange).down(rules(0, 0, 1000, 120, 300)).down_events(events(&[10, 10, 10], 120)),
-        case("check 'outdated' flag for events for one behavior for up", (1, 1000), 100, 200, 200, DesiredWithinRange).up(rules(1000, 60, 0, 0, 0)).up_events(events(&[8, 12, 9, 11], 120)),
-        case("check that events were not marked 'outdated' for two different policies in the behavior for up", (1, 1000), 100, 200, 200, DesiredWithinRange).up(rules(1000, 120, 100, 60, 0)).up_events(events(&[8, 12, 9, 11], 120)),
-        case("check that events were marked 'outdated' for two different policies in the behavior for up", (1, 1000), 100, 200, 200, DesiredWithinRange).up(rules(1000, 30, 100, 60, 0)).up_events(events(&[8, 12, 9, 11], 120)),
-        case("check 'outdated' flag for events for one behavior for down", (1, 1000), 100, 5, 5, DesiredWithinRange).down(rules(1000, 60, 0, 0, 300)).down_events(events(&[8, 12, 9, 11], 120)),
-        case("check that events were not marked 'outdated' for two different policies in the behavior for down", (1, 1000), 100, 5, 5, DesiredWithinRange).down(rules(1000, 120, 100, 60, 300)).down_events(events(&[8, 12, 9, 11], 120)),
-        case("check that events were marked 'outdated' for two different policies in the behavior for down", (1, 1000), 100, 5, 5, DesiredWithinRange).down(rules(1000, 30, 100, 60, 300)).down_events(events(&[8, 12, 9, 11], 120)),
-    ];
+    let cases: Vec<RateCase> = include!("hpa_rate_cases.rs");
     for c in cases {
         let history = History {
             recommendations: vec![],
