@@ -625,6 +625,64 @@ fn simulate_compares_policies_with_the_baseline_in_a_table_json_chart_and_page()
 }
 
 #[test]
+fn simulate_compares_with_the_built_in_hpa_unless_told_not_to() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = simulate_config(dir.path(), "tight", 50)?;
+    let trace = support::repo_root().join("tests/fixtures/traces/step.csv");
+    let json = dir.path().join("report.json");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let args = [
+            &[
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--trace".as_ref(),
+                trace.as_os_str(),
+                "--startup".as_ref(),
+                "30s".as_ref(),
+                "--json".as_ref(),
+                json.as_os_str(),
+            ],
+            extra,
+        ]
+        .concat();
+        simulate(&args)
+    };
+    // No --baseline: the built-in cpu-target (the WAT guest, no build needed) is the HPA.
+    let (ok, stdout, stderr) = run(&[])?;
+    assert!(ok, "{stderr}");
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert!(rows[3].starts_with("| hpa (baseline) |"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let policies = report["policies"].as_array().cloned().unwrap_or_default();
+    assert_eq!(policies.len(), 2);
+    // It decides as the Rust cpu-target at the same target does, run for run.
+    assert!(
+        policies[0]["scaleEvents"].as_u64() > Some(0),
+        "{policies:?}"
+    );
+    for key in [
+        "underProvisionedMinutes",
+        "replicaHours",
+        "scaleEvents",
+        "decisions",
+    ] {
+        assert_eq!(policies[0][key], policies[1][key], "{key}");
+    }
+
+    let (ok, stdout, stderr) = run(&["--no-baseline".as_ref()])?;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(!stdout.contains("baseline"), "{stdout}");
+
+    // A baseline that does not load is named.
+    let (ok, _, stderr) = run(&["--baseline".as_ref(), "no-such.wasm".as_ref()])?;
+    assert!(!ok);
+    assert!(stderr.contains("no-such.wasm"), "{stderr}");
+    Ok(())
+}
+
+#[test]
 fn simulate_names_the_line_of_a_bad_trace() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = simulate_config(dir.path(), "cpu", 50)?;

@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::config::ConfigFile;
 use crate::duration::HumanDuration;
-use crate::engine::AutoscalerSpec;
+use crate::engine::{AutoscalerSpec, Guests};
 use crate::host::{load_spec_guests, policy_sources};
 use crate::policies::{PolicyRef, PolicySources};
 use crate::sandbox::Sandbox;
@@ -35,10 +35,13 @@ pub(super) struct SimulateArgs {
     /// The trace's load column.
     #[arg(long, default_value = "load")]
     column: String,
-    /// The HPA baseline: a `cpu-target` component (a path or policy reference), replayed
-    /// with the HPA's default behavior beside the autoscalers.
-    #[arg(long, value_name = "POLICY")]
-    baseline: Option<String>,
+    /// The HPA baseline, replayed with the HPA's default behavior beside the autoscalers: a
+    /// `cpu-target` component (a path or policy reference), or the one built in.
+    #[arg(long, value_name = "POLICY", default_value = simulate::BUILTIN_BASELINE)]
+    baseline: String,
+    /// Replay no HPA baseline, only the autoscalers of the config files.
+    #[arg(long, conflicts_with = "baseline")]
+    no_baseline: bool,
     /// The baseline's target CPU utilization in percent [default: the first autoscaler's
     /// `targetUtilization`, else 50].
     #[arg(long, value_name = "PERCENT")]
@@ -109,10 +112,17 @@ impl ModelArgs {
     }
 }
 
-/// One policy to replay: its spec and the sources its components load from.
+/// One policy to replay: its spec and where its components come from.
 struct Candidate {
     spec: AutoscalerSpec,
-    sources: Arc<PolicySources>,
+    guests: CandidateGuests,
+}
+
+enum CandidateGuests {
+    /// Loaded from the spec's references through its config file's sources.
+    Sources(Arc<PolicySources>),
+    /// Built into the binary (the HPA baseline's `cpu-target`).
+    Builtin(Guests),
 }
 
 pub(super) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
@@ -123,13 +133,17 @@ pub(super) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         load: args.column.clone(),
     };
     let trace = Trace::read(&args.trace, &columns)?;
-    let candidates = candidates(&args)?;
+    let candidates = candidates(&args).await?;
 
     let mut reports = Vec::with_capacity(candidates.len());
     for candidate in &candidates {
-        let guests = load_spec_guests(&candidate.spec, &candidate.sources)
-            .await
-            .with_context(|| format!("autoscaler {}", candidate.spec.name))?;
+        let guests =
+            match &candidate.guests {
+                CandidateGuests::Sources(sources) => load_spec_guests(&candidate.spec, sources)
+                    .await
+                    .with_context(|| format!("autoscaler {}", candidate.spec.name))?,
+                CandidateGuests::Builtin(guests) => guests.clone(),
+            };
         let bar = progress_bar(&candidate.spec.name);
         let report = simulate::simulate(&candidate.spec, guests, &trace, &model, &mut |done| {
             bar.set_position((done * 1000.0) as u64)
@@ -158,7 +172,7 @@ pub(super) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
 }
 
 /// Every autoscaler of every config file, then the baseline.
-fn candidates(args: &SimulateArgs) -> anyhow::Result<Vec<Candidate>> {
+async fn candidates(args: &SimulateArgs) -> anyhow::Result<Vec<Candidate>> {
     let mut candidates = Vec::new();
     let mut sandbox: Option<Arc<Sandbox>> = None;
     let mut first_sources: Option<Arc<PolicySources>> = None;
@@ -179,7 +193,7 @@ fn candidates(args: &SimulateArgs) -> anyhow::Result<Vec<Candidate>> {
         for spec in config.autoscalers {
             candidates.push(Candidate {
                 spec,
-                sources: sources.clone(),
+                guests: CandidateGuests::Sources(sources.clone()),
             });
         }
     }
@@ -192,18 +206,52 @@ fn candidates(args: &SimulateArgs) -> anyhow::Result<Vec<Candidate>> {
             candidate.spec.name = format!("{} ({})", candidate.spec.name, seen);
         }
     }
-    if let (Some(baseline), Some(sources)) = (&args.baseline, first_sources) {
+    if let (false, Some(sources), Some(sandbox)) = (args.no_baseline, first_sources, sandbox) {
         let first = &candidates[0].spec;
         let utilization = args
             .baseline_utilization
             .or_else(|| first.scaling.config.get("targetUtilization")?.parse().ok())
             .unwrap_or(50.0);
-        let policy =
-            PolicyRef::parse(baseline).with_context(|| format!("--baseline {baseline:?}"))?;
-        let spec = simulate::hpa_baseline(first, policy, utilization);
-        candidates.push(Candidate { spec, sources });
+        candidates.push(baseline(&args.baseline, first, utilization, sources, &sandbox).await?);
     }
     Ok(candidates)
+}
+
+/// The HPA baseline beside `first`: the built-in `cpu-target`, or the component `reference`
+/// names, loaded through the first config file's sources.
+async fn baseline(
+    reference: &str,
+    first: &AutoscalerSpec,
+    utilization: f64,
+    sources: Arc<PolicySources>,
+    sandbox: &Sandbox,
+) -> anyhow::Result<Candidate> {
+    if reference == simulate::BUILTIN_BASELINE {
+        let bytes = simulate::builtin_cpu_target().context("assembling the built-in baseline")?;
+        let component = sandbox
+            .load(bytes)
+            .await
+            .context("loading the built-in baseline")?
+            .component;
+        // The reference is only the baseline's name in the spec: its guests are given.
+        let policy = PolicyRef::Uploaded {
+            name: reference.to_owned(),
+            sha256: None,
+        };
+        return Ok(Candidate {
+            spec: simulate::hpa_baseline(first, policy, utilization),
+            guests: CandidateGuests::Builtin(Guests {
+                metrics: component.clone(),
+                evaluator: component,
+            }),
+        });
+    }
+    let policy =
+        PolicyRef::parse(reference).with_context(|| format!("--baseline {reference:?}"))?;
+    Ok(Candidate {
+        spec: simulate::hpa_baseline(first, policy, utilization),
+        guests: CandidateGuests::Sources(sources),
+    })
 }
 
 /// A bar on stderr for one policy; it draws only when stderr is a terminal.

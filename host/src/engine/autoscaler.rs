@@ -147,6 +147,9 @@ impl StateStore for ReadOnlyState {
     fn commit(&self, _: &crate::sandbox::StateChanges, _: u64) -> Result<(), GuestError> {
         Ok(())
     }
+    fn commit_blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Assembles an [`Autoscaler`] ([`Autoscaler::builder`]): the spec, its target and its

@@ -261,12 +261,18 @@ async fn finish<T: OutputSize>(
     if let Some((changes, max_bytes)) = state.take_changes()
         && let Some(store) = state.env().state.clone()
     {
-        // A file store writes and syncs: off the async workers, which a few hundred
-        // autoscalers' first runs would otherwise hold in fsync one after another.
-        tokio::task::spawn_blocking(move || store.commit(&changes, max_bytes))
-            .await
-            .map_err(|e| SandboxError::State(GuestError::Other(format!("saving state: {e}"))))?
-            .map_err(SandboxError::State)?;
+        if store.commit_blocks() {
+            // A file store writes and syncs: off the async workers, which a few hundred
+            // autoscalers' first runs would otherwise hold in fsync one after another.
+            tokio::task::spawn_blocking(move || store.commit(&changes, max_bytes))
+                .await
+                .map_err(|e| SandboxError::State(GuestError::Other(format!("saving state: {e}"))))?
+                .map_err(SandboxError::State)?;
+        } else {
+            store
+                .commit(&changes, max_bytes)
+                .map_err(SandboxError::State)?;
+        }
     }
     Ok(CallOutcome {
         value,

@@ -179,6 +179,12 @@ pub trait StateStore: Send + Sync {
     /// Merges a successful call's `changes` into the current contents, atomically, keeping
     /// the whole store within `max_bytes`.
     fn commit(&self, changes: &StateChanges, max_bytes: u64) -> Result<(), GuestError>;
+    /// Whether [`commit`](StateStore::commit) may block on I/O, so the sandbox runs it off
+    /// the async workers. A store in memory commits in place, saving a thread hand-off per
+    /// call.
+    fn commit_blocks(&self) -> bool {
+        true
+    }
 }
 
 /// Applies `changes` to `current`, or says why not (a concurrent change to the same key, or
@@ -263,6 +269,9 @@ impl StateStore for MemoryState {
             .lock()
             .map_err(|_| GuestError::Unavailable("state store lock poisoned".into()))?;
         merge_state(&mut data, changes, max_bytes)
+    }
+    fn commit_blocks(&self) -> bool {
+        false
     }
 }
 

@@ -13,6 +13,7 @@
 //! system had run at it before the trace began); then the step serves that second's load and
 //! is counted.
 
+pub mod baseline;
 pub mod chart;
 pub mod model;
 pub mod render;
@@ -24,14 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::contract::model::{GuestError, ObjectJson, PodMetrics};
-use crate::engine::behavior::Behavior;
 use crate::engine::{Autoscaler, AutoscalerError, AutoscalerSpec, Policies};
-use crate::policies::PolicyRef;
-use crate::sandbox::{
-    BoxFuture, Capabilities, HttpResponder, MemoryState, PodMetricsProvider, StateStore,
-};
+use crate::sandbox::{BoxFuture, HttpResponder, MemoryState, PodMetricsProvider, StateStore};
 use crate::targets::{Observation, Target, TargetError, TargetIdentity};
 
+pub use baseline::{BUILTIN_BASELINE, builtin_cpu_target, hpa_baseline};
 pub use model::{ModelError, Overflow, SystemModel};
 pub use report::{Point, PolicyReport};
 pub use trace::{Columns, Trace, TraceError};
@@ -168,30 +166,6 @@ pub enum SimulateError {
 /// The most model steps one simulation runs: 40 million, over a year at one-second steps
 /// (a few minutes of CPU); a trace spanning centuries is refused instead of running for days.
 pub const MAX_STEPS: u64 = 40_000_000;
-
-/// The HPA as a baseline beside `like`: the `cpu-target` component `policy` on `like`'s
-/// replica bounds, interval and limits, at `utilization` percent, with the HPA's default
-/// behavior and tolerance, no fallback, and only `kubernetes-metrics` granted.
-pub fn hpa_baseline(like: &AutoscalerSpec, policy: PolicyRef, utilization: f64) -> AutoscalerSpec {
-    let mut spec = like.clone();
-    spec.name = "hpa (baseline)".into();
-    let scaling = &mut spec.scaling;
-    scaling.policy = Some(policy);
-    scaling.metrics = None;
-    scaling.evaluator = None;
-    scaling.tolerance = None;
-    scaling.behavior = Behavior::default();
-    scaling.fallback = None;
-    scaling.paused = false;
-    scaling.paused_replicas = None;
-    scaling.dry_run = false;
-    scaling.config = [("targetUtilization".to_string(), utilization.to_string())].into();
-    scaling.capabilities = Capabilities {
-        kubernetes_metrics: true,
-        ..Capabilities::default()
-    };
-    spec
-}
 
 /// Replays `trace` through `spec` with `policies` (the loaded guests, or any [`Policy`]) on
 /// `model`. `progress` is told the fraction done now and then.
