@@ -169,53 +169,65 @@ fn occupy(port: u16, slots: usize, ms: u64) -> Vec<std::thread::JoinHandle<()>> 
         .collect()
 }
 
+/// Assembled as `wasmscaler run` assembles a config file: through [`Host::from_config`].
 #[tokio::test]
 async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -> anyhow::Result<()>
 {
-    use wasmscaler::engine::behavior::{Behavior, ScalingRules};
-    use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome, TargetSpec};
-    use wasmscaler::sandbox::{Capabilities, HttpGrant};
+    use wasmscaler::config::ConfigFile;
+    use wasmscaler::engine::Outcome;
+    use wasmscaler::host::Host;
 
     let base = 19_700;
-    let local = spec(base, &[], 3_000);
-    let target = LocalProcesses::start("cap", local.clone(), 1)?;
-    eventually("1 ready replica", async || all_ready(&target, 1).await).await;
-    let sandbox = wasmscaler_tests::test_sandbox()?;
-    let capacity = sandbox
-        .load_file(&wasmscaler_tests::build_rust_guest("guests/capacity")?)
-        .await?
-        .component;
-    let mut spec = AutoscalerSpec::new("cap", TargetSpec::Local(local), "capacity.wasm", 4);
-    spec.scaling.interval = HumanDuration(Duration::from_secs(1));
-    spec.scaling.behavior = Behavior {
-        scale_up: None,
-        scale_down: Some(ScalingRules {
-            stabilization_window_seconds: Some(0),
-            ..Default::default()
-        }),
+    let dir = tempfile::tempdir()?;
+    let wasm = wasmscaler_tests::build_rust_guest("guests/capacity")?;
+    let text = format!(
+        r#"stateDir: {state}
+sandbox:
+  cacheDir: {cache}
+autoscalers:
+  - name: cap
+    target:
+      local:
+        command: ["python3", "worker.py"]
+        workingDir: {demo}
+        basePort: {base}
+        gracePeriod: 3s
+    policy: {policy}
+    minReplicas: 1
+    maxReplicas: 4
+    interval: 1s
+    behavior:
+      scaleDown:
+        stabilizationWindowSeconds: 0
+    config:
+      replicaCapacity: "4"
+      minAvailableResources: "2"
+      apiPath: /status
+    capabilities:
+      http:
+        allow: ["http://{{replica}}/status"]
+"#,
+        state = dir.path().join("state").display(),
+        cache = wasmscaler_tests::test_cache_dir().display(),
+        demo = repo_root().join("guests/demo").display(),
+        policy = wasm.display(),
+    );
+    let config = ConfigFile::parse(&text, &dir.path().join("wasmscaler.yaml"))?;
+    let host = Host::from_config(&config, None).await?;
+    assert!(
+        host.fleet().failed().is_empty(),
+        "{:?}",
+        host.fleet().failed()
+    );
+    let autoscaler = host.fleet().find("cap").expect("the autoscaler cap");
+    let target = autoscaler.target().clone();
+    let ready = async |n: usize| {
+        target
+            .observe()
+            .await
+            .is_ok_and(|o| o.replicas.len() == n && o.replicas.iter().all(|r| r.ready))
     };
-    spec.scaling.config = [
-        ("replicaCapacity", "4"),
-        ("minAvailableResources", "2"),
-        ("apiPath", "/status"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    spec.scaling.capabilities = Capabilities {
-        http: Some(HttpGrant::allow(["http://{replica}/status"])),
-        ..Default::default()
-    };
-    let autoscaler = Autoscaler::builder(
-        spec,
-        target.clone(),
-        Guests {
-            metrics: capacity.clone(),
-            evaluator: capacity,
-        },
-    )
-    .build()
-    .map_err(anyhow::Error::msg)?;
+    eventually("1 ready replica", async || ready(1).await).await;
 
     // Idle: 4 free slots, 2 needed: one replica is right.
     assert_eq!(autoscaler.run_once().await.outcome, Outcome::Unchanged);
@@ -232,7 +244,7 @@ async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -
         Outcome::Scaled { from: 1, to: 2 },
         "{record:?}"
     );
-    eventually("2 ready replicas", async || all_ready(&target, 2).await).await;
+    eventually("2 ready replicas", async || ready(2).await).await;
 
     // Load over: 8 free, 2 needed: the guest lists the first idle replica, cap-0, for
     // removal, and the target removes exactly that one.
@@ -249,7 +261,9 @@ async fn the_capacity_guest_scales_real_workers_up_under_load_and_down_after() -
         record.decision.and_then(|d| d.remove_first),
         Some(vec!["cap-0".to_string()])
     );
-    assert_eq!(target.indexes().into_iter().collect::<Vec<_>>(), [1]);
+    let left = target.observe().await?;
+    let names: Vec<&str> = left.replicas.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["cap-1"]);
     target.shutdown().await;
     Ok(())
 }

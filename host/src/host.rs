@@ -30,7 +30,7 @@ impl Host {
     /// Builds the host of `config`: its sandbox and policy sources, every autoscaler it can
     /// start (one that cannot is reported and left out), and its lifecycle handlers. Every
     /// run is reported to `observer` (the API's metrics) if given.
-    pub(crate) async fn from_config(
+    pub async fn from_config(
         config: &ConfigFile,
         observer: Option<Arc<dyn RunObserver>>,
     ) -> anyhow::Result<Self> {
