@@ -484,6 +484,8 @@ fn an_autoscaler_whose_target_fails_does_not_stop_the_others() -> anyhow::Result
         .args(["run", "--listen", "127.0.0.1:19790", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
         .spawn()?;
     let result = (|| -> anyhow::Result<()> {
         wait_for("the healthy autoscaler's replicas", || {
@@ -498,8 +500,16 @@ fn an_autoscaler_whose_target_fails_does_not_stop_the_others() -> anyhow::Result
         Ok(())
     })();
     let _ = host.kill();
-    let _ = host.wait();
-    result
+    let out = host.wait_with_output()?;
+    result?;
+    // The log went to a pipe, not a terminal: plain text, no colour codes.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot start"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a piped log: {stderr:?}"
+    );
+    Ok(())
 }
 
 #[test]

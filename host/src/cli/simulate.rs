@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -135,7 +136,8 @@ pub(super) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let trace = Trace::read(&args.trace, &columns)?;
     let candidates = candidates(&args).await?;
 
-    let mut reports = Vec::with_capacity(candidates.len());
+    // Every policy loads before any replays, so a bad reference fails at once.
+    let mut policies = Vec::with_capacity(candidates.len());
     for candidate in &candidates {
         let guests =
             match &candidate.guests {
@@ -144,14 +146,9 @@ pub(super) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("autoscaler {}", candidate.spec.name))?,
                 CandidateGuests::Builtin(guests) => guests.clone(),
             };
-        let bar = progress_bar(&candidate.spec.name);
-        let report = simulate::simulate(&candidate.spec, guests, &trace, &model, &mut |done| {
-            bar.set_position((done * 1000.0) as u64)
-        })
-        .await?;
-        bar.finish_and_clear();
-        reports.push(report);
+        policies.push((&candidate.spec, guests));
     }
+    let reports = replay_all(policies, &trace, &model)?;
 
     print!("{}", render::markdown(&reports));
     let trace_name = args.trace.display().to_string();
@@ -252,6 +249,69 @@ async fn baseline(
         spec: simulate::hpa_baseline(first, policy, utilization),
         guests: CandidateGuests::Sources(sources),
     })
+}
+
+/// Replays each policy on `trace`, as many at once as there are cores: the replays share
+/// only the trace, the model's parameters and the compiled components, and each keeps its
+/// own virtual clock, system and guest state, so running them side by side changes no
+/// figure. The reports come back in the policies' order.
+fn replay_all(
+    policies: Vec<(&AutoscalerSpec, Guests)>,
+    trace: &Trace,
+    model: &SystemModel,
+) -> anyhow::Result<Vec<PolicyReport>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, policies.len().max(1));
+    let bars = indicatif::MultiProgress::new();
+    let jobs: Vec<_> = policies
+        .into_iter()
+        .map(|(spec, guests)| {
+            let bar = bars.add(progress_bar(&spec.name));
+            (spec, guests, bar, Mutex::new(None))
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> std::io::Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    while let Some((spec, guests, bar, result)) =
+                        jobs.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        let report = runtime.block_on(simulate::simulate(
+                            spec,
+                            guests.clone(),
+                            trace,
+                            model,
+                            &mut |done| bar.set_position((done * 1000.0) as u64),
+                        ));
+                        bar.finish_and_clear();
+                        *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a simulation thread panicked"))?
+                .context("starting a simulation thread's runtime")?;
+        }
+        anyhow::Ok(())
+    })?;
+    jobs.into_iter()
+        .map(|(spec, _, _, result)| {
+            let report = result.into_inner().unwrap_or_else(|e| e.into_inner());
+            report
+                .with_context(|| format!("{}: not replayed", spec.name))?
+                .map_err(anyhow::Error::from)
+        })
+        .collect()
 }
 
 /// A bar on stderr for one policy; it draws only when stderr is a terminal.
