@@ -759,6 +759,7 @@ async fn a_full_pool_is_busy_never_a_guest_failure_toward_the_fallback() -> anyh
         spec.scaling.fallback = Some(Fallback {
             failure_threshold: 1,
             replicas: Some(8),
+            behavior: Default::default(),
         });
         Autoscaler::builder(spec, target, guests.clone())
             .build()

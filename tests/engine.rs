@@ -169,6 +169,7 @@ async fn failures_hold_until_the_fallback_threshold() -> anyhow::Result<()> {
     spec.scaling.fallback = Some(Fallback {
         failure_threshold: 3,
         replicas: Some(8),
+        behavior: Default::default(),
     });
     let a = h.autoscaler(spec, Arc::new(NoPersistence))?;
     h.decide(r#"{"error": "metrics backend down"}"#);
@@ -207,6 +208,7 @@ async fn fallback_without_replicas_holds_the_current_count() -> anyhow::Result<(
     spec.scaling.fallback = Some(Fallback {
         failure_threshold: 1,
         replicas: None,
+        behavior: Default::default(),
     });
     let a = h.autoscaler(spec, Arc::new(NoPersistence))?;
     h.decide(r#"{"error": "down"}"#);

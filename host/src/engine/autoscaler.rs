@@ -261,7 +261,7 @@ impl Autoscaler {
             ..env.clone()
         };
         Ok(Autoscaler {
-            safety: Safety::of(&spec),
+            safety: Safety::of(&spec.scaling),
             spec,
             target,
             policies,
@@ -545,7 +545,10 @@ impl Autoscaler {
                 record.fallback = true;
                 record.error = Some(failure.message);
                 record.error_kind = Some(failure.kind);
-                let to = fallback.replicas.unwrap_or(current).clamp(min, max);
+                let to = fallback.replicas_from(current).clamp(min, max);
+                if let Some(paused) = self.paused_direction(current, to) {
+                    return Ok(paused);
+                }
                 return self.apply(state, now, &observed, to, &[], mode).await;
             }
         };
@@ -563,6 +566,9 @@ impl Autoscaler {
         record.stabilized = Some(settled.stabilized);
         record.limited = Some((settled.limited, settled.reason));
         let limited = settled.limited;
+        if let Some(paused) = self.paused_direction(current, limited) {
+            return Ok(paused);
+        }
         let remove_first = decision.remove_first.unwrap_or_default();
         self.apply(state, now, &observed, limited, &remove_first, mode)
             .await
@@ -635,6 +641,22 @@ impl Autoscaler {
             samples.extend(out.value);
         }
         Ok(samples)
+    }
+
+    /// The hold of a scale from `current` to `to` in a paused direction (`pausedScaleIn`,
+    /// `pausedScaleOut`), if it is one.
+    fn paused_direction(&self, current: u32, to: u32) -> Option<Outcome> {
+        let scaling = &self.spec.scaling;
+        let field = if to < current && scaling.paused_scale_in {
+            "pausedScaleIn"
+        } else if to > current && scaling.paused_scale_out {
+            "pausedScaleOut"
+        } else {
+            return None;
+        };
+        Some(Outcome::Paused {
+            reason: format!("spec.{field} is set: holding {current} instead of {to}"),
+        })
     }
 
     async fn apply(

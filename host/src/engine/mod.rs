@@ -26,7 +26,9 @@ pub use error::{AutoscalerError, SpecError, StateError};
 pub use policy::{Guests, Policies, Policy, PolicyResult};
 pub use record::{Outcome, RunRecord};
 pub use settle::{Safety, Settled, settle};
-pub use spec::{AutoscalerSpec, Fallback, HumanDuration, RunMode, ScalingSpec, TargetSpec};
+pub use spec::{
+    AutoscalerSpec, Fallback, FallbackBehavior, HumanDuration, RunMode, ScalingSpec, TargetSpec,
+};
 
 /// Many autoscalers, one task each. The set can change while it runs (cluster mode adds and
 /// removes autoscalers as resources come and go); readers get snapshots.

@@ -2,8 +2,8 @@
 //! [min, max], tolerance, stabilization, rate policies. No I/O, no clock: the engine, its unit
 //! tests and a simulator all call the same code.
 
-use super::behavior::{History, LimitReason, ResolvedRules};
-use super::spec::AutoscalerSpec;
+use super::behavior::{History, LimitReason, ResolvedRules, ScalingRules};
+use super::spec::ScalingSpec;
 
 /// The spec's safety settings, resolved once per autoscaler.
 #[derive(Debug, Clone)]
@@ -12,8 +12,11 @@ pub struct Safety {
     pub min: u32,
     /// `maxReplicas`.
     pub max: u32,
-    /// The relative change under which the current count is kept (`None`: any change acts).
-    pub tolerance: Option<f64>,
+    /// The relative change up under which the current count is kept (`None`: any change
+    /// acts): `behavior.scaleUp.tolerance`, else `tolerance`.
+    pub tolerance_up: Option<f64>,
+    /// The same for a change down: `behavior.scaleDown.tolerance`, else `tolerance`.
+    pub tolerance_down: Option<f64>,
     /// Scale-up rules with the HPA's defaults filled in.
     pub up: ResolvedRules,
     /// Scale-down rules with the HPA's defaults filled in.
@@ -21,13 +24,16 @@ pub struct Safety {
 }
 
 impl Safety {
-    /// The settings of `spec`.
-    pub fn of(spec: &AutoscalerSpec) -> Self {
-        let (up, down) = spec.scaling.behavior.resolve();
+    /// The settings of `scaling`.
+    pub fn of(scaling: &ScalingSpec) -> Self {
+        let (up, down) = scaling.behavior.resolve();
+        let direction =
+            |rules: Option<&ScalingRules>| rules.and_then(|r| r.tolerance).or(scaling.tolerance);
         Safety {
-            min: spec.scaling.min_replicas,
-            max: spec.scaling.max_replicas,
-            tolerance: spec.scaling.tolerance,
+            min: scaling.min_replicas,
+            max: scaling.max_replicas,
+            tolerance_up: direction(scaling.behavior.scale_up.as_ref()),
+            tolerance_down: direction(scaling.behavior.scale_down.as_ref()),
             up,
             down,
         }
@@ -61,7 +67,12 @@ pub fn settle(
 ) -> Settled {
     let clamped = decided.clamp(safety.min, safety.max);
     // The epsilon keeps the boundary inclusive despite rounding (11 / 10 - 1 > 0.1).
-    let within_tolerance = safety.tolerance.is_some_and(|t| {
+    let tolerance = if clamped > current {
+        safety.tolerance_up
+    } else {
+        safety.tolerance_down
+    };
+    let within_tolerance = tolerance.is_some_and(|t| {
         current > 0 && (f64::from(clamped) / f64::from(current) - 1.0).abs() <= t + 1e-9
     });
     let desired = if within_tolerance { current } else { clamped };
@@ -93,7 +104,8 @@ mod tests {
         Safety {
             min,
             max,
-            tolerance,
+            tolerance_up: tolerance,
+            tolerance_down: tolerance,
             up,
             down,
         }
@@ -131,6 +143,28 @@ mod tests {
         let beyond = settle(10, 12, &s, &mut history, 2_000);
         assert!(!beyond.within_tolerance, "{beyond:?}");
         assert_eq!(beyond.limited, 12);
+    }
+
+    #[test]
+    fn each_direction_has_its_own_tolerance_defaulting_to_the_global_one() {
+        let mut spec = ScalingSpec::new(crate::policies::PolicyRef::File("p.wasm".into()), 100);
+        spec.tolerance = Some(0.1);
+        spec.behavior = immediate();
+        // Up: any change acts; down: the global 10 % still holds.
+        if let Some(up) = spec.behavior.scale_up.as_mut() {
+            up.tolerance = Some(0.0);
+        }
+        let s = Safety::of(&spec);
+        let mut history = History::default();
+        assert_eq!(settle(10, 11, &s, &mut history, 1_000).limited, 11);
+        assert_eq!(settle(10, 9, &s, &mut history, 2_000).limited, 10);
+        // Down widened to 50 %: 10 -> 6 holds, 10 -> 4 acts.
+        if let Some(down) = spec.behavior.scale_down.as_mut() {
+            down.tolerance = Some(0.5);
+        }
+        let s = Safety::of(&spec);
+        assert_eq!(settle(10, 6, &s, &mut history, 3_000).limited, 10);
+        assert_eq!(settle(10, 4, &s, &mut history, 4_000).limited, 4);
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub struct ScalingSpec {
     /// While paused, hold the target at this count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_replicas: Option<u32>,
+    /// Never scale in (KEDA's `paused-scale-in`): runs go on, and a lower count is held.
+    #[serde(default)]
+    pub paused_scale_in: bool,
+    /// Never scale out (KEDA's `paused-scale-out`): runs go on, and a higher count is held.
+    #[serde(default)]
+    pub paused_scale_out: bool,
     /// Run the whole pipeline but never write to the target.
     #[serde(default)]
     pub dry_run: bool,
@@ -126,6 +132,54 @@ pub struct Fallback {
     /// Replicas to go to; absent: hold the current count.
     #[serde(default)]
     pub replicas: Option<u32>,
+    /// How `replicas` and the current count combine (KEDA's `fallback.behavior`).
+    #[serde(default)]
+    pub behavior: FallbackBehavior,
+}
+
+/// KEDA's fallback behaviours: what a failing autoscaler scales to, given `replicas` and the
+/// current count.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum FallbackBehavior {
+    /// `replicas` (the current count when `replicas` is absent).
+    #[default]
+    Static,
+    /// The current count: the target holds.
+    CurrentReplicas,
+    /// The current count if it is above `replicas`, else `replicas`: never scale in.
+    CurrentReplicasIfHigher,
+    /// The current count if it is below `replicas`, else `replicas`: never scale out.
+    CurrentReplicasIfLower,
+}
+
+impl FallbackBehavior {
+    /// As written in a spec.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FallbackBehavior::Static => "static",
+            FallbackBehavior::CurrentReplicas => "currentReplicas",
+            FallbackBehavior::CurrentReplicasIfHigher => "currentReplicasIfHigher",
+            FallbackBehavior::CurrentReplicasIfLower => "currentReplicasIfLower",
+        }
+    }
+}
+
+impl Fallback {
+    /// The count to fall back to from `current`, before clamping to the bounds.
+    pub fn replicas_from(&self, current: u32) -> u32 {
+        let Some(replicas) = self.replicas else {
+            return current;
+        };
+        match self.behavior {
+            FallbackBehavior::Static => replicas,
+            FallbackBehavior::CurrentReplicas => current,
+            FallbackBehavior::CurrentReplicasIfHigher => current.max(replicas),
+            FallbackBehavior::CurrentReplicasIfLower => current.min(replicas),
+        }
+    }
 }
 
 impl AutoscalerSpec {
@@ -178,6 +232,8 @@ impl ScalingSpec {
             fallback: None,
             paused: false,
             paused_replicas: None,
+            paused_scale_in: false,
+            paused_scale_out: false,
             dry_run: false,
             config: BTreeMap::new(),
             limits: Limits::default(),
@@ -230,6 +286,21 @@ impl ScalingSpec {
                     "fallback.failureThreshold must be at least 1",
                 ));
             }
+            if fallback.replicas.is_none()
+                && matches!(
+                    fallback.behavior,
+                    FallbackBehavior::CurrentReplicasIfHigher
+                        | FallbackBehavior::CurrentReplicasIfLower
+                )
+            {
+                return Err(SpecError::at(
+                    "fallback.replicas",
+                    format!(
+                        "fallback.behavior {} compares the current count with fallback.replicas: give fallback.replicas",
+                        fallback.behavior.name()
+                    ),
+                ));
+            }
             if let Some(r) = fallback.replicas
                 && (r < self.min_replicas || r > self.max_replicas)
             {
@@ -252,6 +323,14 @@ impl ScalingSpec {
             ("scaleUp", &self.behavior.scale_up),
             ("scaleDown", &self.behavior.scale_down),
         ] {
+            if let Some(t) = rules.as_ref().and_then(|r| r.tolerance)
+                && !(0.0..1.0).contains(&t)
+            {
+                return Err(SpecError::at(
+                    format!("behavior.{name}.tolerance"),
+                    format!("behavior.{name}.tolerance {t} must be at least 0 and below 1"),
+                ));
+            }
             // The HPA's cap: the history kept (and written to status) is bounded by it.
             if let Some(window) = rules.as_ref().and_then(|r| r.stabilization_window_seconds)
                 && window > 3600

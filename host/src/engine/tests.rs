@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use super::behavior::{Behavior, ScalingRules};
 use super::{
-    Autoscaler, AutoscalerSpec, Fallback, Outcome, Policies, Policy, PolicyResult, TargetSpec,
+    Autoscaler, AutoscalerSpec, Fallback, FallbackBehavior, Outcome, Policies, Policy,
+    PolicyResult, TargetSpec,
 };
 use crate::contract::model::{Context, Decision, ObjectJson, Replica, Sample};
 use crate::sandbox::{BoxFuture, CallEnv, CallOutcome, Capabilities, SandboxError};
@@ -197,6 +198,7 @@ fn falling_back_to_2(step: Step, threshold: u32) -> (Arc<Memory>, Autoscaler) {
     let fallback = Fallback {
         failure_threshold: threshold,
         replicas: Some(2),
+        behavior: FallbackBehavior::Static,
     };
     let a = autoscaler(Scripted::new(vec![step]), target.clone(), Some(fallback));
     (target, a)
@@ -213,6 +215,103 @@ async fn a_failing_policy_holds_the_target_until_the_fallback_threshold() {
     let third = a.run_once().await;
     assert!(third.fallback, "{third:?}");
     assert_eq!(target.scales(), vec![2]);
+}
+
+#[tokio::test]
+async fn each_keda_fallback_behavior_scales_to_its_count() {
+    use FallbackBehavior::*;
+    // (current, fallback.replicas, behavior) -> the scale made, if any.
+    let cases = [
+        (4, 2, Static, Some(2)),
+        (4, 6, Static, Some(6)),
+        (4, 2, CurrentReplicas, None),
+        (4, 2, CurrentReplicasIfHigher, None),
+        (4, 6, CurrentReplicasIfHigher, Some(6)),
+        (4, 2, CurrentReplicasIfLower, Some(2)),
+        (4, 6, CurrentReplicasIfLower, None),
+    ];
+    for (current, replicas, behavior, scaled) in cases {
+        let target = Memory::at(current);
+        let fallback = Fallback {
+            failure_threshold: 1,
+            replicas: Some(replicas),
+            behavior,
+        };
+        let a = autoscaler(
+            Scripted::new(vec![Step::Fail]),
+            target.clone(),
+            Some(fallback),
+        );
+        let record = a.run_once().await;
+        assert!(record.fallback, "{behavior:?}: {record:?}");
+        assert_eq!(
+            target.scales(),
+            scaled.into_iter().collect::<Vec<_>>(),
+            "{current} with {behavior:?} at {replicas}"
+        );
+    }
+}
+
+#[test]
+fn a_direction_s_tolerance_outside_0_to_1_is_refused_naming_it() {
+    let mut spec = spec("t", 10);
+    spec.scaling.behavior.scale_down = Some(ScalingRules {
+        tolerance: Some(1.5),
+        ..Default::default()
+    });
+    let error = spec.scaling.validate().expect_err("refused");
+    assert_eq!(error.field, "behavior.scaleDown.tolerance");
+}
+
+#[test]
+fn a_fallback_comparing_with_replicas_needs_replicas() {
+    let mut spec = spec("f", 10);
+    spec.scaling.fallback = Some(Fallback {
+        failure_threshold: 1,
+        replicas: None,
+        behavior: FallbackBehavior::CurrentReplicasIfLower,
+    });
+    let error = spec.scaling.validate().expect_err("refused");
+    assert_eq!(error.field, "fallback.replicas");
+    assert!(
+        error.to_string().contains("currentReplicasIfLower"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_direction_holds_only_that_direction() {
+    for (scale_in, scale_out) in [(true, false), (false, true)] {
+        let target = Memory::at(4);
+        let mut spec = spec("p", 10);
+        spec.scaling.behavior = Behavior {
+            scale_up: None,
+            scale_down: Some(ScalingRules {
+                stabilization_window_seconds: Some(0),
+                ..Default::default()
+            }),
+        };
+        spec.scaling.paused_scale_in = scale_in;
+        spec.scaling.paused_scale_out = scale_out;
+        let policy = Scripted::new(vec![Step::Decide(2), Step::Decide(6)]);
+        let a = Autoscaler::builder(spec, target.clone(), Policies::single(policy))
+            .build()
+            .expect("a valid spec");
+        let down = a.run_once().await;
+        let up = a.run_once().await;
+        let (held, acted, field) = if scale_in {
+            (&down, &up, "pausedScaleIn")
+        } else {
+            (&up, &down, "pausedScaleOut")
+        };
+        assert!(
+            matches!(&held.outcome, Outcome::Paused { reason } if reason.contains(field)),
+            "{held:?}"
+        );
+        assert!(matches!(acted.outcome, Outcome::Scaled { .. }), "{acted:?}");
+        let expected = if scale_in { vec![6] } else { vec![2] };
+        assert_eq!(target.scales(), expected, "{field}");
+    }
 }
 
 #[tokio::test]

@@ -29,5 +29,6 @@ fn rules(
         stabilization_window_seconds: Some(window),
         select_policy: Some(SelectPolicy::Max),
         policies: Some(policies),
+        tolerance: None,
     }
 }

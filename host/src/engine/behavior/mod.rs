@@ -36,6 +36,12 @@ pub struct ScalingRules {
     /// Rate policies; the direction's defaults when absent or empty.
     #[serde(default)]
     pub policies: Option<Vec<ScalingPolicy>>,
+    /// The tolerance in this direction (the HPA's per-direction tolerance, KEP-4951): hold
+    /// the count while `|desired / current - 1|` is within it. Absent: the autoscaler's
+    /// `tolerance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub tolerance: Option<f64>,
 }
 
 /// `selectPolicy`.
