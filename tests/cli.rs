@@ -693,6 +693,33 @@ fn simulate_compares_with_the_built_in_hpa_unless_told_not_to() -> anyhow::Resul
 }
 
 #[test]
+fn wit_writes_the_contract_this_binary_serves() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out_dir = dir.path().join("my-policy/wit");
+    let (ok, stdout, stderr) = wasmscaler(&["wit".as_ref(), out_dir.as_os_str()])?;
+    assert!(ok, "{stderr}");
+    let written = std::fs::read_to_string(out_dir.join("policy.wit"))?;
+    let repo = std::fs::read_to_string(support::repo_root().join("wit/policy.wit"))?;
+    assert_eq!(written, repo);
+    assert!(
+        written.contains("package wasmscaler:policy@0.1.0"),
+        "{written}"
+    );
+    assert!(stdout.contains("policy.wit"), "{stdout}");
+    // Without a directory it prints the same text.
+    let (ok, printed, _) = wasmscaler(&["wit"])?;
+    assert!(ok);
+    assert_eq!(printed, repo);
+    // A directory that cannot be made is named.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "")?;
+    let (ok, _, stderr) = wasmscaler(&["wit".as_ref(), file.join("wit").as_os_str()])?;
+    assert!(!ok);
+    assert!(stderr.contains("a-file"), "{stderr}");
+    Ok(())
+}
+
+#[test]
 fn simulate_names_the_line_of_a_bad_trace() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = simulate_config(dir.path(), "cpu", 50)?;

@@ -62,6 +62,14 @@ enum Command {
     /// Print the JSON schema of the config file, for editors (e.g. yaml-language-server's
     /// `# yaml-language-server: $schema=...`).
     ConfigSchema,
+    /// Write the contract (the WIT package `wasmscaler:policy`) into DIR as `policy.wit`,
+    /// for building a policy outside this repository; without DIR, print it.
+    ///
+    /// Example: wasmscaler wit my-policy/wit
+    Wit {
+        /// The directory to write `policy.wit` into (created if missing).
+        dir: Option<PathBuf>,
+    },
     /// On a new cloud instance: fire the lifecycle handler's JOIN once and record enrolment.
     ///
     /// Example: wasmscaler agent --lifecycle join.wasm
@@ -150,6 +158,21 @@ fn config_schema() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wasmscaler wit`: the contract this binary serves, as its WIT text.
+fn wit(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let Some(dir) = dir else {
+        print!("{}", crate::contract::WIT);
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("policy.wit");
+    std::fs::write(&path, crate::contract::WIT)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("{}", path.display());
+    Ok(())
+}
+
 /// Runs a parsed command line; errors are printed on one line and give exit code 1.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -162,6 +185,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Controller(args) => controller::run(*args).await,
         Command::Crd => controller::crd(),
         Command::ConfigSchema => config_schema(),
+        Command::Wit { dir } => wit(dir.as_deref()),
         Command::Agent(args) => agent::run(*args).await,
     };
     match result {

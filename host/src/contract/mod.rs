@@ -26,6 +26,10 @@ pub mod bindings {
 pub use bindings::exports::wasmscaler::policy::{evaluation, lifecycle, metrics};
 pub use bindings::wasmscaler::policy::{http, kubernetes_metrics, log, state, types};
 
+/// The contract's WIT text, as `wit/policy.wit` holds it: the bindings above are generated
+/// from the same file, so what `wasmscaler wit` writes is what this binary serves.
+pub const WIT: &str = include_str!("../../../wit/policy.wit");
+
 /// The semver of the WIT package this host implements.
 pub(crate) const PACKAGE_VERSION: &str = "0.1.0";
 
