@@ -1,11 +1,13 @@
-//! The Helm chart, checked without a Helm binary: every template is YAML once its actions are
-//! stripped, every value a template uses exists in values.yaml, the chart's CRD is the one
-//! the code generates, and the pod is hardened. (Its RBAC is checked against the controller's
-//! real requests in tests/controller.rs.)
+//! The Helm chart, linted and rendered by the real Helm library (`support::chart::render`):
+//! it lints clean, renders every kind it promises (and leaves out what its values turn off),
+//! every value a template uses exists in values.yaml, the chart's CRD is the one the code
+//! generates, and the rendered pod is hardened. (Its RBAC is checked against the
+//! controller's real requests in tests/controller.rs.)
 
 use std::collections::BTreeSet;
 
-use wasmscaler_tests::chart::{chart_dir, rbac_rules, strip_actions, templates};
+use serde_json::json;
+use wasmscaler_tests::chart::{Rendered, chart_dir, rbac_rules, render};
 
 fn values() -> anyhow::Result<serde_yaml::Value> {
     Ok(serde_yaml::from_str(&std::fs::read_to_string(
@@ -34,24 +36,26 @@ fn values_used() -> anyhow::Result<BTreeSet<(String, String)>> {
     Ok(used)
 }
 
+fn kinds(rendered: &Rendered) -> BTreeSet<String> {
+    rendered
+        .templates
+        .iter()
+        .flat_map(|(_, docs)| docs)
+        .filter_map(|d| d["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// No lint finding above info (`helm lint --strict`).
+fn assert_lints_clean(rendered: &Rendered, what: &str) {
+    let findings: Vec<_> = rendered.lint.iter().filter(|(s, _, _)| *s >= 2).collect();
+    assert!(findings.is_empty(), "{what}: helm lint: {findings:?}");
+}
+
 #[test]
-fn every_template_is_well_formed_yaml_once_actions_are_stripped() -> anyhow::Result<()> {
-    let mut kinds = BTreeSet::new();
-    for (file, docs) in templates()? {
-        assert!(!docs.is_empty(), "templates/{file} has no document");
-        for doc in docs {
-            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
-            assert!(
-                !kind.is_empty(),
-                "templates/{file}: a document without kind"
-            );
-            assert!(
-                doc["apiVersion"].as_str().is_some(),
-                "templates/{file}: {kind} without apiVersion"
-            );
-            kinds.insert(kind);
-        }
-    }
+fn the_chart_lints_clean_and_renders_what_its_values_ask_for() -> anyhow::Result<()> {
+    let defaults = render(json!({}))?;
+    assert_lints_clean(&defaults, "defaults");
+    let kinds_by_default = kinds(&defaults);
     for expected in [
         "Deployment",
         "ServiceAccount",
@@ -62,16 +66,57 @@ fn every_template_is_well_formed_yaml_once_actions_are_stripped() -> anyhow::Res
         "Service",
         "PersistentVolumeClaim",
         "Secret",
-        "ServiceMonitor",
-        "NetworkPolicy",
+        "ConfigMap",
     ] {
-        assert!(kinds.contains(expected), "no {expected} in the chart");
+        assert!(
+            kinds_by_default.contains(expected),
+            "no {expected} by default: {kinds_by_default:?}"
+        );
     }
-    // The stripping itself: actions go, text around them stays, emptied lines go.
-    assert_eq!(
-        strip_actions("a: {{ .Values.x }}\n  {{- if .y }}\nb: \"{{ .z }}:1\"\n"),
-        "a:\nb: \":1\"\n"
+    for optional in ["ServiceMonitor", "NetworkPolicy"] {
+        assert!(
+            !kinds_by_default.contains(optional),
+            "{optional} rendered while disabled"
+        );
+    }
+    for (_, docs) in &defaults.templates {
+        for doc in docs {
+            assert!(doc["apiVersion"].as_str().is_some(), "{doc:?}");
+            assert!(doc["metadata"]["name"].as_str().is_some(), "{doc:?}");
+        }
+    }
+    assert!(defaults.notes.contains("wasmscaler"), "{}", defaults.notes);
+
+    let custom = render(json!({
+        "replicaCount": 3,
+        "serviceMonitor": { "enabled": true },
+        "networkPolicy": { "enabled": true },
+        "persistence": { "enabled": false },
+        "api": { "existingSecret": "my-token" },
+    }))?;
+    assert_lints_clean(&custom, "custom values");
+    let kinds = kinds(&custom);
+    for present in ["ServiceMonitor", "NetworkPolicy"] {
+        assert!(kinds.contains(present), "no {present}: {kinds:?}");
+    }
+    for absent in ["PersistentVolumeClaim", "Secret"] {
+        assert!(!kinds.contains(absent), "{absent} rendered: {kinds:?}");
+    }
+    let deployment = &custom.file("deployment.yaml")?[0];
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let volumes = serde_json::to_string(&deployment["spec"]["template"]["spec"]["volumes"])?;
+    assert!(!volumes.contains("persistentVolumeClaim"), "{volumes}");
+    // The token comes from the named Secret.
+    assert!(
+        serde_json::to_string(deployment)?.contains("\"my-token\""),
+        "{deployment:?}"
     );
+
+    // A value of the wrong shape is Helm's error, named.
+    let Err(error) = render(json!({ "rbac": { "scaleTargets": "apps" } })) else {
+        panic!("a string for a list rendered");
+    };
+    assert!(error.to_string().contains("rbac.yaml"), "{error}");
     Ok(())
 }
 
@@ -128,23 +173,28 @@ fn the_pod_is_hardened_probed_and_leader_elected() -> anyhow::Result<()> {
     assert!(values["resources"]["requests"]["cpu"].is_string());
     assert!(values["resources"]["limits"]["memory"].is_string());
 
-    let deployment =
-        std::fs::read_to_string(chart_dir().join("templates").join("deployment.yaml"))?;
-    for wiring in [
-        "{{- toYaml .Values.podSecurityContext | nindent 8 }}",
-        "{{- toYaml .Values.securityContext | nindent 12 }}",
-        "{{- toYaml .Values.resources | nindent 12 }}",
-    ] {
-        assert!(
-            deployment.contains(wiring),
-            "deployment.yaml lacks {wiring}"
-        );
-    }
-    let (_, docs) = templates()?
-        .into_iter()
-        .find(|(f, _)| f == "deployment.yaml")
-        .ok_or_else(|| anyhow::anyhow!("no deployment.yaml"))?;
-    let container = &docs[0]["spec"]["template"]["spec"]["containers"][0];
+    let rendered = render(json!({}))?;
+    let deployment = &rendered.file("deployment.yaml")?[0];
+    let pod_spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod_spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod_spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod_spec["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert_eq!(
+        container["resources"]["limits"]["memory"],
+        values["resources"]["limits"]["memory"]
+    );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     let args: Vec<&str> = container["args"]
@@ -251,13 +301,21 @@ fn the_rbac_grants_exactly_the_calls_the_controller_makes() -> anyhow::Result<()
 
 #[test]
 fn the_service_routes_to_the_leader_and_the_bounds_reach_the_controller() -> anyhow::Result<()> {
-    let service = std::fs::read_to_string(chart_dir().join("templates").join("service.yaml"))?;
+    let rendered = render(json!({}))?;
+    let service = &rendered.file("service.yaml")?[0];
+    assert_eq!(
+        service["spec"]["selector"][wasmscaler::controller::lease::ROLE_LABEL],
+        "leader",
+        "the Service does not select the leader: {service:?}"
+    );
+    // Without leader election every replica serves, so the Service selects them all.
+    let unelected = render(json!({ "leaderElection": { "enabled": false } }))?;
+    let service = &unelected.file("service.yaml")?[0];
     assert!(
-        service.contains(&format!(
-            "{}: leader",
-            wasmscaler::controller::lease::ROLE_LABEL
-        )),
-        "the Service does not select the leader"
+        service["spec"]["selector"]
+            .get(wasmscaler::controller::lease::ROLE_LABEL)
+            .is_none(),
+        "{service:?}"
     );
     // The values' bounds are the file the controller reads: empty means the built-in ones.
     let values = values()?;
@@ -267,9 +325,16 @@ fn the_service_routes_to_the_leader_and_the_bounds_reach_the_controller() -> any
         bounds,
         wasmscaler::controller::bounds::TenantBounds::default()
     );
-    let deployment =
-        std::fs::read_to_string(chart_dir().join("templates").join("deployment.yaml"))?;
-    assert!(deployment.contains("--tenant-bounds=/etc/wasmscaler/bounds/bounds.yaml"));
-    assert!(deployment.contains("terminationGracePeriodSeconds"));
+    let deployment = &rendered.file("deployment.yaml")?[0];
+    let pod_spec = &deployment["spec"]["template"]["spec"];
+    let args = serde_json::to_string(&pod_spec["containers"][0]["args"])?;
+    assert!(
+        args.contains("--tenant-bounds=/etc/wasmscaler/bounds/bounds.yaml"),
+        "{args}"
+    );
+    assert_eq!(
+        pod_spec["terminationGracePeriodSeconds"],
+        values["terminationGracePeriodSeconds"]
+    );
     Ok(())
 }

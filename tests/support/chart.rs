@@ -1,7 +1,9 @@
-//! Checks of the Helm chart that need no Helm binary: templates read as YAML once their
-//! actions are stripped, the values they use, and the RBAC rules they grant.
+//! The Helm chart as Helm itself renders it: the real Helm library (PyPI's helm-python-sdk,
+//! Helm's Go SDK; no helm binary), driven by `render_chart.py` from the venv that
+//! `tests/toolchains/install.sh helm` makes. Also the RBAC rules the chart grants.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use anyhow::Context as _;
 
@@ -10,55 +12,99 @@ pub fn chart_dir() -> PathBuf {
     super::repo_root().join("charts").join("wasmscaler")
 }
 
-/// The text of a template with every `{{ … }}` action removed and lines left empty dropped:
-/// what remains is the YAML skeleton Helm would fill in.
-pub fn strip_actions(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let mut kept = String::new();
-        let mut rest = line;
-        while let Some(start) = rest.find("{{") {
-            kept.push_str(&rest[..start]);
-            rest = rest[start..]
-                .find("}}")
-                .map_or("", |end| &rest[start + end + 2..]);
-        }
-        kept.push_str(rest);
-        if !kept.trim().is_empty() {
-            out.push_str(kept.trim_end());
-            out.push('\n');
-        }
-    }
-    out
+/// What Helm made of the chart with some values.
+pub struct Rendered {
+    /// `helm lint --strict`'s findings: (severity 1 info, 2 warning, 3 error; path; text).
+    pub lint: Vec<(u64, String, String)>,
+    /// Every YAML template (file name, documents), rendered; a template that renders to
+    /// nothing has no documents.
+    pub templates: Vec<(String, Vec<serde_yaml::Value>)>,
+    /// `NOTES.txt`, rendered.
+    pub notes: String,
 }
 
-/// Every YAML template (file name, documents), actions stripped.
-pub fn templates() -> anyhow::Result<Vec<(String, Vec<serde_yaml::Value>)>> {
-    let mut all = Vec::new();
-    let dir = chart_dir().join("templates");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| dir.display().to_string())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+impl Rendered {
+    /// The documents of `templates/FILE`.
+    pub fn file(&self, file: &str) -> anyhow::Result<&[serde_yaml::Value]> {
+        self.templates
+            .iter()
+            .find(|(f, _)| f == file)
+            .map(|(_, docs)| docs.as_slice())
+            .with_context(|| format!("no templates/{file}"))
+    }
+
+    /// Every rendered document of `kind`.
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a serde_yaml::Value> {
+        self.templates
+            .iter()
+            .flat_map(|(_, docs)| docs)
+            .filter(move |d| d["kind"].as_str() == Some(kind))
+    }
+}
+
+/// Lints and renders the chart as release `wasmscaler` in namespace `wasmscaler`, `values`
+/// (JSON) over the chart's own.
+pub fn render(values: serde_json::Value) -> anyhow::Result<Rendered> {
+    let root = super::repo_root();
+    let python = root.join(".cache/helm/bin/python");
+    anyhow::ensure!(
+        python.exists(),
+        "{} is missing: run `bash tests/toolchains/install.sh helm`",
+        python.display()
+    );
+    let out = Command::new(&python)
+        .arg(root.join("tests/support/render_chart.py"))
+        .arg(chart_dir())
+        .arg(values.to_string())
+        .output()
+        .context("running render_chart.py")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "Helm could not render the chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let lint = report["lint"]["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["severity"].as_u64().unwrap_or(0),
+                m["path"].as_str().unwrap_or_default().to_owned(),
+                m["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
-    paths.sort();
-    for path in paths {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let text = strip_actions(&std::fs::read_to_string(&path)?);
+    let mut templates = Vec::new();
+    let mut notes = String::new();
+    let manifests = report["manifests"].as_object().cloned().unwrap_or_default();
+    for (path, text) in manifests {
+        let text = text.as_str().unwrap_or_default();
+        let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+        if name == "NOTES.txt" {
+            notes = text.to_owned();
+            continue;
+        }
+        if !name.ends_with(".yaml") {
+            continue;
+        }
         let mut docs = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_yaml::Deserializer::from_str(text) {
             let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                .with_context(|| format!("templates/{name}"))?;
+                .with_context(|| format!("{path} as rendered"))?;
             if !value.is_null() {
                 docs.push(value);
             }
         }
-        all.push((name, docs));
+        templates.push((name, docs));
     }
-    Ok(all)
+    templates.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Rendered {
+        lint,
+        templates,
+        notes,
+    })
 }
 
 /// (group, resource or resource/subresource, verb) of one API request path, or `None` for
@@ -115,20 +161,20 @@ fn strings(value: &serde_yaml::Value) -> Vec<String> {
 /// One rule of the chart's Roles and ClusterRoles: (apiGroups, resources, verbs).
 pub type Rule = (Vec<String>, Vec<String>, Vec<String>);
 
-/// The chart's RBAC rules, as rendered without actions.
+/// The chart's RBAC rules, as Helm renders them with the chart's values.
 pub fn rbac_rules() -> anyhow::Result<Vec<Rule>> {
+    let rendered = render(serde_json::json!({}))?;
     let mut rules = Vec::new();
-    for (_, docs) in templates()? {
-        for doc in docs {
-            if matches!(doc["kind"].as_str(), Some("Role" | "ClusterRole")) {
-                for rule in doc["rules"].as_sequence().cloned().unwrap_or_default() {
-                    rules.push((
-                        strings(&rule["apiGroups"]),
-                        strings(&rule["resources"]),
-                        strings(&rule["verbs"]),
-                    ));
-                }
-            }
+    for doc in rendered
+        .of_kind("Role")
+        .chain(rendered.of_kind("ClusterRole"))
+    {
+        for rule in doc["rules"].as_sequence().cloned().unwrap_or_default() {
+            rules.push((
+                strings(&rule["apiGroups"]),
+                strings(&rule["resources"]),
+                strings(&rule["verbs"]),
+            ));
         }
     }
     Ok(rules)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned guest toolchains for the JavaScript, Python and C example guests into
-# .cache/toolchains, and moto's server into .cache/moto (both git-ignored). Idempotent: a
+# .cache/toolchains, moto's server into .cache/moto and the Helm library into .cache/helm (all
+# git-ignored). Idempotent: a
 # toolchain already at its pinned version is left alone.
-# Usage: tests/toolchains/install.sh [all|c|js|python|moto|wasm-tools|bindgen]
+# Usage: tests/toolchains/install.sh [all|c|js|python|moto|helm|wasm-tools|bindgen]
 # `all` is what the tests need; wasm-tools and bindgen are for building guests by hand.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,7 @@ WIT_BINDGEN_VERSION=0.63.0          # crates.io, wit-bindgen-cli with only the C
 COMPONENTIZE_JS_VERSION=0.23.0      # npm @bytecodealliance/componentize-js (engine bundled; no AOT)
 COMPONENTIZE_PY_VERSION=0.25.1      # PyPI componentize-py
 MOTO_VERSION=5.2.5                  # PyPI moto[server]: AWS APIs on loopback for tests/aws.rs
+HELM_SDK_VERSION=0.2.2              # PyPI helm-python-sdk: Helm's Go SDK (v4) to lint and render the chart
 ADAPTER_VERSION=48.0.8              # crates.io wasi-preview1-component-adapter-provider (= wasmtime)
 C_PACKAGES=(clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)   # Debian
 
@@ -97,13 +99,22 @@ install_moto() {
   stamp moto "$MOTO_VERSION"
 }
 
+install_helm() {
+  if stamp_ok helm "$HELM_SDK_VERSION" && [ -x "$root/../helm/bin/python" ]; then return; fi
+  say "installing helm-python-sdk $HELM_SDK_VERSION from PyPI"
+  python3 -m venv "$root/../helm"
+  "$root/../helm/bin/pip" install --quiet --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION"
+  stamp helm "$HELM_SDK_VERSION"
+}
+
 case "${1:-all}" in
-  all) install_c; install_js; install_python; install_moto ;;
+  all) install_c; install_js; install_python; install_moto; install_helm ;;
   moto) install_moto ;;
+  helm) install_helm ;;
   wasm-tools) install_wasm_tools ;;
   bindgen) install_bindgen ;;
   c) install_c ;;
   js) install_js ;;
   python) install_python ;;
-  *) say "unknown toolchain $1 (all, c, js, python, moto, wasm-tools, bindgen)"; exit 2 ;;
+  *) say "unknown toolchain $1 (all, c, js, python, moto, helm, wasm-tools, bindgen)"; exit 2 ;;
 esac
