@@ -14,3 +14,4 @@ mod kubernetes;
 mod local;
 mod policies;
 mod simulate;
+mod sources;

@@ -12,15 +12,19 @@ fi
 command -v python3 >/dev/null || { echo "python3 is needed for the benchmark baseline (apt-get install python3)" >&2; exit 1; }
 
 # Debian's docker-registry serves the oci:// policy tests; openssl makes the TLS test's
-# certificate; DejaVu Sans draws the text of `simulate`'s charts.
+# certificate; DejaVu Sans draws the text of `simulate`'s charts; Prometheus, Redis and webdis
+# are what the stock metric sources (guests/sources) are tested against.
 packages=()
 [ -x /usr/bin/docker-registry ] || packages+=(docker-registry)
+[ -x /usr/bin/prometheus ] || packages+=(prometheus)
+[ -x /usr/bin/redis-server ] || packages+=(redis-server)
+[ -x /usr/bin/webdis ] || packages+=(webdis)
 command -v openssl >/dev/null || packages+=(openssl)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || packages+=(fonts-dejavu-core)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing ${packages[*]} from Debian for the tests" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  apt_install() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null; }
+  apt_install() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null; }
   apt_install || { $sudo apt-get update -qq >/dev/null && apt_install; }
 fi
 
@@ -30,6 +34,10 @@ bash tests/toolchains/install.sh all
 
 # A CI run builds from scratch once: incremental compilation's bookkeeping only costs there.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+
+# The stock metric sources' shared helpers (config, JSON paths, URL encoding), natively: they
+# live in the guests' own workspace, outside the host's.
+cargo test --quiet --manifest-path guests/sources/Cargo.toml -p common
 
 # One profile for everything (tests, the CLI binary, benches in test mode): wasmtime and
 # cranelift compile once.

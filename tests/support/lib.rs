@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 pub mod aws;
 pub mod bombs;
 pub mod chart;
+pub mod daemons;
 pub mod fake_kube;
 pub mod fake_store;
 pub mod registry;
