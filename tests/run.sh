@@ -35,9 +35,9 @@ bash tests/toolchains/install.sh all
 # A CI run builds from scratch once: incremental compilation's bookkeeping only costs there.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
-# The stock metric sources' shared helpers (config, JSON paths, URL encoding), natively: they
-# live in the guests' own workspace, outside the host's.
-cargo test --quiet --manifest-path guests/sources/Cargo.toml -p common
+# The Rust guest SDK's helpers (config, the HPA formula, history, JSON paths), natively: the
+# SDK is a crate of its own, outside the host's workspace.
+cargo test --quiet --manifest-path guests/sdk/Cargo.toml
 
 # One profile for everything (tests, the CLI binary, benches in test mode): wasmtime and
 # cranelift compile once.

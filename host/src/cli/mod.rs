@@ -4,6 +4,7 @@ mod agent;
 mod controller;
 mod eval;
 mod inspect;
+mod new;
 mod policy;
 mod reference;
 mod run;
@@ -62,6 +63,11 @@ enum Command {
     /// Print the JSON schema of the config file, for editors (e.g. yaml-language-server's
     /// `# yaml-language-server: $schema=...`).
     ConfigSchema,
+    /// Create a policy project that builds outside this repository: its source, the contract
+    /// vendored, a build script, a sample context and a test running it with `eval`.
+    ///
+    /// Example: wasmscaler new --lang rust my-policy && bash my-policy/test.sh
+    New(new::NewArgs),
     /// Write the contract (the WIT package `wasmscaler:policy`) into DIR as `policy.wit`,
     /// for building a policy outside this repository; without DIR, print it.
     ///
@@ -186,6 +192,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Crd => controller::crd(),
         Command::ConfigSchema => config_schema(),
         Command::Wit { dir } => wit(dir.as_deref()),
+        Command::New(args) => new::run(args),
         Command::Agent(args) => agent::run(*args).await,
     };
     match result {

@@ -10,10 +10,11 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "metric-source" });
 
-use common::{Config, PathError, number_at};
 use exports::wasmscaler::policy::metrics;
 use wasmscaler::policy::http;
 use wasmscaler::policy::types::{Context, Error, Sample};
+use wasmscaler_guest::Config;
+use wasmscaler_guest::json::{PathError, number_at};
 
 struct JsonPath;
 

@@ -14,11 +14,12 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "metric-source" });
 
-use common::{Config, ConfigError, encode_component};
 use exports::wasmscaler::policy::metrics;
 use serde_json::Value;
 use wasmscaler::policy::http;
 use wasmscaler::policy::types::{Context, Error, Sample};
+use wasmscaler_guest::config::encode_component;
+use wasmscaler_guest::{Config, ConfigError};
 
 struct Prometheus;
 

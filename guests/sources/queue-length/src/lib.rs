@@ -15,17 +15,19 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "metric-source" });
 
-use common::{Config, encode_component, number_at};
 use exports::wasmscaler::policy::metrics;
 use wasmscaler::policy::http;
 use wasmscaler::policy::types::{Context, Error, Sample};
+use wasmscaler_guest::Config;
+use wasmscaler_guest::config::encode_component;
+use wasmscaler_guest::json::number_at;
 
 struct QueueLength;
 
 impl metrics::Guest for QueueLength {
     fn gather(ctx: Context) -> Result<Vec<Sample>, Error> {
         let config = Config(&ctx.config);
-        let invalid = |e: common::ConfigError| Error::InvalidConfig(e.0);
+        let invalid = |e: wasmscaler_guest::ConfigError| Error::InvalidConfig(e.0);
         let base = config.required("webdisUrl").map_err(invalid)?;
         let queues: Vec<&str> = config
             .required("queues")

@@ -8,16 +8,16 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "evaluator" });
 
-use common::Config;
 use exports::wasmscaler::policy::evaluation;
 use wasmscaler::policy::types::{Context, Decision, Error, Sample};
+use wasmscaler_guest::Config;
 
 struct TargetValue;
 
 impl evaluation::Guest for TargetValue {
     fn evaluate(ctx: Context, samples: Vec<Sample>) -> Result<Decision, Error> {
         let config = Config(&ctx.config);
-        let invalid = |e: common::ConfigError| Error::InvalidConfig(e.0);
+        let invalid = |e: wasmscaler_guest::ConfigError| Error::InvalidConfig(e.0);
         let target = config.number("targetValue", None).map_err(invalid)?;
         if target <= 0.0 {
             return Err(Error::InvalidConfig(format!(

@@ -1,72 +1,8 @@
-//! What the stock metric sources share, apart from their bindings: reading the autoscaler's
-//! `config` with errors that name the key, percent-encoding a URL component, and reading a
-//! number at a JSON path.
+//! A number at a JSON path (`a.b[0].c`) of a document.
 
 use serde_json::Value;
 
-/// A config key that is missing or malformed; the guest reports it as `invalid-config`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError(pub String);
-
-/// The autoscaler's `config` pairs.
-pub struct Config<'a>(pub &'a [(String, String)]);
-
-impl<'a> Config<'a> {
-    /// The value of `key`, if set.
-    pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The value of `key`, or an error naming it.
-    pub fn required(&self, key: &str) -> Result<&'a str, ConfigError> {
-        self.get(key)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| ConfigError(format!("{key} is required")))
-    }
-
-    /// `key` as a finite number, `default` when unset.
-    pub fn number(&self, key: &str, default: Option<f64>) -> Result<f64, ConfigError> {
-        match self.get(key) {
-            Some(text) => text
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| ConfigError(format!("{key} must be a number, got {text:?}"))),
-            None => default.ok_or_else(|| ConfigError(format!("{key} is required"))),
-        }
-    }
-
-    /// `key` as `true` or `false`, `default` when unset.
-    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(key).map(str::trim) {
-            None => Ok(default),
-            Some("true") => Ok(true),
-            Some("false") => Ok(false),
-            Some(other) => Err(ConfigError(format!(
-                "{key} must be true or false, got {other:?}"
-            ))),
-        }
-    }
-}
-
-/// Percent-encodes `text` for a URL query value or path segment: everything but RFC 3986's
-/// unreserved characters.
-pub fn encode_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
+use crate::config::ConfigError;
 
 /// One step of a JSON path.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,29 +102,5 @@ mod tests {
         assert!(matches!(number_at(&doc, "a.b"), Err(PathError::Missing(_))));
         assert!(matches!(number_at(&doc, "a[x]"), Err(PathError::Config(_))));
         assert!(matches!(number_at(&doc, "a[0"), Err(PathError::Config(_))));
-    }
-
-    #[test]
-    fn components_are_percent_encoded() {
-        assert_eq!(
-            encode_component("sum(rate(x{job=\"a b\"}[5m]))"),
-            "sum%28rate%28x%7Bjob%3D%22a%20b%22%7D%5B5m%5D%29%29"
-        );
-        assert_eq!(encode_component("safe-._~"), "safe-._~");
-    }
-
-    #[test]
-    fn config_errors_name_the_key() {
-        let pairs = vec![("n".to_string(), "lots".to_string())];
-        let config = Config(&pairs);
-        assert_eq!(
-            config.number("n", None),
-            Err(ConfigError("n must be a number, got \"lots\"".into()))
-        );
-        assert_eq!(
-            config.required("url"),
-            Err(ConfigError("url is required".into()))
-        );
-        assert_eq!(config.number("m", Some(2.0)), Ok(2.0));
     }
 }
