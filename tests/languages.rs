@@ -298,7 +298,7 @@ fn every_template_builds_out_of_tree_and_decides() -> anyhow::Result<()> {
     let tools = root.join(".cache/toolchains");
     let bin = wasmscaler_tests::wasmscaler_bin()?;
     let dir = tempfile::tempdir()?;
-    for lang in ["rust", "js", "python"] {
+    for lang in ["rust", "js", "python", "c"] {
         let project = dir.path().join(format!("my-{lang}-policy"));
         let out = std::process::Command::new(&bin)
             .args(["new", "--lang", lang, &format!("my-{lang}-policy"), "--dir"])

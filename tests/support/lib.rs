@@ -70,20 +70,9 @@ pub fn build_language_guest(language: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Wraps a core module that carries its component type (as the C bindings embed it) into a
-/// component, adapting WASI preview 1 imports onto preview 2: `wasm-tools component new
-/// --adapt`, in-process.
+/// component, as `wasmscaler componentize` does.
 pub fn wrap_core_module(core: &[u8]) -> anyhow::Result<Vec<u8>> {
-    wit_component::ComponentEncoder::default()
-        .module(core)
-        .context("reading the core module")?
-        .adapter(
-            "wasi_snapshot_preview1",
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-        )
-        .context("the WASI preview 1 adapter")?
-        .validate(true)
-        .encode()
-        .context("encoding the component")
+    Ok(wasmscaler::sandbox::component_from_core_module(core)?)
 }
 
 /// The digest `guests/cpu-target-c/regen.sh` records for the WIT in `dir`: every file

@@ -68,6 +68,18 @@ enum Command {
     ///
     /// Example: wasmscaler new --lang rust my-policy && bash my-policy/test.sh
     New(new::NewArgs),
+    /// Make a component of a core module that carries its component type (a C policy built
+    /// with wit-bindgen's bindings), WASI preview 1 adapted onto preview 2: what
+    /// `wasm-tools component new --adapt` does, with nothing to install.
+    ///
+    /// Example: wasmscaler componentize core.wasm --out policy.wasm
+    Componentize {
+        /// The core module.
+        core: PathBuf,
+        /// Where to write the component.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Write the contract (the WIT package `wasmscaler:policy`) into DIR as `policy.wit`,
     /// for building a policy outside this repository; without DIR, print it.
     ///
@@ -164,6 +176,26 @@ fn config_schema() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wasmscaler componentize`.
+fn componentize(core: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    // Bounded before it is read: the size cap of a component applies to its core module too.
+    let limit = crate::sandbox::SandboxConfig::default().max_component_bytes;
+    let size = std::fs::metadata(core)
+        .with_context(|| format!("reading {}", core.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= limit,
+        "{}: {size} bytes, over the {limit}-byte limit of a component",
+        core.display()
+    );
+    let bytes = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
+    let component = crate::sandbox::component_from_core_module(&bytes)
+        .with_context(|| core.display().to_string())?;
+    std::fs::write(out, component).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
 /// `wasmscaler wit`: the contract this binary serves, as its WIT text.
 fn wit(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -193,6 +225,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::ConfigSchema => config_schema(),
         Command::Wit { dir } => wit(dir.as_deref()),
         Command::New(args) => new::run(args),
+        Command::Componentize { core, out } => componentize(&core, &out),
         Command::Agent(args) => agent::run(*args).await,
     };
     match result {

@@ -31,6 +31,8 @@ enum Lang {
     Js,
     /// Python (componentize-py).
     Python,
+    /// C (clang for wasm32-wasi, wit-bindgen's C bindings, `wasmscaler componentize`).
+    C,
 }
 
 /// A template file: where it goes in the project, and its text with `{{…}}` placeholders.
@@ -102,6 +104,34 @@ const JS: &[File] = &[
     ("build.sh", include_str!("../../templates/js/build.sh")),
 ];
 
+/// The C policy: `guests/cpu-target-c` with its committed bindings and world (the bindings
+/// are generated for that world, so its name stays `cpu-target`).
+const C: &[File] = &[
+    (
+        "policy.c",
+        include_str!("../../../guests/cpu-target-c/cpu_target.c"),
+    ),
+    ("build.sh", include_str!("../../templates/c/build.sh")),
+    (
+        "gen/cpu_target.c",
+        include_str!("../../../guests/cpu-target-c/gen/cpu_target.c"),
+    ),
+    (
+        "gen/cpu_target.h",
+        include_str!("../../../guests/cpu-target-c/gen/cpu_target.h"),
+    ),
+    (
+        "wit/world.wit",
+        include_str!("../../../guests/cpu-target-c/wit/world.wit"),
+    ),
+];
+
+/// The object wit-bindgen made of the C world's component type.
+const C_COMPONENT_TYPE: (&str, &[u8]) = (
+    "gen/cpu_target_component_type.o",
+    include_bytes!("../../../guests/cpu-target-c/gen/cpu_target_component_type.o"),
+);
+
 const PYTHON: &[File] = &[
     ("app.py", include_str!("../../templates/python/app.py")),
     ("build.sh", include_str!("../../templates/python/build.sh")),
@@ -136,8 +166,8 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Every file of a `lang` project named `name`: (path in the project, text).
-fn project(lang: Lang, name: &str) -> Vec<(String, String)> {
+/// Every file of a `lang` project named `name`: (path in the project, contents).
+fn project(lang: Lang, name: &str) -> Vec<(String, Vec<u8>)> {
     let (language, wit_note, own): (&str, &str, &[File]) = match lang {
         Lang::Rust => (
             "Rust",
@@ -153,6 +183,11 @@ fn project(lang: Lang, name: &str) -> Vec<(String, String)> {
             "Python",
             "wit/world.wit narrows it to what the policy imports; wit/deps/policy holds it whole",
             PYTHON,
+        ),
+        Lang::C => (
+            "C",
+            "wit/world.wit narrows it to what the policy imports, gen/ holds its bindings; wit/deps/policy holds it whole",
+            C,
         ),
     };
     let fill = |text: &str| {
@@ -179,6 +214,14 @@ fn project(lang: Lang, name: &str) -> Vec<(String, String)> {
             files.push((NARROWED_WORLD.0.into(), fill(NARROWED_WORLD.1)));
             files.push(("wit/deps/policy/policy.wit".into(), WIT.to_owned()));
         }
+        Lang::C => files.push(("wit/deps/policy/policy.wit".into(), WIT.to_owned())),
+    }
+    let mut files: Vec<(String, Vec<u8>)> = files
+        .into_iter()
+        .map(|(path, text)| (path, text.into_bytes()))
+        .collect();
+    if let Lang::C = lang {
+        files.push((C_COMPONENT_TYPE.0.into(), C_COMPONENT_TYPE.1.to_vec()));
     }
     files
 }
@@ -240,8 +283,9 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled_and_the_sdk_is_made_a_member() {
-        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
-            for (path, text) in project(lang, "my-policy") {
+        for lang in [Lang::Rust, Lang::Js, Lang::Python, Lang::C] {
+            for (path, bytes) in project(lang, "my-policy") {
+                let text = String::from_utf8_lossy(&bytes);
                 assert!(
                     !text.contains("{{name}}") && !text.contains("{{crate}}"),
                     "{lang:?} {path}"
@@ -252,7 +296,7 @@ mod tests {
         let file = |p: &str| {
             rust.iter()
                 .find(|(path, _)| path == p)
-                .map(|(_, t)| t.clone())
+                .map(|(_, t)| String::from_utf8_lossy(t).into_owned())
         };
         let sdk_manifest = file("sdk/Cargo.toml").unwrap_or_default();
         assert!(sdk_manifest.contains("name = \"wasmscaler-guest\""));

@@ -13,6 +13,7 @@ mod call;
 mod capabilities;
 pub mod compile;
 mod component;
+mod componentize;
 mod error;
 mod host;
 mod limiter;
@@ -40,6 +41,7 @@ pub use capabilities::{
 };
 pub use compile::{CompileConfig, CompileIsolation, CompileLimit};
 pub use component::{ComponentInfo, GuestComponent, World};
+pub use componentize::{ComponentizeError, component_from_core_module};
 pub use error::SandboxError;
 pub use limits::{Limits, PoolingConfig, SandboxConfig};
 pub use output::truncate as truncate_text;
