@@ -5,11 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v python3 >/dev/null || { echo "the demo's workers need python3" >&2; exit 1; }
-echo "building the capacity guest and the host (first time: several minutes)..."
+echo "building the capacity guest and the host (the first time: minutes; see the README)..."
 cargo build --release --quiet --target wasm32-wasip2 --manifest-path guests/capacity/Cargo.toml --target-dir target/guests
-cargo build --release --quiet -p wasmscaler
+# The dev profile: what the host's speed rests on (wasmtime, cranelift, tokio, hyper) is
+# optimized there too (Cargo.toml), the rest is not, so it builds in a fraction of a release
+# build's time and the test suite's build shares it.
+cargo build --quiet -p wasmscaler
 python3 guests/demo/loadgen.py --base-port 9100 --ports 6 --clients 10 --start 5 --busy 25 &
 loadgen=$!
 trap 'kill $loadgen 2>/dev/null || true' EXIT
 RUST_LOG="${RUST_LOG:-info,wasmscaler::guest=warn}" \
-  target/release/wasmscaler run --config guests/demo/wasmscaler.yaml --duration "${DURATION:-60s}"
+  target/debug/wasmscaler run --config guests/demo/wasmscaler.yaml --duration "${DURATION:-60s}"
