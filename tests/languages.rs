@@ -297,14 +297,16 @@ fn every_template_builds_out_of_tree_and_decides() -> anyhow::Result<()> {
     let root = wasmscaler_tests::repo_root();
     let tools = root.join(".cache/toolchains");
     let bin = wasmscaler_tests::wasmscaler_bin()?;
+    let toolchain = pinned_toolchain()?;
     let dir = tempfile::tempdir()?;
-    for lang in ["rust", "js", "python", "c"] {
+    // Each language's project is made, built and tested on a thread of its own.
+    let make_and_test = |lang: &str| -> anyhow::Result<()> {
         let project = dir.path().join(format!("my-{lang}-policy"));
         let out = std::process::Command::new(&bin)
             .args(["new", "--lang", lang, &format!("my-{lang}-policy"), "--dir"])
             .arg(&project)
             .output()?;
-        assert!(
+        anyhow::ensure!(
             out.status.success(),
             "new --lang {lang}: {}",
             String::from_utf8_lossy(&out.stderr)
@@ -317,7 +319,7 @@ fn every_template_builds_out_of_tree_and_decides() -> anyhow::Result<()> {
                 tools.join("node/node_modules/.bin/componentize-js"),
             )
             .env("COMPONENTIZE_PY", tools.join("python/bin/componentize-py"))
-            .env("RUSTUP_TOOLCHAIN", pinned_toolchain()?)
+            .env("RUSTUP_TOOLCHAIN", &toolchain)
             // The guests' shared target directory: wit-bindgen compiles once for all.
             .env("CARGO_TARGET_DIR", wasmscaler_tests::guest_target_dir())
             .env_remove("RUSTFLAGS")
@@ -325,13 +327,27 @@ fn every_template_builds_out_of_tree_and_decides() -> anyhow::Result<()> {
             .env_remove("CARGO_BUILD_TARGET")
             .output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
+        anyhow::ensure!(
             out.status.success() && stdout.contains("test.sh: ok"),
             "{lang} template: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("\"targetReplicas\": 6"), "{lang}: {stdout}");
-    }
+        anyhow::ensure!(stdout.contains("\"targetReplicas\": 6"), "{lang}: {stdout}");
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = ["rust", "js", "python", "c"]
+            .into_iter()
+            .map(|lang| (lang, scope.spawn(move || make_and_test(lang))))
+            .collect();
+        for (lang, run) in runs {
+            match run.join() {
+                Ok(result) => result?,
+                Err(_) => anyhow::bail!("the {lang} template's thread panicked"),
+            }
+        }
+        anyhow::Ok(())
+    })?;
     // An existing project is never overwritten.
     let again = std::process::Command::new(&bin)
         .args(["new", "--lang", "rust", "my-rust-policy", "--dir"])

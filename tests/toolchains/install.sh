@@ -83,28 +83,26 @@ install_js() {
   stamp componentize-js "$COMPONENTIZE_JS_VERSION"
 }
 
+# A PyPI package pinned in a venv of its own: pip_venv NAME DIR EXECUTABLE REQUIREMENT
+pip_venv() {
+  local name=$1 dir=$2 exe=$3 requirement=$4
+  if stamp_ok "$name" "${requirement#*==}" && [ -x "$dir/bin/$exe" ]; then return; fi
+  say "installing $requirement from PyPI"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "$requirement"
+  stamp "$name" "${requirement#*==}"
+}
+
 install_python() {
-  if stamp_ok componentize-py "$COMPONENTIZE_PY_VERSION" && [ -x "$root/python/bin/componentize-py" ]; then return; fi
-  say "installing componentize-py $COMPONENTIZE_PY_VERSION from PyPI"
-  python3 -m venv "$root/python"
-  "$root/python/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
-  stamp componentize-py "$COMPONENTIZE_PY_VERSION"
+  pip_venv componentize-py "$root/python" componentize-py "componentize-py==$COMPONENTIZE_PY_VERSION"
 }
 
 install_moto() {
-  if stamp_ok moto "$MOTO_VERSION" && [ -x "$root/../moto/bin/moto_server" ]; then return; fi
-  say "installing moto[server] $MOTO_VERSION from PyPI"
-  python3 -m venv "$root/../moto"
-  "$root/../moto/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-  stamp moto "$MOTO_VERSION"
+  pip_venv moto "$root/../moto" moto_server "moto[server]==$MOTO_VERSION"
 }
 
 install_helm() {
-  if stamp_ok helm "$HELM_SDK_VERSION" && [ -x "$root/../helm/bin/python" ]; then return; fi
-  say "installing helm-python-sdk $HELM_SDK_VERSION from PyPI"
-  python3 -m venv "$root/../helm"
-  "$root/../helm/bin/pip" install --quiet --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION"
-  stamp helm "$HELM_SDK_VERSION"
+  pip_venv helm "$root/../helm" python "helm-python-sdk==$HELM_SDK_VERSION"
 }
 
 case "${1:-all}" in

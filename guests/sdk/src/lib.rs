@@ -4,17 +4,20 @@
 //! world: `gather` and `evaluate`, and every capability) and [`export_policy!`]:
 //!
 //! ```ignore
-//! use wasmscaler_guest::{Config, Context, Decision, Error, Sample, hpa};
+//! use wasmscaler_guest::{Config, Context, Decision, Error, Sample};
 //! use wasmscaler_guest::{EvaluationGuest, MetricsGuest};
 //!
 //! struct MyPolicy;
 //! impl MetricsGuest for MyPolicy {
-//!     fn gather(ctx: Context) -> Result<Vec<Sample>, Error> { todo!() }
+//!     fn gather(ctx: Context) -> Result<Vec<Sample>, Error> {
+//!         Ok(vec![wasmscaler_guest::sample("replicas", ctx.replicas.len() as f64)])
+//!     }
 //! }
 //! impl EvaluationGuest for MyPolicy {
-//!     fn evaluate(ctx: Context, samples: Vec<Sample>) -> Result<Decision, Error> {
-//!         let target = Config(&ctx.config).positive("targetUtilization")?;
-//!         todo!()
+//!     fn evaluate(ctx: Context, _samples: Vec<Sample>) -> Result<Decision, Error> {
+//!         // A missing or malformed key is `invalid-config`, naming it.
+//!         let replicas = Config(&ctx.config).positive("replicas")?;
+//!         Ok(Decision { target_replicas: replicas as u32, reason: None, remove_first: None })
 //!     }
 //! }
 //! wasmscaler_guest::export_policy!(MyPolicy);

@@ -99,8 +99,12 @@ const SDK: &[File] = &[
     ),
 ];
 
+/// The JavaScript and Python policies are the example guests' own sources.
 const JS: &[File] = &[
-    ("policy.js", include_str!("../../templates/js/policy.js")),
+    (
+        "policy.js",
+        include_str!("../../../guests/cpu-target-js/cpu-target.js"),
+    ),
     ("build.sh", include_str!("../../templates/js/build.sh")),
 ];
 
@@ -133,7 +137,10 @@ const C_COMPONENT_TYPE: (&str, &[u8]) = (
 );
 
 const PYTHON: &[File] = &[
-    ("app.py", include_str!("../../templates/python/app.py")),
+    (
+        "app.py",
+        include_str!("../../../guests/cpu-target-py/app.py"),
+    ),
     ("build.sh", include_str!("../../templates/python/build.sh")),
 ];
 
