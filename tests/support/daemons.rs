@@ -1,6 +1,6 @@
-//! Debian's servers on loopback for the stock metric sources' tests: Prometheus, Redis and
-//! webdis (Redis's HTTP front). Each runs on a free port in a directory of its own and is
-//! killed on drop.
+//! Debian's servers on loopback: Prometheus, Redis and webdis (Redis's HTTP front) for the
+//! stock metric sources' tests, and the start of any other (the OCI registry). Each runs on a
+//! free port in a directory of its own and is killed on drop.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -37,8 +37,9 @@ fn binary<'a>(path: &'a str, package: &str) -> anyhow::Result<&'a Path> {
     Ok(path)
 }
 
-/// Starts `command` (whose working directory is `dir`) and waits until `addr` accepts.
-fn start(mut command: Command, addr: String, dir: tempfile::TempDir) -> anyhow::Result<Daemon> {
+/// Starts `command` (whose working directory is `dir`, kept as long as the daemon) and waits
+/// until `addr` accepts.
+pub fn start(mut command: Command, addr: String, dir: tempfile::TempDir) -> anyhow::Result<Daemon> {
     let name = command.get_program().to_string_lossy().into_owned();
     let child = command
         .current_dir(dir.path())

@@ -1,28 +1,14 @@
 //! Debian's docker-registry (the CNCF distribution registry) on loopback, and pushing wasm
 //! OCI artifacts to it, for the `oci://` policy tests.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 
 /// A running registry; stopped on drop.
-pub struct Registry {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    pub addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub type Registry = super::daemons::Daemon;
 
 fn registry_binary() -> anyhow::Result<PathBuf> {
     let path = Path::new("/usr/bin/docker-registry");
@@ -37,8 +23,7 @@ fn registry_binary() -> anyhow::Result<PathBuf> {
 /// Debian's docker-registry (the CNCF distribution registry) on a free loopback port.
 pub fn start_registry() -> anyhow::Result<Registry> {
     let dir = tempfile::tempdir()?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", super::daemons::free_port()?);
     let config = dir.path().join("config.yml");
     std::fs::write(
         &config,
@@ -47,26 +32,9 @@ pub fn start_registry() -> anyhow::Result<Registry> {
             dir.path().join("data").display()
         ),
     )?;
-    let child = Command::new(registry_binary()?)
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let registry = Registry {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let started = Instant::now();
-    while std::net::TcpStream::connect(&registry.addr).is_err() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(10),
-            "docker-registry did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(registry)
+    let mut command = Command::new(registry_binary()?);
+    command.arg("serve").arg(&config);
+    super::daemons::start(command, addr, dir)
 }
 
 /// Pushes `wasm` as a wasm OCI artifact; returns the manifest digest.
