@@ -19,8 +19,6 @@ packages=()
 [ -x /usr/bin/prometheus ] || packages+=(prometheus)
 [ -x /usr/bin/redis-server ] || packages+=(redis-server)
 [ -x /usr/bin/webdis ] || packages+=(webdis)
-# mold links a CI run's test binaries (see below).
-[ -n "${CI:-}" ] && ! command -v mold >/dev/null && packages+=(mold)
 command -v openssl >/dev/null || packages+=(openssl)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || packages+=(fonts-dejavu-core)
 if [ ${#packages[@]} -gt 0 ]; then
@@ -35,15 +33,7 @@ fi
 bash tests/toolchains/install.sh all
 
 # A CI run builds from scratch once: incremental compilation's bookkeeping only costs there.
-# It links with mold: a dozen test and bench binaries each carry wasmtime, kube and the AWS
-# SDK, and GNU ld spends most of a minute on them. (Only in CI: a flag in RUSTFLAGS would make
-# a developer's next plain `cargo test` rebuild everything.)
-if [ -n "${CI:-}" ]; then
-  export CARGO_INCREMENTAL=0
-  if command -v mold >/dev/null; then
-    export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-fuse-ld=mold"
-  fi
-fi
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 # The Rust guest SDK's helpers (config, the HPA formula, history, JSON paths), natively and
 # without the bindings (whose generator would be a native build of its own): the SDK is a crate
