@@ -720,6 +720,42 @@ fn wit_writes_the_contract_this_binary_serves() -> anyhow::Result<()> {
 }
 
 #[test]
+fn componentize_refuses_an_oversized_or_foreign_module_naming_why() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out.wasm");
+    // Over the component size cap: refused from its size, before it is read (sparse file).
+    let huge = dir.path().join("huge.wasm");
+    std::fs::File::create(&huge)?.set_len((64 << 20) + 1)?;
+    let (ok, _, stderr) = wasmscaler(&[
+        "componentize".as_ref(),
+        huge.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ])?;
+    assert!(!ok);
+    assert!(
+        stderr.contains("huge.wasm") && stderr.contains("limit"),
+        "{stderr}"
+    );
+    // A core module importing what no component type describes.
+    let foreign = dir.path().join("foreign.wasm");
+    std::fs::write(
+        &foreign,
+        wat::parse_str(r#"(module (import "nowhere" "f" (func)))"#)?,
+    )?;
+    let (ok, _, stderr) = wasmscaler(&[
+        "componentize".as_ref(),
+        foreign.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ])?;
+    assert!(!ok);
+    assert!(stderr.contains("foreign.wasm"), "{stderr}");
+    assert!(!out.exists(), "nothing written on a refusal");
+    Ok(())
+}
+
+#[test]
 fn simulate_names_the_line_of_a_bad_trace() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = simulate_config(dir.path(), "cpu", 50)?;
