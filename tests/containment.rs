@@ -738,10 +738,7 @@ fn hostile_spec(name: &str, attack: &str) -> AutoscalerSpec {
 
 async fn hostile_guests(sandbox: &Sandbox) -> anyhow::Result<Guests> {
     let component = sandbox.load_file(&hostile_guest()?).await?.component;
-    Ok(Guests {
-        metrics: component.clone(),
-        evaluator: component,
-    })
+    Ok(Guests::pair(component.clone(), component))
 }
 
 #[tokio::test]

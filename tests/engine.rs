@@ -30,10 +30,7 @@ impl Harness {
             server: JsonServer::start()?,
             target: MemoryTarget::new(current),
             now: Arc::new(AtomicI64::new(T0)),
-            guests: Guests {
-                metrics: component.clone(),
-                evaluator: component,
-            },
+            guests: Guests::pair(component.clone(), component),
         })
     }
 

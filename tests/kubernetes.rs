@@ -338,16 +338,9 @@ async fn the_cpu_guest_scales_a_deployment_from_metrics_server_data() -> anyhow:
         .load_file(&build_rust_guest("guests/cpu-target")?)
         .await?
         .component;
-    let autoscaler = Autoscaler::builder(
-        cpu_spec(),
-        target,
-        Guests {
-            metrics: cpu.clone(),
-            evaluator: cpu,
-        },
-    )
-    .build()
-    .map_err(anyhow::Error::msg)?;
+    let autoscaler = Autoscaler::builder(cpu_spec(), target, Guests::pair(cpu.clone(), cpu))
+        .build()
+        .map_err(anyhow::Error::msg)?;
     // 450m, 400m, 500m of 500m requests: 90 % average against 50 %: ceil(3 × 1.8) = 6.
     let record = autoscaler.run_once().await;
     assert_eq!(

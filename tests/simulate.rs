@@ -26,10 +26,7 @@ fn spec(interval_secs: u64, max: u32) -> AutoscalerSpec {
 async fn guests() -> anyhow::Result<Guests> {
     let wasm = build_rust_guest("guests/cpu-target")?;
     let component = test_sandbox()?.load_file(&wasm).await?.component;
-    Ok(Guests {
-        metrics: component.clone(),
-        evaluator: component,
-    })
+    Ok(Guests::pair(component.clone(), component))
 }
 
 fn step_model(startup_secs: u64) -> SystemModel {
@@ -187,10 +184,7 @@ async fn the_predictive_guest_scales_ahead_of_a_repeating_rise() -> anyhow::Resu
     );
     predictive.scaling.capabilities.state = Some(Default::default());
     let trace = Trace::parse(&trace, "trace.csv", &Columns::default())?;
-    let guests = Guests {
-        metrics: component.clone(),
-        evaluator: component,
-    };
+    let guests = Guests::pair(component.clone(), component);
     let ahead = simulate::simulate(&predictive, guests, &trace, &model, &mut |_| {}).await?;
     assert_eq!(ahead.failed_runs, 0, "{ahead:?}");
     assert!(
@@ -228,10 +222,7 @@ async fn the_capacity_guest_reads_replica_status_from_the_model() -> anyhow::Res
         "trace.csv",
         &Columns::default(),
     )?;
-    let guests = Guests {
-        metrics: component.clone(),
-        evaluator: component,
-    };
+    let guests = Guests::pair(component.clone(), component);
     let report =
         simulate::simulate(&capacity, guests, &trace, &step_model(30), &mut |_| {}).await?;
     assert_eq!(report.failed_runs, 0, "{report:?}");

@@ -254,15 +254,8 @@ async fn a_source_and_the_target_value_evaluator_scale_a_target() -> anyhow::Res
         ..Default::default()
     };
     let target = MemoryTarget::new(1);
-    let autoscaler = Autoscaler::builder(
-        spec,
-        target.clone(),
-        Guests {
-            metrics: source,
-            evaluator,
-        },
-    )
-    .build()?;
+    let autoscaler =
+        Autoscaler::builder(spec, target.clone(), Guests::pair(source, evaluator)).build()?;
     // Seven items at three per replica: three replicas.
     let record = autoscaler.run_once().await;
     assert_eq!(

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigFile;
 use crate::engine::store::FileBackend;
-use crate::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, RunObserver};
+use crate::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, MetricsSpec, RunObserver};
 use crate::hooks::LifecycleProcessor;
 use crate::policies::{PolicyRef, PolicySources, SourceRules};
 use crate::sandbox::{FileState, GuestComponent, Sandbox, StateStore};
@@ -123,15 +123,45 @@ pub(crate) async fn load_spec_guests_under(
     ) {
         (Some(policy), _, _) => {
             let component: Arc<GuestComponent> = load(policy).await?;
-            Guests {
-                metrics: component.clone(),
-                evaluator: component,
-            }
+            Guests::pair(component.clone(), component)
         }
-        (None, Some(metrics), Some(evaluator)) => Guests {
-            metrics: load(metrics).await?,
-            evaluator: load(evaluator).await?,
-        },
+        (None, Some(MetricsSpec::One(metrics)), Some(evaluator)) => {
+            Guests::pair(load(metrics).await?, load(evaluator).await?)
+        }
+        (None, Some(MetricsSpec::Sources(listed)), Some(evaluator)) => {
+            let mut sources = Vec::with_capacity(listed.len());
+            for source in listed {
+                let component = load(&source.component)
+                    .await
+                    .with_context(|| format!("metrics source {:?}", source.name))?;
+                component
+                    .require_world_metrics()
+                    .with_context(|| format!("metrics source {:?}", source.name))?;
+                component
+                    .check_grants(
+                        source
+                            .capabilities
+                            .as_ref()
+                            .unwrap_or(&spec.scaling.capabilities),
+                    )
+                    .with_context(|| format!("metrics source {:?}: capabilities", source.name))?;
+                sources.push(component);
+            }
+            let evaluator = load(evaluator).await?;
+            evaluator
+                .check_grants(&spec.scaling.capabilities)
+                .context("capabilities")?;
+            evaluator.require_world_evaluation()?;
+            let metrics = sources
+                .first()
+                .cloned()
+                .context("metrics: the list is empty")?;
+            return Ok(Guests {
+                metrics,
+                evaluator,
+                sources,
+            });
+        }
         _ => anyhow::bail!("give policy, or metrics with evaluator"),
     };
     for component in [&guests.metrics, &guests.evaluator] {

@@ -114,10 +114,7 @@ pub fn autoscaler_with(
     wasmscaler::engine::Autoscaler::builder(
         spec,
         target,
-        wasmscaler::engine::Guests {
-            metrics: guest.clone(),
-            evaluator: guest,
-        },
+        wasmscaler::engine::Guests::pair(guest.clone(), guest),
     )
     .build()
     .map_err(anyhow::Error::msg)

@@ -237,10 +237,7 @@ async fn baseline(
         };
         return Ok(Candidate {
             spec: simulate::hpa_baseline(first, policy, utilization),
-            guests: CandidateGuests::Builtin(Guests {
-                metrics: component.clone(),
-                evaluator: component,
-            }),
+            guests: CandidateGuests::Builtin(Guests::pair(component.clone(), component)),
         });
     }
     let policy =

@@ -93,14 +93,7 @@ impl ConfigFile {
                     "{at}: name is used by another autoscaler"
                 )));
             }
-            for reference in [
-                &mut spec.scaling.policy,
-                &mut spec.scaling.metrics,
-                &mut spec.scaling.evaluator,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for reference in spec.scaling.references_mut() {
                 if let PolicyRef::File(path) = reference {
                     *path = base.join(&*path);
                 }

@@ -150,6 +150,56 @@ pub struct Context {
     /// The autoscaler's user configuration.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// What became of each metric source of a multi-source run, for the evaluator (the
+    /// `sources` import; not part of the WIT `context` record). Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceStatus>,
+}
+
+/// What became of one metric source in a run (the WIT `sources.source-status` record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceStatus {
+    /// The source's name in the autoscaler's `metrics` list.
+    pub name: String,
+    /// Samples of this source in the run (held ones included).
+    #[serde(default)]
+    pub samples: u32,
+    /// Why it failed this run, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<GuestError>,
+    /// What the host did instead, for a failed source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handling: Option<FailureHandling>,
+    /// Consecutive runs in which it failed.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+/// How a run went on without a failed source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureHandling {
+    /// Its samples are missing.
+    Ignored,
+    /// Its last good samples stand in.
+    Held,
+}
+
+impl From<&SourceStatus> for super::sources::SourceStatus {
+    fn from(s: &SourceStatus) -> Self {
+        use super::sources::FailureHandling as Wit;
+        super::sources::SourceStatus {
+            name: s.name.clone(),
+            samples: s.samples,
+            failure: s.failure.clone().map(Into::into),
+            handling: s.handling.map(|h| match h {
+                FailureHandling::Ignored => Wit::Ignored,
+                FailureHandling::Held => Wit::Held,
+            }),
+            consecutive_failures: s.consecutive_failures,
+        }
+    }
 }
 
 /// One measurement from `gather`.

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{AutoscalerSpec, HumanDuration};
 use crate::policies::{PolicyRef, SourceRules};
-use crate::sandbox::Limits;
 use crate::sandbox::glob_match;
 use crate::sandbox::network::DeniedNetworks;
+use crate::sandbox::{Capabilities, Limits};
 
 /// The operator's bounds on every tenant's `WasmAutoscaler`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -137,7 +137,23 @@ impl TenantBounds {
                 ),
             ));
         }
-        if let Some(state) = &spec.scaling.capabilities.state
+        // The autoscaler's grants and each listed source's own: a source cannot be granted
+        // what the autoscaler could not.
+        for capabilities in spec.scaling.grants() {
+            self.check_grants(capabilities, denied)?;
+        }
+        for reference in spec.scaling.references() {
+            self.check_source(reference)?;
+        }
+        Ok(())
+    }
+
+    fn check_grants(
+        &self,
+        capabilities: &Capabilities,
+        denied: &DeniedNetworks,
+    ) -> Result<(), OutOfBounds> {
+        if let Some(state) = &capabilities.state
             && state.max_bytes > self.max_state_bytes
         {
             return Err(out(
@@ -148,7 +164,7 @@ impl TenantBounds {
                 ),
             ));
         }
-        if let Some(http) = &spec.scaling.capabilities.http {
+        if let Some(http) = &capabilities.http {
             if http.max_body_bytes > self.max_http_body_bytes {
                 return Err(out(
                     "maxHttpBodyBytes",
@@ -170,16 +186,6 @@ impl TenantBounds {
             for pattern in &http.allow {
                 self.check_pattern(pattern, denied)?;
             }
-        }
-        for reference in [
-            &spec.scaling.policy,
-            &spec.scaling.metrics,
-            &spec.scaling.evaluator,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            self.check_source(reference)?;
         }
         Ok(())
     }

@@ -85,9 +85,8 @@ impl api::PolicyUsers for ResourceUsers {
                 .items
                 .iter()
                 .filter(|r| {
-                    [&r.spec.scaling.policy, &r.spec.scaling.metrics, &r.spec.scaling.evaluator]
+                    r.spec.scaling.references()
                         .into_iter()
-                        .flatten()
                         .any(|p| matches!(p, crate::policies::PolicyRef::Uploaded { name: n, .. } if n == name))
                 })
                 .map(WasmAutoscaler::key)

@@ -13,14 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::AutoscalerError;
 use super::policy::Policies;
+use super::policy::Policy;
 use super::record::{Outcome, RunRecord};
 use super::settle::{Safety, settle};
+use super::sources::{Gathered, MetricSource, SourceMemory, SourcesFailure};
 use super::spec::{AutoscalerSpec, RunMode};
 use super::store::{EngineState, StateBackend};
 use crate::contract::model::{
     Context, Decision, GuestError, RunType, Sample, Target as ContextTarget,
 };
-use crate::sandbox::{BoxFuture, CallEnv, CallOutcome, SandboxError, StateStore};
+use crate::sandbox::{BoxFuture, CallEnv, CallOutcome, Capabilities, SandboxError, StateStore};
 use crate::targets::{Observation, Target, TargetError};
 
 /// Source of the current time in ms since the Unix epoch (injectable for tests).
@@ -113,6 +115,26 @@ impl RunFailure {
         RunFailure {
             kind: e.kind().to_owned(),
             message: format!("{stage}: {}", e.summary()),
+        }
+    }
+    fn sources(failure: SourcesFailure) -> Self {
+        match failure {
+            SourcesFailure::Busy(e) => RunFailure::sandbox("gather", e),
+            SourcesFailure::Source {
+                name,
+                error,
+                not_held,
+            } => {
+                let mut failure = RunFailure::sandbox(&format!("gather (source {name})"), error);
+                if let Some(why) = not_held {
+                    failure.message = format!("{} (onFailure: hold, but {why})", failure.message);
+                }
+                failure
+            }
+            SourcesFailure::AllFailed(names) => RunFailure {
+                kind: "sources-failed".into(),
+                message: format!("gather: every metric source failed ({})", names.join(", ")),
+            },
         }
     }
     fn target(e: TargetError) -> Self {
@@ -208,6 +230,16 @@ pub struct Autoscaler {
     records: Mutex<VecDeque<RunRecord>>,
     clock: Clock,
     observers: Vec<Arc<dyn RunObserver>>,
+    /// With `metrics:` as a list: each source's call environments, in the list's order.
+    source_envs: Vec<SourceEnv>,
+    /// The sources' last good samples and failure streaks.
+    source_memory: SourceMemory,
+}
+
+/// A listed source's call environments: its own grants, the autoscaler's limits and state.
+struct SourceEnv {
+    run: CallEnv,
+    preview: CallEnv,
 }
 
 impl Autoscaler {
@@ -240,9 +272,27 @@ impl Autoscaler {
         }: AutoscalerBuilder,
     ) -> Result<Self, AutoscalerError> {
         spec.validate()?;
-        for guest in [&policies.metrics, &policies.evaluator] {
+        let listed = listed_sources(&spec);
+        if listed.len() != policies.sources.len() {
+            return Err(AutoscalerError::Policies(format!(
+                "the spec lists {} metric sources but {} were loaded",
+                listed.len(),
+                policies.sources.len()
+            )));
+        }
+        let gatherers: Vec<&Arc<dyn Policy>> = if listed.is_empty() {
+            vec![&policies.metrics]
+        } else {
+            Vec::new()
+        };
+        for guest in gatherers.into_iter().chain([&policies.evaluator]) {
             guest
                 .check_grants(&spec.scaling.capabilities)
+                .map_err(AutoscalerError::NotGranted)?;
+        }
+        for (source, policy) in listed.iter().zip(&policies.sources) {
+            policy
+                .check_grants(source_grants(&spec, source))
                 .map_err(AutoscalerError::NotGranted)?;
         }
         let env = CallEnv {
@@ -260,6 +310,19 @@ impl Autoscaler {
                 .map(|store| Arc::new(ReadOnlyState(store)) as Arc<dyn StateStore>),
             ..env.clone()
         };
+        let source_envs = listed
+            .iter()
+            .map(|source| SourceEnv {
+                run: CallEnv {
+                    capabilities: source_grants(&spec, source).clone(),
+                    ..env.clone()
+                },
+                preview: CallEnv {
+                    capabilities: source_grants(&spec, source).clone(),
+                    ..preview_env.clone()
+                },
+            })
+            .collect();
         Ok(Autoscaler {
             safety: Safety::of(&spec.scaling),
             spec,
@@ -273,6 +336,8 @@ impl Autoscaler {
             records: Mutex::new(VecDeque::with_capacity(RECORDS_KEPT)),
             clock,
             observers: Vec::new(),
+            source_envs,
+            source_memory: SourceMemory::default(),
         })
     }
 
@@ -359,20 +424,10 @@ impl Autoscaler {
             .map_err(RunFailure::target)?;
         let mut ctx = self.context(&observed, (self.clock)());
         ctx.run_type = RunType::Api;
-        match self.spec.scaling.run_mode {
-            RunMode::PerResource => self
-                .policies
-                .metrics
-                .gather(&ctx, &self.preview_env)
-                .await
-                .map(|out| out.value)
-                .map_err(|e| RunFailure::sandbox("gather", e)),
-            RunMode::PerReplica => {
-                let mut scratch = self.empty_record(ctx.now_ms);
-                self.gather_all(&ctx, &observed, &mut scratch, Mode::Preview)
-                    .await
-            }
-        }
+        let mut scratch = self.empty_record(ctx.now_ms);
+        self.gather(&ctx, &observed, &mut scratch, Mode::Preview)
+            .await
+            .map(|(samples, _)| samples)
     }
 
     /// Observes the target. Scheduled runs always ask it; dry runs reuse an observation up to
@@ -427,6 +482,7 @@ impl Autoscaler {
             duration_micros: 0,
             logs_dropped: 0,
             log_bytes_dropped: 0,
+            sources: Vec::new(),
         }
     }
 
@@ -582,21 +638,23 @@ impl Autoscaler {
         given: Option<Vec<Sample>>,
         mode: Mode,
     ) -> Result<Decision, RunFailure> {
-        let samples = match (given, self.spec.scaling.run_mode) {
-            (Some(samples), _) => samples,
-            (None, RunMode::PerResource) => {
-                let out = self
-                    .policies
-                    .metrics
-                    .gather(ctx, self.env(mode))
-                    .await
-                    .map_err(|e| RunFailure::sandbox("gather", e))?;
-                account(record, &out);
-                out.value
-            }
-            (None, RunMode::PerReplica) => self.gather_all(ctx, observed, record, mode).await?,
+        let (samples, statuses) = match given {
+            Some(samples) => (samples, Vec::new()),
+            None => self.gather(ctx, observed, record, mode).await?,
         };
         record.sample_count = samples.len();
+        // The sources' statuses reach the evaluator through the `sources` import.
+        let with_sources;
+        let ctx = if statuses.is_empty() {
+            ctx
+        } else {
+            record.sources = statuses.clone();
+            with_sources = Context {
+                sources: statuses,
+                ..ctx.clone()
+            };
+            &with_sources
+        };
         let out = self
             .policies
             .evaluator
@@ -607,15 +665,80 @@ impl Autoscaler {
         Ok(out.value)
     }
 
-    /// Gathers once per replica, concurrently up to `maxConcurrentGathers`, in replica order.
-    async fn gather_all(
+    /// The run's samples: from the metric source, or from every listed source with their
+    /// statuses.
+    async fn gather(
         &self,
         ctx: &Context,
         observed: &Observation,
         record: &mut RunRecord,
         mode: Mode,
-    ) -> Result<Vec<Sample>, RunFailure> {
-        let env = self.env(mode);
+    ) -> Result<(Vec<Sample>, Vec<crate::contract::model::SourceStatus>), RunFailure> {
+        let listed = listed_sources(&self.spec);
+        if listed.is_empty() {
+            let outs = self
+                .gather_with(&*self.policies.metrics, ctx, observed, self.env(mode))
+                .await
+                .map_err(|e| RunFailure::sandbox("gather", e))?;
+            let mut samples = Vec::new();
+            for out in outs {
+                account(record, &out);
+                samples.extend(out.value);
+            }
+            return Ok((samples, Vec::new()));
+        }
+        // Every source at once, each in its own calls: one slow source delays the run by its
+        // own deadline at most, never the others' calls.
+        let calls: Vec<BoxFuture<'_, Result<Vec<CallOutcome<Vec<Sample>>>, SandboxError>>> = listed
+            .iter()
+            .zip(&self.policies.sources)
+            .zip(&self.source_envs)
+            .map(|((source, policy), envs)| {
+                let mut own = ctx.clone();
+                own.config
+                    .extend(source.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let env = match mode {
+                    Mode::Run => &envs.run,
+                    Mode::Preview => &envs.preview,
+                };
+                Box::pin(async move { self.gather_with(&**policy, &own, observed, env).await })
+                    as BoxFuture<'_, _>
+            })
+            .collect();
+        let mut results = Vec::with_capacity(calls.len());
+        for result in futures::future::join_all(calls).await {
+            results.push(match result {
+                Ok(outs) => {
+                    let mut samples = Vec::new();
+                    for out in outs {
+                        account(record, &out);
+                        samples.extend(out.value);
+                    }
+                    Gathered::Samples(samples)
+                }
+                Err(e) => Gathered::Failed(e),
+            });
+        }
+        let default_hold = self.spec.scaling.interval.0.saturating_mul(3);
+        let combined = self
+            .source_memory
+            .combine(listed, results, ctx.now_ms, default_hold, mode == Mode::Run)
+            .map_err(RunFailure::sources)?;
+        Ok((combined.samples, combined.statuses))
+    }
+
+    /// `policy`'s gathers for one run: once, or once per replica (concurrently up to
+    /// `maxConcurrentGathers`, in replica order); the first failure fails them all.
+    async fn gather_with(
+        &self,
+        policy: &dyn Policy,
+        ctx: &Context,
+        observed: &Observation,
+        env: &CallEnv,
+    ) -> Result<Vec<CallOutcome<Vec<Sample>>>, SandboxError> {
+        if self.spec.scaling.run_mode == RunMode::PerResource {
+            return Ok(vec![policy.gather(ctx, env).await?]);
+        }
         // Collected (and boxed) up front: a lazily mapped iterator of futures trips the
         // compiler's higher-ranked `Send` check once the run is spawned.
         let gathers: Vec<BoxFuture<'_, GatherResult>> = observed
@@ -624,23 +747,18 @@ impl Autoscaler {
             .map(|replica| {
                 let mut one = ctx.clone();
                 one.replicas = vec![replica.clone()];
-                Box::pin(async move { self.policies.metrics.gather(&one, env).await })
+                Box::pin(async move { policy.gather(&one, env).await })
                     as BoxFuture<'_, GatherResult>
             })
             .collect();
-        let results: Vec<GatherResult> = futures::stream::iter(gathers)
+        futures::stream::iter(gathers)
             .buffered(
                 usize::try_from(self.spec.scaling.max_concurrent_gathers).unwrap_or(usize::MAX),
             )
+            .collect::<Vec<GatherResult>>()
+            .await
+            .into_iter()
             .collect()
-            .await;
-        let mut samples = Vec::new();
-        for result in results {
-            let out = result.map_err(|e| RunFailure::sandbox("gather", e))?;
-            account(record, &out);
-            samples.extend(out.value);
-        }
-        Ok(samples)
     }
 
     /// The hold of a scale from `current` to `to` in a paused direction (`pausedScaleIn`,
@@ -712,6 +830,7 @@ impl Autoscaler {
             },
             replicas: observed.replicas.clone(),
             config: self.spec.scaling.config.clone(),
+            sources: Vec::new(),
         }
     }
 
@@ -808,4 +927,20 @@ mod tests {
         assert!(a < interval);
         assert_ne!(a, spread("fleet-2", interval));
     }
+}
+
+/// The sources of `metrics:` as a list; empty for one source or a `policy`.
+fn listed_sources(spec: &AutoscalerSpec) -> &[MetricSource] {
+    spec.scaling
+        .metrics
+        .as_ref()
+        .map_or(&[], |metrics| metrics.sources())
+}
+
+/// A listed source's own grants, or the autoscaler's.
+fn source_grants<'a>(spec: &'a AutoscalerSpec, source: &'a MetricSource) -> &'a Capabilities {
+    source
+        .capabilities
+        .as_ref()
+        .unwrap_or(&spec.scaling.capabilities)
 }

@@ -72,15 +72,20 @@ pub enum AutoscalerError {
     /// The persisted history could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The policies given do not match the spec (the listed metric sources).
+    #[error("{0}")]
+    Policies(String),
 }
 
 impl AutoscalerError {
-    /// The condition reason: `InvalidSpec`, `CapabilityNotGranted` or `StateUnavailable`.
+    /// The condition reason: `InvalidSpec`, `CapabilityNotGranted` or `StateUnavailable`
+    /// (policies not matching the spec count as `InvalidSpec`).
     pub fn reason(&self) -> &'static str {
         match self {
             AutoscalerError::Spec(e) => e.reason(),
             AutoscalerError::NotGranted(_) => "CapabilityNotGranted",
             AutoscalerError::State(e) => e.reason(),
+            AutoscalerError::Policies(_) => "InvalidSpec",
         }
     }
 }

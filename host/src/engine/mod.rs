@@ -11,6 +11,7 @@ mod error;
 mod policy;
 mod record;
 mod settle;
+mod sources;
 mod spec;
 pub mod store;
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use error::{AutoscalerError, SpecError, StateError};
 pub use policy::{Guests, Policies, Policy, PolicyResult};
 pub use record::{Outcome, RunRecord};
 pub use settle::{Safety, Settled, settle};
+pub use sources::{HELD_LABEL, MAX_SOURCES, MetricSource, MetricsSpec, OnFailure, SOURCE_LABEL};
 pub use spec::{
     AutoscalerSpec, Fallback, FallbackBehavior, HumanDuration, RunMode, ScalingSpec, TargetSpec,
 };

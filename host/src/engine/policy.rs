@@ -62,22 +62,37 @@ impl Policy for GuestComponent {
 }
 
 /// The guests of an autoscaler as loaded: one `policy` component, or a metric source and an
-/// evaluator.
+/// evaluator, or listed metric sources and an evaluator.
 #[derive(Clone)]
 pub struct Guests {
-    /// Provides `gather`.
+    /// Provides `gather` (with listed sources, the first of them, for reports).
     pub metrics: Arc<GuestComponent>,
     /// Provides `evaluate`.
     pub evaluator: Arc<GuestComponent>,
+    /// With `metrics:` as a list: each source's component, in the list's order.
+    pub sources: Vec<Arc<GuestComponent>>,
 }
 
-/// The two policies an autoscaler runs: who gathers and who evaluates.
+impl Guests {
+    /// One component gathering, another (or the same) evaluating.
+    pub fn pair(metrics: Arc<GuestComponent>, evaluator: Arc<GuestComponent>) -> Self {
+        Guests {
+            metrics,
+            evaluator,
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// The policies an autoscaler runs: who gathers and who evaluates.
 #[derive(Clone)]
 pub struct Policies {
-    /// Provides `gather`.
+    /// Provides `gather` (with listed sources, the first of them).
     pub metrics: Arc<dyn Policy>,
     /// Provides `evaluate`.
     pub evaluator: Arc<dyn Policy>,
+    /// With `metrics:` as a list: each source's policy, in the list's order.
+    pub sources: Vec<Arc<dyn Policy>>,
 }
 
 impl Policies {
@@ -86,7 +101,17 @@ impl Policies {
         Policies {
             metrics: policy.clone(),
             evaluator: policy,
+            sources: Vec::new(),
         }
+    }
+
+    /// Listed metric sources (at least one), in the spec's order, and an evaluator.
+    pub fn listed(sources: Vec<Arc<dyn Policy>>, evaluator: Arc<dyn Policy>) -> Option<Self> {
+        Some(Policies {
+            metrics: sources.first()?.clone(),
+            evaluator,
+            sources,
+        })
     }
 }
 
@@ -95,6 +120,11 @@ impl From<Guests> for Policies {
         Policies {
             metrics: guests.metrics,
             evaluator: guests.evaluator,
+            sources: guests
+                .sources
+                .into_iter()
+                .map(|s| s as Arc<dyn Policy>)
+                .collect(),
         }
     }
 }

@@ -80,4 +80,7 @@ pub struct RunRecord {
     pub logs_dropped: u32,
     /// Bytes of guest log records and stdout/stderr dropped or cut over the budgets.
     pub log_bytes_dropped: u64,
+    /// With `metrics:` as a list: what became of each source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<crate::contract::model::SourceStatus>,
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::behavior::Behavior;
 use super::error::SpecError;
+use super::sources::MetricsSpec;
 pub use crate::duration::HumanDuration;
 use crate::policies::PolicyRef;
 use crate::sandbox::{Capabilities, Limits};
@@ -41,9 +42,10 @@ pub struct ScalingSpec {
     /// A component implementing the `policy` world (see the policy reference forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyRef>,
-    /// A `metric-source` component (with `evaluator`), instead of `policy`.
+    /// A `metric-source` component, or a list of isolated sources (with `evaluator`), instead
+    /// of `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<PolicyRef>,
+    pub metrics: Option<MetricsSpec>,
     /// An `evaluator` component (with `metrics`), instead of `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluator: Option<PolicyRef>,
@@ -215,6 +217,38 @@ impl AutoscalerSpec {
 }
 
 impl ScalingSpec {
+    /// Every component reference: `policy`, the metric sources, `evaluator`.
+    pub fn references(&self) -> Vec<&PolicyRef> {
+        let mut all: Vec<&PolicyRef> = self.policy.iter().collect();
+        all.extend(self.metrics.iter().flat_map(MetricsSpec::references));
+        all.extend(self.evaluator.iter());
+        all
+    }
+
+    /// Every component reference, to rewrite (relative paths).
+    pub fn references_mut(&mut self) -> Vec<&mut PolicyRef> {
+        let mut all: Vec<&mut PolicyRef> = self.policy.iter_mut().collect();
+        all.extend(
+            self.metrics
+                .iter_mut()
+                .flat_map(MetricsSpec::references_mut),
+        );
+        all.extend(self.evaluator.iter_mut());
+        all
+    }
+
+    /// Every capability grant: the autoscaler's, then each listed source's own.
+    pub fn grants(&self) -> Vec<&Capabilities> {
+        let mut all = vec![&self.capabilities];
+        all.extend(
+            self.metrics
+                .iter()
+                .flat_map(|m| m.sources())
+                .filter_map(|s| s.capabilities.as_ref()),
+        );
+        all
+    }
+
     /// Runs `policy` up to `max_replicas` with every other field at its default.
     pub fn new(policy: PolicyRef, max_replicas: u32) -> Self {
         ScalingSpec {
@@ -270,6 +304,9 @@ impl ScalingSpec {
                     "give either policy, or metrics with evaluator, not both",
                 ));
             }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.validate()?;
         }
         if let Some(t) = self.tolerance
             && !(0.0..1.0).contains(&t)

@@ -344,3 +344,202 @@ fn an_invalid_spec_is_a_typed_error_naming_its_field() {
     assert_eq!(spec_error.field, "minReplicas");
     assert!(error.to_string().contains("maxReplicas (2)"), "{error}");
 }
+
+/// A listed metric source: one sample of `value`, or a guest error while `failing` is set.
+struct Source {
+    value: f64,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Source {
+    fn new(value: f64) -> Arc<Self> {
+        Arc::new(Source {
+            value,
+            failing: false.into(),
+        })
+    }
+    fn fail(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Policy for Source {
+    fn digest(&self) -> String {
+        format!("source-{}", self.value)
+    }
+    fn check_grants(&self, _: &Capabilities) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    fn gather<'a>(
+        &'a self,
+        ctx: &'a Context,
+        _: &'a CallEnv,
+    ) -> BoxFuture<'a, PolicyResult<Vec<Sample>>> {
+        Box::pin(async move {
+            if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(SandboxError::Guest(
+                    crate::contract::model::GuestError::Unavailable("server down".into()),
+                ));
+            }
+            outcome(vec![Sample {
+                name: ctx.config.get("metric").cloned().unwrap_or_default(),
+                value: self.value,
+                replica: None,
+                labels: Default::default(),
+            }])
+        })
+    }
+    fn evaluate<'a>(
+        &'a self,
+        _: &'a Context,
+        _: &'a [Sample],
+        _: &'a CallEnv,
+    ) -> BoxFuture<'a, PolicyResult<Decision>> {
+        Box::pin(async { Err(SandboxError::Internal("not an evaluator".into())) })
+    }
+}
+
+/// Decides the sum of the samples' values and remembers what it was shown.
+#[derive(Default)]
+struct Summing {
+    seen: Mutex<Vec<(Vec<Sample>, Vec<crate::contract::model::SourceStatus>)>>,
+}
+
+impl Policy for Summing {
+    fn digest(&self) -> String {
+        "summing".into()
+    }
+    fn check_grants(&self, _: &Capabilities) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    fn gather<'a>(
+        &'a self,
+        _: &'a Context,
+        _: &'a CallEnv,
+    ) -> BoxFuture<'a, PolicyResult<Vec<Sample>>> {
+        Box::pin(async { outcome(Vec::new()) })
+    }
+    fn evaluate<'a>(
+        &'a self,
+        ctx: &'a Context,
+        samples: &'a [Sample],
+        _: &'a CallEnv,
+    ) -> BoxFuture<'a, PolicyResult<Decision>> {
+        Box::pin(async move {
+            self.seen
+                .lock()
+                .expect("seen")
+                .push((samples.to_vec(), ctx.sources.clone()));
+            outcome(Decision {
+                target_replicas: samples.iter().map(|s| s.value).sum::<f64>() as u32,
+                reason: None,
+                remove_first: None,
+            })
+        })
+    }
+}
+
+fn listed(name: &str, on_failure: super::OnFailure, metric: &str) -> super::MetricSource {
+    super::MetricSource {
+        name: name.into(),
+        component: crate::policies::PolicyRef::File("s.wasm".into()),
+        config: [("metric".to_owned(), metric.to_owned())].into(),
+        capabilities: None,
+        on_failure,
+        hold_for: None,
+    }
+}
+
+#[tokio::test]
+async fn listed_sources_gather_apart_and_an_ignored_failure_leaves_the_rest_flowing() {
+    use crate::contract::model::{FailureHandling, GuestError};
+    let (a, b) = (Source::new(2.0), Source::new(3.0));
+    let evaluator = Arc::new(Summing::default());
+    let mut spec = spec("sources", 10);
+    spec.scaling.behavior.scale_down = Some(ScalingRules {
+        stabilization_window_seconds: Some(0),
+        ..Default::default()
+    });
+    spec.scaling.policy = None;
+    spec.scaling.metrics = Some(super::MetricsSpec::Sources(vec![
+        listed("rps", super::OnFailure::Ignore, "requests"),
+        listed("queue", super::OnFailure::Fail, "backlog"),
+    ]));
+    spec.scaling.evaluator = Some(crate::policies::PolicyRef::File("e.wasm".into()));
+    let policies = Policies::listed(vec![a.clone(), b.clone()], evaluator.clone()).expect("two");
+    let target = Memory::at(1);
+    let autoscaler = Autoscaler::builder(spec, target.clone(), policies)
+        .build()
+        .expect("valid");
+
+    let record = autoscaler.run_once().await;
+    assert_eq!(
+        record.decision.as_ref().map(|d| d.target_replicas),
+        Some(5),
+        "{record:?}"
+    );
+    a.fail(true);
+    let record = autoscaler.run_once().await;
+    assert_eq!(
+        record.decision.as_ref().map(|d| d.target_replicas),
+        Some(3),
+        "{record:?}"
+    );
+    assert_eq!(record.sources[0].handling, Some(FailureHandling::Ignored));
+
+    let seen = evaluator.seen.lock().expect("seen");
+    let (samples, statuses) = &seen[0];
+    let tagged: Vec<_> = samples
+        .iter()
+        .map(|s| (s.name.as_str(), s.labels["source"].as_str()))
+        .collect();
+    assert_eq!(
+        tagged,
+        [("requests", "rps"), ("backlog", "queue")],
+        "each source's own config"
+    );
+    assert!(statuses.iter().all(|s| s.failure.is_none()));
+    let (samples, statuses) = &seen[1];
+    assert_eq!(samples.len(), 1);
+    assert_eq!(
+        statuses[0].failure,
+        Some(GuestError::Unavailable("server down".into()))
+    );
+    assert_eq!(statuses[0].consecutive_failures, 1);
+    assert_eq!(statuses[1].samples, 1);
+    drop(seen);
+
+    // The source set to fail fails the run: the target holds and the error names it.
+    b.fail(true);
+    a.fail(false);
+    let record = autoscaler.run_once().await;
+    assert!(matches!(record.outcome, Outcome::Held { .. }), "{record:?}");
+    let error = record.error.unwrap_or_default();
+    assert!(
+        error.contains("source queue") && error.contains("server down"),
+        "{error}"
+    );
+    assert_eq!(target.scales(), vec![5, 3]);
+}
+
+#[tokio::test]
+async fn policies_that_do_not_match_the_listed_sources_are_refused() {
+    let mut spec = spec("sources", 10);
+    spec.scaling.policy = None;
+    spec.scaling.metrics = Some(super::MetricsSpec::Sources(vec![
+        listed("a", super::OnFailure::Fail, "m"),
+        listed("b", super::OnFailure::Fail, "m"),
+    ]));
+    spec.scaling.evaluator = Some(crate::policies::PolicyRef::File("e.wasm".into()));
+    let policies =
+        Policies::listed(vec![Source::new(1.0)], Arc::new(Summing::default())).expect("one");
+    let err = Autoscaler::builder(spec, Memory::at(1), policies)
+        .build()
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("lists 2 metric sources but 1"),
+        "{err}"
+    );
+}

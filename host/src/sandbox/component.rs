@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
-use crate::contract::{evaluation, interface_name, lifecycle, metrics};
+use crate::contract::{
+    SERVED_VERSIONS, evaluation, interface_name, is_interface, lifecycle, metrics,
+};
 
 use super::cache::Digest;
 use super::host::HostState;
@@ -91,7 +93,7 @@ impl GuestComponent {
             .collect();
 
         let capabilities = required_capabilities(&imports)?;
-        let has = |interface: &str| export_names.iter().any(|n| *n == interface_name(interface));
+        let has = |interface: &str| export_names.iter().any(|n| is_interface(n, interface));
         if !has("metrics") && !has("evaluation") && !has("lifecycle") {
             return Err(SandboxError::WorldMismatch {
                 expected: format!(
@@ -113,7 +115,7 @@ impl GuestComponent {
         let signature_mismatch =
             |interface: &str, e: wasmtime::Error| SandboxError::WorldMismatch {
                 expected: format!(
-                    "{} with the signatures of the 0.1.0 contract",
+                    "{} with the signatures of the 0.1 contract",
                     interface_name(interface)
                 ),
                 found: vec![format!("{}: {e:#}", interface_name(interface))],
@@ -231,17 +233,18 @@ fn required_capabilities(imports: &[String]) -> Result<BTreeSet<Capability>, San
             continue;
         };
         let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-        if interface == "types" {
-            continue;
-        }
-        if version != crate::contract::PACKAGE_VERSION {
+        if !SERVED_VERSIONS.contains(&version) {
             return Err(SandboxError::UnknownImport {
                 import: import.clone(),
                 reason: format!(
-                    "this host implements wasmscaler:policy@{}",
-                    crate::contract::PACKAGE_VERSION
+                    "this host serves wasmscaler:policy@{}",
+                    SERVED_VERSIONS.join(" and @")
                 ),
             });
+        }
+        // Types carry no authority; `sources` only reports on the call's own run.
+        if interface == "types" || interface == "sources" {
+            continue;
         }
         match Capability::from_interface(interface) {
             Some(capability) => {

@@ -7,8 +7,8 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{AsContext, AsContextMut, StoreContextMut};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, Rng, WasiCtx, WasiCtxView, WasiView};
 
-use crate::contract::model::{Context, GuestError};
-use crate::contract::{http, kubernetes_metrics, log, state, types};
+use crate::contract::model::{Context, GuestError, SourceStatus};
+use crate::contract::{http, kubernetes_metrics, log, sources, state, types};
 
 use super::allowlist::UrlAllowList;
 use super::error::HostAbort;
@@ -33,6 +33,9 @@ pub(crate) struct HostState {
     pub(crate) log_bytes_dropped: u64,
     pub(crate) capture: Capture,
     pub(crate) span: tracing::Span,
+    /// The run's metric sources, for the `sources` import (empty outside a multi-source
+    /// evaluation).
+    sources: Vec<SourceStatus>,
 }
 
 /// The call's private copy of the autoscaler's state; committed only if the call succeeds.
@@ -132,6 +135,7 @@ impl HostState {
             log_bytes: 0,
             log_bytes_dropped: 0,
             capture,
+            sources: ctx.sources.clone(),
         })
     }
 
@@ -140,6 +144,11 @@ impl HostState {
         if !self.env.capabilities.grants(capability) {
             return Err(HostAbort::NotGranted { capability }.into());
         }
+        self.count_host_call()
+    }
+
+    /// Counts one host call, granted or needing no grant; aborts the guest past the limit.
+    fn count_host_call(&mut self) -> wasmtime::Result<()> {
         self.host_calls += 1;
         if self.host_calls > self.env.limits.max_host_calls {
             return Err(HostAbort::HostCallLimit(self.env.limits.max_host_calls).into());
@@ -175,6 +184,14 @@ impl WasiView for HostState {
 }
 
 impl types::Host for HostState {}
+
+/// Needs no grant: the statuses describe the call's own run, nothing outside it.
+impl sources::Host for HostState {
+    fn statuses(&mut self) -> wasmtime::Result<Vec<sources::SourceStatus>> {
+        self.count_host_call()?;
+        Ok(self.sources.iter().map(Into::into).collect())
+    }
+}
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
