@@ -702,7 +702,7 @@ fn wit_writes_the_contract_this_binary_serves() -> anyhow::Result<()> {
     let repo = std::fs::read_to_string(support::repo_root().join("wit/policy.wit"))?;
     assert_eq!(written, repo);
     assert!(
-        written.contains("package wasmscaler:policy@0.1.0"),
+        written.contains("package wasmscaler:policy@0.1.1"),
         "{written}"
     );
     assert!(stdout.contains("policy.wit"), "{stdout}");

@@ -222,7 +222,7 @@ async fn ungranted_capability_is_refused_before_the_guest_runs() -> anyhow::Resu
     };
     let err = guest.gather(&ctx("none"), &no_log).await.unwrap_err();
     assert!(
-        matches!(&err, SandboxError::CapabilityNotGranted { capability: Capability::Log, import } if import == "wasmscaler:policy/log@0.1.0"),
+        matches!(&err, SandboxError::CapabilityNotGranted { capability: Capability::Log, import } if import == "wasmscaler:policy/log@0.1.1"),
         "{err}"
     );
 
@@ -283,7 +283,7 @@ async fn wrong_world_is_named_with_what_was_found() -> anyhow::Result<()> {
     match &err {
         SandboxError::WorldMismatch { expected, found } => {
             assert!(
-                expected.contains("wasmscaler:policy/metrics@0.1.0"),
+                expected.contains("wasmscaler:policy/metrics@0.1.1"),
                 "{expected}"
             );
             assert_eq!(found, &["example:other/greeter@1.0.0".to_string()]);

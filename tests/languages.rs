@@ -274,8 +274,19 @@ fn the_committed_c_bindings_match_the_wit() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Also the contract's compatibility test: the WAT guest is written with the 0.1.0 names, so it
+/// stays a component of contract 0.1.0 and must keep running on this 0.1.1 host unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wat_guest_agrees_with_rust() -> anyhow::Result<()> {
+    let wat = test_sandbox()?
+        .load_file(&build_language_guest("wat")?)
+        .await?
+        .component;
+    let exports = wat.info().exports;
+    assert!(
+        !exports.is_empty() && exports.iter().all(|e| e.ends_with("@0.1.0")),
+        "{exports:?}"
+    );
     agrees_with_rust("wat").await
 }
 

@@ -7,8 +7,9 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmscaler::contract::model::FailureHandling;
 use wasmscaler::contract::model::{Context, GuestError, Sample};
-use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome};
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, MetricsSpec, Outcome};
 use wasmscaler::policies::PolicyRef;
 use wasmscaler::sandbox::{CallEnv, Capabilities, GuestComponent, HttpGrant, SandboxError};
 use wasmscaler_tests::daemons::{prometheus, redis, redis_cli, webdis};
@@ -239,7 +240,9 @@ async fn a_source_and_the_target_value_evaluator_scale_a_target() -> anyhow::Res
     let base = format!("http://{}", webdis.addr);
     let mut spec = AutoscalerSpec::new("queue", placeholder_target(), "unused.wasm", 10);
     spec.scaling.policy = None;
-    spec.scaling.metrics = Some(PolicyRef::File("queue_length.wasm".into()));
+    spec.scaling.metrics = Some(MetricsSpec::One(PolicyRef::File(
+        "queue_length.wasm".into(),
+    )));
     spec.scaling.evaluator = Some(PolicyRef::File("target_value.wasm".into()));
     spec.scaling.config = [
         ("webdisUrl", base.as_str()),
@@ -264,5 +267,111 @@ async fn a_source_and_the_target_value_evaluator_scale_a_target() -> anyhow::Res
         "{record:?}"
     );
     assert_eq!(target.current(), 3);
+    Ok(())
+}
+
+/// `metrics:` as a list: three json-path sources, each with its own config and its own
+/// allow-list, and the target-value evaluator taking the largest count (the HPA's rule).
+#[tokio::test]
+async fn listed_sources_fail_alone_and_the_evaluator_sees_which() -> anyhow::Result<()> {
+    let (source, evaluator) = (load("json-path").await?, load("target-value").await?);
+    let server = JsonServer::start()?;
+    server.route("/rps", 200, r#"{"rps": 250}"#);
+    server.route("/queue", 200, r#"{"depth": 20}"#);
+    let base = format!("http://{}", server.addr);
+    // Written as a user writes it; `sneaky` asks for /queue but may only fetch /rps.
+    let scaling = serde_json::json!({
+        "metrics": [
+            {"name": "rps", "component": "file:json_path.wasm", "onFailure": "ignore",
+             "config": {"url": format!("{base}/rps"), "valueLocation": "rps"},
+             "capabilities": {"http": {"allow": [format!("{base}/rps")]}}},
+            {"name": "queue", "component": "file:json_path.wasm",
+             "config": {"url": format!("{base}/queue"), "valueLocation": "depth"},
+             "capabilities": {"http": {"allow": [format!("{base}/queue")]}}},
+            {"name": "sneaky", "component": "file:json_path.wasm", "onFailure": "ignore",
+             "config": {"url": format!("{base}/queue"), "valueLocation": "depth"},
+             "capabilities": {"http": {"allow": [format!("{base}/rps")]}}},
+        ],
+        "evaluator": "file:target_value.wasm",
+        "maxReplicas": 10,
+        "config": {"targetValue": "100", "targetValue.queue": "4"},
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
+    });
+    let mut spec = AutoscalerSpec::new("listed", placeholder_target(), "unused.wasm", 10);
+    spec.scaling = serde_json::from_value(scaling)?;
+    let guests = Guests {
+        metrics: source.clone(),
+        evaluator,
+        sources: vec![source.clone(), source.clone(), source],
+    };
+    let target = MemoryTarget::new(1);
+    let autoscaler = Autoscaler::builder(spec, target.clone(), guests).build()?;
+
+    // rps 250 at 100: 3; queue 20 at 4: 5. The larger wins; sneaky was denied its URL.
+    let record = autoscaler.run_once().await;
+    assert_eq!(
+        record.outcome,
+        Outcome::Scaled { from: 1, to: 5 },
+        "{record:?}"
+    );
+    let statuses: Vec<_> = record
+        .sources
+        .iter()
+        .map(|s| (s.name.as_str(), s.samples, s.handling))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("rps", 1, None),
+            ("queue", 1, None),
+            ("sneaky", 0, Some(FailureHandling::Ignored))
+        ]
+    );
+    assert!(
+        matches!(&record.sources[2].failure, Some(GuestError::Denied(m)) if m.contains("/queue")),
+        "{:?}",
+        record.sources[2]
+    );
+
+    // rps fails and is ignored; the queue alone would go to 2, but a missing source might ask
+    // for more, so the evaluator holds 5.
+    server.route("/rps", 503, "down");
+    server.route("/queue", 200, r#"{"depth": 8}"#);
+    let record = autoscaler.run_once().await;
+    let reason = record
+        .decision
+        .as_ref()
+        .and_then(|d| d.reason.clone())
+        .unwrap_or_default();
+    assert_eq!(record.outcome, Outcome::Unchanged, "{record:?}");
+    assert!(
+        reason.contains("holding 5: source rps, sneaky failed"),
+        "{reason}"
+    );
+    assert_eq!(record.sources[0].consecutive_failures, 1);
+
+    // rps is back (its streak resets); sneaky, still denied, still keeps the count from
+    // going down.
+    server.route("/rps", 200, r#"{"rps": 50}"#);
+    let record = autoscaler.run_once().await;
+    assert_eq!(record.outcome, Outcome::Unchanged, "{record:?}");
+    assert_eq!(record.sources[0].consecutive_failures, 0);
+    assert_eq!(record.sources[2].consecutive_failures, 3);
+    let reason = record.decision.and_then(|d| d.reason).unwrap_or_default();
+    assert!(
+        reason.contains("holding 5: source sneaky failed"),
+        "{reason}"
+    );
+
+    // The queue source may not fail: the run holds, naming it, and the target is untouched.
+    server.route("/queue", 500, "boom");
+    let record = autoscaler.run_once().await;
+    assert!(matches!(record.outcome, Outcome::Held { .. }), "{record:?}");
+    let error = record.error.unwrap_or_default();
+    assert!(
+        error.contains("source queue") && error.contains("500"),
+        "{error}"
+    );
+    assert_eq!(target.current(), 5);
     Ok(())
 }

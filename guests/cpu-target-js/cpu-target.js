@@ -10,7 +10,7 @@
 // objects with camelCase fields, u64/s64 are BigInt, option<T> is T or undefined, and a
 // `result` error is thrown as the error variant `{ tag, val }`.
 
-import { podMetrics } from 'wasmscaler:policy/kubernetes-metrics@0.1.0';
+import { podMetrics } from 'wasmscaler:policy/kubernetes-metrics@0.1.1';
 
 function config(ctx, key) {
   const entry = ctx.config.find(([k]) => k === key);

@@ -95,10 +95,7 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
                     Autoscaler::builder(
                         spec(i, interval),
                         target,
-                        Guests {
-                            metrics: guest.clone(),
-                            evaluator: guest.clone(),
-                        },
+                        Guests::pair(guest.clone(), guest.clone()),
                     )
                     .build()
                     .expect("autoscaler"),

@@ -76,13 +76,7 @@ fn main() {
             .block_on(sandbox.load_file(&wasm))
             .expect("load")
             .component;
-        (
-            wasm,
-            Guests {
-                metrics: component.clone(),
-                evaluator: component,
-            },
-        )
+        (wasm, Guests::pair(component.clone(), component))
     };
     let (predictive_wasm, predictive_guests) = load("guests/predictive");
     let (hpa_wasm, hpa_guests) = load("guests/cpu-target");

@@ -45,10 +45,7 @@ fn benches(c: &mut Criterion) {
         .block_on(test_sandbox().expect("sandbox").load_file(&wasm))
         .expect("load")
         .component;
-    let guests = Guests {
-        metrics: component.clone(),
-        evaluator: component,
-    };
+    let guests = Guests::pair(component.clone(), component);
     // The target's replicas r-0..r-2, at the 50 % target: the count holds.
     let pods: Vec<PodMetrics> = (0..3)
         .map(|i| PodMetrics {

@@ -3,14 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `wasmscaler:policy/kubernetes-metrics@0.1.0`
+// Imported Functions from `wasmscaler:policy/kubernetes-metrics@0.1.1`
 
-__attribute__((__import_module__("wasmscaler:policy/kubernetes-metrics@0.1.0"), __import_name__("pod-metrics")))
+__attribute__((__import_module__("wasmscaler:policy/kubernetes-metrics@0.1.1"), __import_name__("pod-metrics")))
 extern void __wasm_import_wasmscaler_policy_kubernetes_metrics_pod_metrics(uint8_t *);
 
-// Exported Functions from `wasmscaler:policy/metrics@0.1.0`
+// Exported Functions from `wasmscaler:policy/metrics@0.1.1`
 
-__attribute__((__weak__, __export_name__("cabi_post_wasmscaler:policy/metrics@0.1.0#gather")))
+__attribute__((__weak__, __export_name__("cabi_post_wasmscaler:policy/metrics@0.1.1#gather")))
 void __wasm_export_exports_wasmscaler_policy_metrics_gather_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -86,9 +86,9 @@ void __wasm_export_exports_wasmscaler_policy_metrics_gather_post_return(uint8_t 
   }
 }
 
-// Exported Functions from `wasmscaler:policy/evaluation@0.1.0`
+// Exported Functions from `wasmscaler:policy/evaluation@0.1.1`
 
-__attribute__((__weak__, __export_name__("cabi_post_wasmscaler:policy/evaluation@0.1.0#evaluate")))
+__attribute__((__weak__, __export_name__("cabi_post_wasmscaler:policy/evaluation@0.1.1#evaluate")))
 void __wasm_export_exports_wasmscaler_policy_evaluation_evaluate_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -457,7 +457,7 @@ bool wasmscaler_policy_kubernetes_metrics_pod_metrics(wasmscaler_policy_kubernet
   }
 }
 
-__attribute__((__export_name__("wasmscaler:policy/metrics@0.1.0#gather")))
+__attribute__((__export_name__("wasmscaler:policy/metrics@0.1.1#gather")))
 uint8_t * __wasm_export_exports_wasmscaler_policy_metrics_gather(uint8_t * arg) {
   exports_wasmscaler_policy_metrics_context_t arg1 = (wasmscaler_policy_types_context_t) {
     (cpu_target_string_t) (cpu_target_string_t) { (uint8_t*)(*((uint8_t **) (arg + 0))), (*((size_t*) (arg + sizeof(void*)))) },
@@ -528,7 +528,7 @@ uint8_t * __wasm_export_exports_wasmscaler_policy_metrics_gather(uint8_t * arg) 
   return ptr;
 }
 
-__attribute__((__export_name__("wasmscaler:policy/evaluation@0.1.0#evaluate")))
+__attribute__((__export_name__("wasmscaler:policy/evaluation@0.1.1#evaluate")))
 uint8_t * __wasm_export_exports_wasmscaler_policy_evaluation_evaluate(uint8_t * arg) {
   exports_wasmscaler_policy_evaluation_context_t arg2 = (wasmscaler_policy_types_context_t) {
     (cpu_target_string_t) (cpu_target_string_t) { (uint8_t*)(*((uint8_t **) (arg + 0))), (*((size_t*) (arg + sizeof(void*)))) },

@@ -232,14 +232,14 @@ typedef struct {
   } val;
 } exports_wasmscaler_policy_evaluation_result_decision_error_t;
 
-// Imported Functions from `wasmscaler:policy/kubernetes-metrics@0.1.0`
+// Imported Functions from `wasmscaler:policy/kubernetes-metrics@0.1.1`
 // Metrics for every pod of the target.
 extern bool wasmscaler_policy_kubernetes_metrics_pod_metrics(wasmscaler_policy_kubernetes_metrics_list_pod_usage_t *ret, wasmscaler_policy_kubernetes_metrics_error_t *err);
 
-// Exported Functions from `wasmscaler:policy/metrics@0.1.0`
+// Exported Functions from `wasmscaler:policy/metrics@0.1.1`
 bool exports_wasmscaler_policy_metrics_gather(exports_wasmscaler_policy_metrics_context_t *context, exports_wasmscaler_policy_metrics_list_sample_t *ret, exports_wasmscaler_policy_metrics_error_t *err);
 
-// Exported Functions from `wasmscaler:policy/evaluation@0.1.0`
+// Exported Functions from `wasmscaler:policy/evaluation@0.1.1`
 bool exports_wasmscaler_policy_evaluation_evaluate(exports_wasmscaler_policy_evaluation_context_t *context, exports_wasmscaler_policy_evaluation_list_sample_t *samples, exports_wasmscaler_policy_evaluation_decision_t *ret, exports_wasmscaler_policy_evaluation_error_t *err);
 
 // Helper Functions

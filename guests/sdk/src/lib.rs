@@ -60,7 +60,7 @@ pub use bindings::exports::wasmscaler::policy::metrics::Guest as MetricsGuest;
 #[cfg(feature = "bindings")]
 pub use bindings::wasmscaler::policy::types::{Context, Decision, Error, Sample};
 #[cfg(feature = "bindings")]
-pub use bindings::wasmscaler::policy::{http, kubernetes_metrics, log, state};
+pub use bindings::wasmscaler::policy::{http, kubernetes_metrics, log, sources, state};
 
 #[cfg(feature = "bindings")]
 impl From<ConfigError> for Error {

@@ -43,7 +43,7 @@ pub(crate) fn interface_name(interface: &str) -> String {
 }
 
 /// Whether `name` is `interface` of a package version this host serves, e.g.
-/// `wasmscaler:policy/metrics@0.1.0` for `metrics`.
+/// `wasmscaler:policy/metrics@0.1.0` or `@0.1.1` for `metrics`.
 pub(crate) fn is_interface(name: &str, interface: &str) -> bool {
     name.strip_prefix("wasmscaler:policy/")
         .and_then(|rest| rest.split_once('@'))

@@ -42,6 +42,9 @@ const RECORDS_KEPT: usize = 16;
 
 type GatherResult = Result<CallOutcome<Vec<Sample>>, SandboxError>;
 
+/// One policy's gathers of a run (one, or one per replica), or the first failure.
+type GathersResult = Result<Vec<CallOutcome<Vec<Sample>>>, SandboxError>;
+
 /// Whether a run acts or only shows what it would do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -689,7 +692,7 @@ impl Autoscaler {
         }
         // Every source at once, each in its own calls: one slow source delays the run by its
         // own deadline at most, never the others' calls.
-        let calls: Vec<BoxFuture<'_, Result<Vec<CallOutcome<Vec<Sample>>>, SandboxError>>> = listed
+        let calls: Vec<BoxFuture<'_, GathersResult>> = listed
             .iter()
             .zip(&self.policies.sources)
             .zip(&self.source_envs)
@@ -735,7 +738,7 @@ impl Autoscaler {
         ctx: &Context,
         observed: &Observation,
         env: &CallEnv,
-    ) -> Result<Vec<CallOutcome<Vec<Sample>>>, SandboxError> {
+    ) -> GathersResult {
         if self.spec.scaling.run_mode == RunMode::PerResource {
             return Ok(vec![policy.gather(ctx, env).await?]);
         }
@@ -887,6 +890,22 @@ impl Autoscaler {
     }
 }
 
+/// The sources of `metrics:` as a list; empty for one source or a `policy`.
+fn listed_sources(spec: &AutoscalerSpec) -> &[MetricSource] {
+    spec.scaling
+        .metrics
+        .as_ref()
+        .map_or(&[], |metrics| metrics.sources())
+}
+
+/// A listed source's own grants, or the autoscaler's.
+fn source_grants<'a>(spec: &'a AutoscalerSpec, source: &'a MetricSource) -> &'a Capabilities {
+    source
+        .capabilities
+        .as_ref()
+        .unwrap_or(&spec.scaling.capabilities)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -927,20 +946,4 @@ mod tests {
         assert!(a < interval);
         assert_ne!(a, spread("fleet-2", interval));
     }
-}
-
-/// The sources of `metrics:` as a list; empty for one source or a `policy`.
-fn listed_sources(spec: &AutoscalerSpec) -> &[MetricSource] {
-    spec.scaling
-        .metrics
-        .as_ref()
-        .map_or(&[], |metrics| metrics.sources())
-}
-
-/// A listed source's own grants, or the autoscaler's.
-fn source_grants<'a>(spec: &'a AutoscalerSpec, source: &'a MetricSource) -> &'a Capabilities {
-    source
-        .capabilities
-        .as_ref()
-        .unwrap_or(&spec.scaling.capabilities)
 }

@@ -488,7 +488,7 @@ async fn listed_sources_gather_apart_and_an_ignored_failure_leaves_the_rest_flow
     );
     assert_eq!(record.sources[0].handling, Some(FailureHandling::Ignored));
 
-    let seen = evaluator.seen.lock().expect("seen");
+    let seen = evaluator.seen.lock().expect("seen").clone();
     let (samples, statuses) = &seen[0];
     let tagged: Vec<_> = samples
         .iter()
@@ -508,7 +508,6 @@ async fn listed_sources_gather_apart_and_an_ignored_failure_leaves_the_rest_flow
     );
     assert_eq!(statuses[0].consecutive_failures, 1);
     assert_eq!(statuses[1].samples, 1);
-    drop(seen);
 
     // The source set to fail fails the run: the target holds and the error names it.
     b.fail(true);
