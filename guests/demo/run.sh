@@ -9,8 +9,13 @@ echo "building the capacity guest and the host (the first time: minutes; see the
 cargo build --release --quiet --target wasm32-wasip2 --manifest-path guests/capacity/Cargo.toml --target-dir target/guests
 # The dev profile: what the host's speed rests on (wasmtime, cranelift, tokio, hyper) is
 # optimized there too (Cargo.toml), the rest is not, so it builds in a fraction of a release
-# build's time and the test suite's build shares it.
-cargo build --quiet -p wasmscaler
+# build's time. The demo scales local processes, so the Kubernetes and AWS client stacks are
+# left out (`--no-default-features`); DEMO_FEATURES=default builds the full host instead.
+if [ "${DEMO_FEATURES:-local}" = default ]; then
+  cargo build --quiet -p wasmscaler
+else
+  cargo build --quiet -p wasmscaler --no-default-features
+fi
 python3 guests/demo/loadgen.py --base-port 9100 --ports 6 --clients 10 --start 5 --busy 25 &
 loadgen=$!
 trap 'kill $loadgen 2>/dev/null || true' EXIT

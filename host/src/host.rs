@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConfigFile;
 use crate::engine::store::FileBackend;
 use crate::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, MetricsSpec, RunObserver};
+#[cfg(feature = "aws")]
 use crate::hooks::LifecycleProcessor;
 use crate::policies::{PolicyRef, PolicySources, SourceRules};
 use crate::sandbox::{FileState, GuestComponent, Sandbox, StateStore};
@@ -23,6 +24,7 @@ use crate::targets::{ConnectEnv, Target};
 pub struct Host {
     sources: Arc<PolicySources>,
     fleet: Arc<Fleet>,
+    #[cfg(feature = "aws")]
     lifecycle: Vec<LifecycleProcessor>,
 }
 
@@ -37,10 +39,19 @@ impl Host {
         let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
         let sources = Arc::new(policy_sources(config, sandbox)?);
         let fleet = Arc::new(build_fleet(config, &sources, observer).await?);
+        #[cfg(feature = "aws")]
         let lifecycle = build_lifecycle(config, &sources).await?;
+        #[cfg(not(feature = "aws"))]
+        if let Some(spec) = config.lifecycle.first() {
+            anyhow::bail!(
+                "lifecycle[0] ({}): this wasmscaler was built without the `aws` feature, which lifecycle hooks need",
+                spec.name
+            );
+        }
         Ok(Host {
             sources,
             fleet,
+            #[cfg(feature = "aws")]
             lifecycle,
         })
     }
@@ -58,6 +69,7 @@ impl Host {
     /// Runs every autoscaler and lifecycle handler until `stop`, then finishes in-flight runs,
     /// writes state and stops local replicas.
     pub async fn run(self, stop: CancellationToken) {
+        #[cfg(feature = "aws")]
         let handlers: Vec<_> = self
             .lifecycle
             .into_iter()
@@ -67,6 +79,7 @@ impl Host {
             })
             .collect();
         self.fleet.run(stop).await;
+        #[cfg(feature = "aws")]
         for handler in handlers {
             let _ = handler.await;
         }
@@ -276,6 +289,7 @@ async fn connect_target(
 
 /// Builds the lifecycle handlers of the config file: loads each handler and connects to its
 /// queue's region.
+#[cfg(feature = "aws")]
 async fn build_lifecycle(
     config: &ConfigFile,
     sources: &PolicySources,

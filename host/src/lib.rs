@@ -22,6 +22,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod contract;
+#[cfg(feature = "kubernetes")]
 pub mod controller;
 pub mod duration;
 pub mod engine;

@@ -118,6 +118,8 @@ impl Metrics {
     }
 
     /// Also exposes the throttling of a Kubernetes client's request budget.
+    // Used by the `kubernetes` feature's code only.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     pub(crate) fn with_client_budget(
         mut self,
         budget: &crate::targets::budget::RequestBudget,

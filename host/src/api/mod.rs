@@ -97,6 +97,8 @@ impl ApiState {
     }
 
     /// Also asks `users` before deleting an upload.
+    // Used by the `kubernetes` feature's code only.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     pub(crate) fn with_policy_users(mut self, users: Arc<dyn PolicyUsers>) -> Self {
         self.policy_users = Some(users);
         self

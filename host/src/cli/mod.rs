@@ -1,6 +1,8 @@
 //! The `wasmscaler` command line.
 
+#[cfg(feature = "aws")]
 mod agent;
+#[cfg(feature = "kubernetes")]
 mod controller;
 mod eval;
 mod inspect;
@@ -57,8 +59,10 @@ enum Command {
     /// Run in a cluster: reconcile WasmAutoscaler resources, with leader election.
     ///
     /// Example: wasmscaler controller --namespace apps --listen 0.0.0.0:8080
+    #[cfg(feature = "kubernetes")]
     Controller(Box<controller::ControllerArgs>),
     /// Print the WasmAutoscaler CustomResourceDefinition (YAML) generated from the code.
+    #[cfg(feature = "kubernetes")]
     Crd,
     /// Print the JSON schema of the config file, for editors (e.g. yaml-language-server's
     /// `# yaml-language-server: $schema=...`).
@@ -91,6 +95,7 @@ enum Command {
     /// On a new cloud instance: fire the lifecycle handler's JOIN once and record enrolment.
     ///
     /// Example: wasmscaler agent --lifecycle join.wasm
+    #[cfg(feature = "aws")]
     Agent(Box<agent::AgentArgs>),
 }
 
@@ -220,12 +225,15 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => run::validate(args).await,
         Command::Simulate(args) => simulate::run(*args).await,
         Command::Policy(args) => policy::run(args).await,
+        #[cfg(feature = "kubernetes")]
         Command::Controller(args) => controller::run(*args).await,
+        #[cfg(feature = "kubernetes")]
         Command::Crd => controller::crd(),
         Command::ConfigSchema => config_schema(),
         Command::Wit { dir } => wit(dir.as_deref()),
         Command::New(args) => new::run(args),
         Command::Componentize { core, out } => componentize(&core, &out),
+        #[cfg(feature = "aws")]
         Command::Agent(args) => agent::run(*args).await,
     };
     match result {

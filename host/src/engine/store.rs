@@ -85,8 +85,12 @@ impl StateBackend for FileBackend {
 /// Keeps the state in memory, starting from a given one: cluster mode, where the durable copy
 /// is the resource's status, written after every run.
 #[derive(Debug, Default)]
+// Used by the `kubernetes` feature's code only.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 pub(crate) struct MemoryBackend(std::sync::Mutex<EngineState>);
 
+// Used by the `kubernetes` feature's code only.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 impl MemoryBackend {
     /// Starts from `state`.
     pub fn new(state: EngineState) -> Self {

@@ -65,6 +65,8 @@ impl MessageError {
 }
 
 impl Notification {
+    // Used by the `aws` feature's code only.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     pub(crate) fn transition(&self) -> Result<Transition, MessageError> {
         match self.lifecycle_transition.as_str() {
             "autoscaling:EC2_INSTANCE_LAUNCHING" => Ok(Transition::Launch),

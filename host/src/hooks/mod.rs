@@ -12,13 +12,22 @@
 //!   runs);
 //! - [`processor`]: the queue consumer, with the completed-token store of `completed`.
 
+//!
+//! The spec and the message parsing are in every build; the processor and the stepper, which
+//! call AWS, need the `aws` feature.
+
+#[cfg(feature = "aws")]
 mod completed;
 pub mod message;
+#[cfg(feature = "aws")]
 pub mod processor;
 pub mod spec;
+#[cfg(feature = "aws")]
 pub mod stepper;
 
 pub use message::{Message, MessageError, Notification, parse_message};
+#[cfg(feature = "aws")]
 pub use processor::{Handled, HookError, LifecycleProcessor};
 pub use spec::{LifecycleSpec, state_tag};
+#[cfg(feature = "aws")]
 pub use stepper::{Stepped, Stepper};

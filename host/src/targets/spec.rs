@@ -116,11 +116,20 @@ impl TargetSpec {
                 )
                 .map_err(context("starting local replicas".into()))?
             }
+            #[cfg(feature = "aws")]
             TargetSpec::AwsAsg(asg) => std::sync::Arc::new(
                 super::aws::AsgTarget::connect(asg.clone())
                     .await
                     .map_err(context(format!("connecting to {}", asg.group_name)))?,
             ),
+            #[cfg(not(feature = "aws"))]
+            TargetSpec::AwsAsg(_) => return Err(left_out("awsAsg", "aws")),
+            #[cfg(not(feature = "kubernetes"))]
+            TargetSpec::Kubernetes(_) => {
+                let _ = env.kube;
+                return Err(left_out("kubernetes", "kubernetes"));
+            }
+            #[cfg(feature = "kubernetes")]
             TargetSpec::Kubernetes(reference) => {
                 if env.kube.is_none() {
                     *env.kube = Some(super::kubernetes::caches_from_environment().await?);
@@ -135,4 +144,12 @@ impl TargetSpec {
             }
         })
     }
+}
+
+/// A target kind this build was compiled without.
+#[cfg(not(all(feature = "aws", feature = "kubernetes")))]
+fn left_out(kind: &str, feature: &str) -> super::TargetError {
+    super::TargetError::Refused(format!(
+        "target `{kind}`: this wasmscaler was built without the `{feature}` feature (cargo build --features {feature})"
+    ))
 }

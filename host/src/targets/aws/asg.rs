@@ -6,25 +6,12 @@ use std::time::Duration;
 
 use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
-use serde::{Deserialize, Serialize};
-
-use super::AwsEndpoint;
+use super::AsgSpec;
 use super::ec2::Ec2;
 use super::{describe, error_code};
 use crate::contract::model::Replica;
 use crate::sandbox::BoxFuture;
 use crate::targets::{Observation, Target, TargetError, TargetIdentity};
-
-/// `target.awsAsg` in the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AsgSpec {
-    /// The Auto Scaling group's name.
-    pub group_name: String,
-    /// Region and endpoint.
-    #[serde(flatten)]
-    pub endpoint: AwsEndpoint,
-}
 
 /// Answers that mean "try again shortly" rather than "no".
 const RETRYABLE: [&str; 4] = [

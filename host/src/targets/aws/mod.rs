@@ -5,19 +5,43 @@
 //! (environment, profile, web identity, IMDS). `endpointUrl` points every client at another
 //! endpoint (moto in the tests).
 
+//!
+//! The specs here are plain data, in every build; the clients need the `aws` feature.
+
+#[cfg(feature = "aws")]
 mod asg;
+#[cfg(feature = "aws")]
 pub mod ec2;
+#[cfg(feature = "aws")]
 mod error;
+#[cfg(feature = "aws")]
 mod lifecycle_api;
 
+#[cfg(feature = "aws")]
 use std::time::Duration;
 
+#[cfg(feature = "aws")]
 use aws_config::{BehaviorVersion, SdkConfig};
 use serde::{Deserialize, Serialize};
 
-pub use asg::{AsgSpec, AsgTarget};
+#[cfg(feature = "aws")]
+pub use asg::AsgTarget;
+#[cfg(feature = "aws")]
 pub use error::AwsError;
+#[cfg(feature = "aws")]
 pub use lifecycle_api::{ActionRef, AwsLifecycleApi, Completion, LifecycleApi, QueueMessage};
+
+/// `target.awsAsg` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AsgSpec {
+    /// The Auto Scaling group's name.
+    pub group_name: String,
+    /// Region and endpoint.
+    #[serde(flatten)]
+    pub endpoint: AwsEndpoint,
+}
+
 
 /// Where the AWS APIs are.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -31,6 +55,7 @@ pub struct AwsEndpoint {
     pub endpoint_url: Option<String>,
 }
 
+#[cfg(feature = "aws")]
 impl AwsEndpoint {
     /// The SDK configuration: the standard credential chain, rustls with ring, short
     /// timeouts (the next run is the retry).
@@ -59,6 +84,7 @@ impl AwsEndpoint {
 }
 
 /// The error code of an SDK error, when the service sent one.
+#[cfg(feature = "aws")]
 pub(crate) fn error_code<E, R>(error: &aws_sdk_autoscaling::error::SdkError<E, R>) -> Option<String>
 where
     E: aws_sdk_autoscaling::error::ProvideErrorMetadata,
@@ -71,6 +97,7 @@ where
 
 /// An SDK error in one line, with its code and message when the service sent them (decoded
 /// once, by [`AwsError::sdk`]).
+#[cfg(feature = "aws")]
 pub(crate) fn describe<E, R>(error: &aws_sdk_autoscaling::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_autoscaling::error::ProvideErrorMetadata + std::error::Error + 'static,
@@ -84,6 +111,7 @@ where
 }
 
 /// An error and its sources on one line.
+#[cfg(feature = "aws")]
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
