@@ -12,6 +12,7 @@ mod engine;
 mod guests;
 mod kubernetes;
 mod local;
+mod openstack;
 mod policies;
 mod simulate;
 mod sources;

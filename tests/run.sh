@@ -32,6 +32,12 @@ fi
 # the AWS tests (into .cache/, once): tests/languages.rs and tests/aws.rs use them.
 bash tests/toolchains/install.sh all
 
+# A real OpenStack on loopback for the openstack target's tests (tests/openstack.rs): installed
+# once, started fresh in the background while the tests build, stopped when this script ends.
+bash tests/openstack/install.sh
+bash tests/openstack/start.sh > .cache/openstack/start.log 2>&1 &
+trap 'bash tests/openstack/stop.sh' EXIT
+
 # A CI run builds from scratch once: incremental compilation's bookkeeping only costs there.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 

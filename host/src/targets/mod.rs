@@ -8,6 +8,7 @@ pub mod aws;
 pub mod budget;
 pub mod kubernetes;
 pub mod local;
+pub mod openstack;
 mod spec;
 
 pub use spec::{ConnectEnv, TargetSpec};

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use super::aws::AsgSpec;
 use super::kubernetes::KubernetesRef;
 use super::local::LocalSpec;
+use super::openstack::OpenStackSpec;
 
-/// What an autoscaler scales. Written as a map with exactly one key: `local:` or
-/// `kubernetes:`.
+/// What an autoscaler scales. Written as a map with exactly one key: `local:`,
+/// `kubernetes:`, `awsAsg:` or `openstack:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "TargetSpecRepr", into = "TargetSpecRepr")]
 pub enum TargetSpec {
@@ -17,6 +18,8 @@ pub enum TargetSpec {
     Kubernetes(KubernetesRef),
     /// An AWS Auto Scaling group.
     AwsAsg(AsgSpec),
+    /// A pool of OpenStack servers.
+    Openstack(OpenStackSpec),
 }
 
 /// The one-of map form of [`TargetSpec`] (YAML has no untagged-map enums in serde_yaml).
@@ -30,6 +33,8 @@ struct TargetSpecRepr {
     kubernetes: Option<KubernetesRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aws_asg: Option<AsgSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    openstack: Option<OpenStackSpec>,
 }
 
 /// The schema is the map form's: the file's reference and editors see `local`, `kubernetes`
@@ -46,16 +51,17 @@ impl schemars::JsonSchema for TargetSpec {
 
 /// A target entry naming none or several of the target kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("target needs exactly one of `local`, `kubernetes` or `awsAsg`")]
+#[error("target needs exactly one of `local`, `kubernetes`, `awsAsg` or `openstack`")]
 pub(crate) struct NotOneTarget;
 
 impl TryFrom<TargetSpecRepr> for TargetSpec {
     type Error = NotOneTarget;
     fn try_from(repr: TargetSpecRepr) -> Result<Self, NotOneTarget> {
-        match (repr.local, repr.kubernetes, repr.aws_asg) {
-            (Some(local), None, None) => Ok(TargetSpec::Local(local)),
-            (None, Some(kubernetes), None) => Ok(TargetSpec::Kubernetes(kubernetes)),
-            (None, None, Some(asg)) => Ok(TargetSpec::AwsAsg(asg)),
+        match (repr.local, repr.kubernetes, repr.aws_asg, repr.openstack) {
+            (Some(local), None, None, None) => Ok(TargetSpec::Local(local)),
+            (None, Some(kubernetes), None, None) => Ok(TargetSpec::Kubernetes(kubernetes)),
+            (None, None, Some(asg), None) => Ok(TargetSpec::AwsAsg(asg)),
+            (None, None, None, Some(openstack)) => Ok(TargetSpec::Openstack(openstack)),
             _ => Err(NotOneTarget),
         }
     }
@@ -74,6 +80,10 @@ impl From<TargetSpec> for TargetSpecRepr {
             },
             TargetSpec::AwsAsg(asg) => TargetSpecRepr {
                 aws_asg: Some(asg),
+                ..TargetSpecRepr::default()
+            },
+            TargetSpec::Openstack(openstack) => TargetSpecRepr {
+                openstack: Some(openstack),
                 ..TargetSpecRepr::default()
             },
         }
@@ -124,6 +134,12 @@ impl TargetSpec {
             ),
             #[cfg(not(feature = "aws"))]
             TargetSpec::AwsAsg(_) => return Err(left_out("awsAsg", "aws")),
+            TargetSpec::Openstack(openstack) => super::openstack::connect(openstack)
+                .await
+                .map_err(context(format!(
+                    "connecting to the pool {}={}",
+                    openstack.pool.key, openstack.pool.value
+                )))?,
             #[cfg(not(feature = "kubernetes"))]
             TargetSpec::Kubernetes(_) => {
                 let _ = env.kube;

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use aws_sdk_autoscaling::Client;
-use aws_sdk_autoscaling::types::AutoScalingGroup;
 use super::AsgSpec;
 use super::ec2::Ec2;
 use super::{describe, error_code};
 use crate::contract::model::Replica;
 use crate::sandbox::BoxFuture;
 use crate::targets::{Observation, Target, TargetError, TargetIdentity};
+use aws_sdk_autoscaling::Client;
+use aws_sdk_autoscaling::types::AutoScalingGroup;
 
 /// Answers that mean "try again shortly" rather than "no".
 const RETRYABLE: [&str; 4] = [

@@ -42,7 +42,6 @@ pub struct AsgSpec {
     pub endpoint: AwsEndpoint,
 }
 
-
 /// Where the AWS APIs are.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

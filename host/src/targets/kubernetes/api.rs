@@ -15,9 +15,9 @@ use super::selector;
 use kube::core::{Selector, SelectorExt};
 
 use super::KubernetesRef;
-use crate::targets::{Observation, Target, TargetError, TargetIdentity};
 use crate::contract::model::{GuestError, ObjectJson, PodMetrics, Replica};
 use crate::sandbox::{BoxFuture, PodMetricsProvider};
+use crate::targets::{Observation, Target, TargetError, TargetIdentity};
 
 /// The annotation the ReplicaSet controller reads to pick pods to delete (lowest first).
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";

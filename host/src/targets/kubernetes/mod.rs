@@ -17,7 +17,6 @@
 //! the named pods get a `controller.kubernetes.io/pod-deletion-cost` that makes the
 //! ReplicaSet controller delete them first.
 
-
 #[cfg(feature = "kubernetes")]
 mod api;
 #[cfg(feature = "kubernetes")]
@@ -52,4 +51,3 @@ pub struct KubernetesRef {
     #[serde(default)]
     pub namespace: Option<String>,
 }
-

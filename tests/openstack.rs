@@ -1,0 +1,233 @@
+//! The `openstack` target against a real OpenStack on loopback (keystone, nova with its fake
+//! virt driver, neutron, placement, glance: `tests/openstack/start.sh`, which `tests/run.sh`
+//! runs). Servers go ACTIVE and get addresses; nothing boots.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use wasmscaler::targets::openstack::{Credentials, OpenStackSpec, OpenStackTarget, PoolKey};
+use wasmscaler::targets::{Target, TargetError};
+
+/// The test cloud's `clouds.yaml`, once start.sh has made it ready (waiting while it starts:
+/// tests/run.sh starts it beside the build).
+fn cloud() -> anyhow::Result<PathBuf> {
+    let root = wasmscaler_tests::repo_root().join(".cache/openstack");
+    let run = root.join("run");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !run.join("ready").exists() && root.join("starting").exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the test OpenStack did not start in 5 minutes: {}",
+            root.join("start.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    anyhow::ensure!(
+        run.join("ready").exists(),
+        "the test OpenStack is not running: bash tests/openstack/install.sh && bash tests/openstack/start.sh (tests/run.sh does both; its log: {})",
+        root.join("start.log").display()
+    );
+    Ok(run.join("clouds.yaml"))
+}
+
+/// The `openstack` client of the test cloud's venv, as admin.
+fn openstack(args: &[&str]) -> anyhow::Result<String> {
+    let root = wasmscaler_tests::repo_root();
+    let out = Command::new(root.join(".cache/openstack/venv/bin/openstack"))
+        .args(args)
+        .env("OS_CLIENT_CONFIG_FILE", cloud()?)
+        .env("OS_CLOUD", "admin")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openstack {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn spec(value: &str) -> OpenStackSpec {
+    OpenStackSpec {
+        cloud: Some("admin".into()),
+        pool: PoolKey {
+            key: "pool".into(),
+            value: value.into(),
+        },
+        flavor: "m1.tiny".into(),
+        image: "tiny".into(),
+        network: "private".into(),
+        key_name: None,
+        user_data_file: None,
+        name_template: "{value}-{id}".into(),
+        metadata: Default::default(),
+        ip_version: 4,
+        floating_network: Some("public".into()),
+    }
+}
+
+async fn connect(value: &str) -> anyhow::Result<OpenStackTarget> {
+    let credentials = Credentials::from_clouds_file(&cloud()?, "admin")?;
+    Ok(OpenStackTarget::connect_with(spec(value), credentials).await?)
+}
+
+/// Observes until every replica is ready with an address, or fails after a minute.
+async fn settled(
+    target: &OpenStackTarget,
+    n: u32,
+) -> anyhow::Result<wasmscaler::targets::Observation> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = target.observe().await?;
+        if seen.current == n && seen.replicas.iter().all(|r| r.ready && r.address.is_some()) {
+            return Ok(seen);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not settled at {n}: {seen:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn pool_floating_ips() -> anyhow::Result<usize> {
+    let listed = openstack(&[
+        "floating",
+        "ip",
+        "list",
+        "--long",
+        "-f",
+        "value",
+        "-c",
+        "Description",
+    ])?;
+    Ok(listed
+        .lines()
+        .filter(|l| l.contains("wasmscaler pool pool=web"))
+        .count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_scales_out_and_in_with_floating_ips_and_touches_nothing_else() -> anyhow::Result<()>
+{
+    // An impostor: tagged like the pool but with other metadata. It must never be counted,
+    // addressed or deleted.
+    openstack(&[
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        "tiny",
+        "--network",
+        "private",
+        "--tag",
+        "pool=web",
+        "--property",
+        "pool=impostor",
+        "impostor",
+    ])?;
+
+    let target = connect("web").await?;
+    assert_eq!(
+        target.observe().await?.current,
+        0,
+        "the impostor is not in the pool"
+    );
+
+    // Two servers: counted at once while they build, then ACTIVE with floating addresses.
+    let before = target.observe().await?;
+    target.scale(&before, 2, &[]).await?;
+    let building = target.observe().await?;
+    assert_eq!(building.current, 2, "BUILD servers count: {building:?}");
+    let up = settled(&target, 2).await?;
+    for replica in &up.replicas {
+        assert_eq!(replica.labels.get("pool").map(String::as_str), Some("web"));
+        assert!(
+            replica
+                .address
+                .as_deref()
+                .is_some_and(|a| a.starts_with("172.24.4.")),
+            "a floating address: {replica:?}"
+        );
+    }
+    assert_eq!(target.floating_addresses().await?.len(), 2);
+
+    // Scale in with a removal list: the named server goes, its floating IP is released.
+    let named = up.replicas[0].name.clone();
+    target.scale(&up, 1, std::slice::from_ref(&named)).await?;
+    let after = settled(&target, 1).await?;
+    assert_ne!(after.replicas[0].name, named);
+    assert_eq!(
+        target.floating_addresses().await?.len(),
+        1,
+        "no floating IP leaked"
+    );
+
+    // The token is revoked under the target: the next call gets a 401, renews and goes on.
+    let (token, _) = target.session().token_for("compute", None).await?;
+    let issued = target.session().tokens_issued();
+    openstack(&["token", "revoke", &token])?;
+    assert_eq!(target.observe().await?.current, 1);
+    assert_eq!(target.session().tokens_issued(), issued + 1, "renewed once");
+    // Over quota: refused with Nova's message, and the pool is as it was.
+    openstack(&["quota", "set", "--instances", "2", "admin"])?; // the impostor and one server
+    let seen = target.observe().await?;
+    let refused = target.scale(&seen, 2, &[]).await;
+    openstack(&["quota", "set", "--instances", "20", "admin"])?;
+    assert!(
+        matches!(&refused, Err(TargetError::Refused(m)) if m.contains("Quota exceeded")),
+        "{refused:?}"
+    );
+    assert_eq!(target.observe().await?.current, 1);
+    // Down to zero: every pool server and floating IP gone, the impostor untouched.
+    let seen = target.observe().await?;
+    target.scale(&seen, 0, &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool_floating_ips()? > 0
+        || !openstack(&["server", "list", "-f", "value", "-c", "Name"])?
+            .lines()
+            .all(|n| n == "impostor")
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the pool did not empty");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    openstack(&["server", "delete", "--wait", "impostor"])?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Result<()> {
+    let credentials = Credentials::from_clouds_file(&cloud()?, "admin")?;
+    let mut bad = spec("x");
+    bad.flavor = "m9.huge".into();
+    let err = OpenStackTarget::connect_with(bad, credentials.clone())
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(TargetError::Refused(m)) if m.contains("no flavor \"m9.huge\"")),
+        "{err:?}"
+    );
+    let mut bad = spec("x");
+    bad.network = "nowhere".into();
+    let err = OpenStackTarget::connect_with(bad, credentials.clone())
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(TargetError::Refused(m)) if m.contains("no network \"nowhere\"")),
+        "{err:?}"
+    );
+    let text = std::fs::read_to_string(cloud()?)?.replace("password: secret", "password: wrong");
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("clouds.yaml"), text)?;
+    let wrong = Credentials::from_clouds_file(&dir.path().join("clouds.yaml"), "admin")?;
+    let err = OpenStackTarget::connect_with(spec("x"), wrong).await.err();
+    let message = format!("{err:?}");
+    assert!(
+        matches!(&err, Some(TargetError::Refused(m)) if m.contains("keystone refused")),
+        "{message}"
+    );
+    assert!(
+        !message.contains("wrong"),
+        "the password is not in the error: {message}"
+    );
+    Ok(())
+}
