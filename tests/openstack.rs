@@ -6,8 +6,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome};
+use wasmscaler::sandbox::{Capabilities, HttpGrant};
 use wasmscaler::targets::openstack::{Credentials, OpenStackSpec, OpenStackTarget, PoolKey};
 use wasmscaler::targets::{Target, TargetError};
+use wasmscaler_tests::{JsonServer, build_rust_guest, placeholder_target, test_sandbox};
+
+/// One test at a time on the cloud: the quota test changes the project's quota.
+static CLOUD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The test cloud's `clouds.yaml`, once start.sh has made it ready (waiting while it starts:
 /// tests/run.sh starts it beside the build).
@@ -88,26 +96,52 @@ async fn settled(
     }
 }
 
-fn pool_floating_ips() -> anyhow::Result<usize> {
-    let listed = openstack(&[
-        "floating",
-        "ip",
-        "list",
-        "--long",
-        "-f",
-        "value",
-        "-c",
-        "Description",
-    ])?;
-    Ok(listed
+/// Scales the pool to zero and waits until Nova lists none of its servers (deleting ones
+/// included: they still count toward the quota) and none of its floating IPs is left.
+async fn emptied(target: &OpenStackTarget, value: &str) -> anyhow::Result<()> {
+    target.scale(&target.observe().await?, 0, &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !target.floating_addresses().await?.is_empty()
+        || !openstack(&[
+            "server",
+            "list",
+            "--tags",
+            &format!("pool={value}"),
+            "-f",
+            "value",
+            "-c",
+            "Name",
+        ])?
         .lines()
-        .filter(|l| l.contains("wasmscaler pool pool=web"))
-        .count())
+        .all(|n| n == "impostor")
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the pool {value} did not empty");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_scales_out_and_in_with_floating_ips_and_touches_nothing_else() -> anyhow::Result<()>
 {
+    let _cloud = CLOUD.lock().await;
+    // What a failed earlier run may have left.
+    let target = connect("web").await?;
+    emptied(&target, "web").await?;
+    for id in openstack(&[
+        "server",
+        "list",
+        "--name",
+        "^impostor$",
+        "-f",
+        "value",
+        "-c",
+        "ID",
+    ])?
+    .lines()
+    {
+        openstack(&["server", "delete", "--wait", id])?;
+    }
     // An impostor: tagged like the pool but with other metadata. It must never be counted,
     // addressed or deleted.
     openstack(&[
@@ -125,8 +159,6 @@ async fn a_pool_scales_out_and_in_with_floating_ips_and_touches_nothing_else() -
         "pool=impostor",
         "impostor",
     ])?;
-
-    let target = connect("web").await?;
     assert_eq!(
         target.observe().await?.current,
         0,
@@ -169,7 +201,11 @@ async fn a_pool_scales_out_and_in_with_floating_ips_and_touches_nothing_else() -
     assert_eq!(target.observe().await?.current, 1);
     assert_eq!(target.session().tokens_issued(), issued + 1, "renewed once");
     // Over quota: refused with Nova's message, and the pool is as it was.
-    openstack(&["quota", "set", "--instances", "2", "admin"])?; // the impostor and one server
+    // The quota set to what the project uses now (the impostor and one server).
+    let used = openstack(&["server", "list", "-f", "value", "-c", "ID"])?
+        .lines()
+        .count();
+    openstack(&["quota", "set", "--instances", &used.to_string(), "admin"])?;
     let seen = target.observe().await?;
     let refused = target.scale(&seen, 2, &[]).await;
     openstack(&["quota", "set", "--instances", "20", "admin"])?;
@@ -179,17 +215,12 @@ async fn a_pool_scales_out_and_in_with_floating_ips_and_touches_nothing_else() -
     );
     assert_eq!(target.observe().await?.current, 1);
     // Down to zero: every pool server and floating IP gone, the impostor untouched.
-    let seen = target.observe().await?;
-    target.scale(&seen, 0, &[]).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pool_floating_ips()? > 0
-        || !openstack(&["server", "list", "-f", "value", "-c", "Name"])?
+    emptied(&target, "web").await?;
+    assert!(
+        openstack(&["server", "list", "-f", "value", "-c", "Name"])?
             .lines()
-            .all(|n| n == "impostor")
-    {
-        anyhow::ensure!(Instant::now() < deadline, "the pool did not empty");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+            .any(|n| n == "impostor")
+    );
     openstack(&["server", "delete", "--wait", "impostor"])?;
     Ok(())
 }
@@ -229,5 +260,85 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
         !message.contains("wrong"),
         "the password is not in the error: {message}"
     );
+    Ok(())
+}
+
+/// SimpleScaleVM end to end: the `capacity` guest decides for an OpenStack pool. The servers
+/// boot nothing, so their capacity API is a mock on loopback, which the guest reaches through
+/// its allow-list (`apiUrl`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capacity_guest_scales_an_openstack_pool() -> anyhow::Result<()> {
+    let _cloud = CLOUD.lock().await;
+    let guest = test_sandbox()?
+        .load_file(&build_rust_guest("guests/capacity")?)
+        .await?
+        .component;
+    let mock = JsonServer::start()?;
+    let target = Arc::new(connect("capacity").await?);
+    emptied(&target, "capacity").await?;
+    // The pool starts with one server (an autoscaler does not scale up from zero).
+    target.scale(&target.observe().await?, 1, &[]).await?;
+    let first = settled(&target, 1).await?.replicas[0].name.clone();
+    mock.route(
+        &format!("/{first}/status"),
+        200,
+        r#"{"available": 0, "terminate": false}"#,
+    );
+
+    let mut spec = AutoscalerSpec::new("capacity", placeholder_target(), "unused.wasm", 4);
+    spec.scaling.config = [
+        ("replicaCapacity", "4"),
+        ("minAvailableResources", "2"),
+        ("apiUrl", &format!("http://{}/{{name}}/status", mock.addr)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    spec.scaling.capabilities = Capabilities {
+        http: Some(HttpGrant::allow([format!("http://{}/*/status", mock.addr)])),
+        ..Default::default()
+    };
+    spec.scaling.behavior.scale_down = Some(wasmscaler::engine::behavior::ScalingRules {
+        stabilization_window_seconds: Some(0),
+        ..Default::default()
+    });
+    let autoscaler =
+        Autoscaler::builder(spec, target.clone(), Guests::pair(guest.clone(), guest)).build()?;
+
+    // Nothing available: one more server.
+    let record = autoscaler.run_once().await;
+    assert_eq!(
+        record.outcome,
+        Outcome::Scaled { from: 1, to: 2 },
+        "{record:?}"
+    );
+    let two = settled(&target, 2).await?;
+    let second = two
+        .replicas
+        .iter()
+        .map(|r| r.name.clone())
+        .find(|n| *n != first)
+        .unwrap_or_default();
+    // Eight available, and the first asks to be terminated: it goes, the second stays.
+    mock.route(
+        &format!("/{first}/status"),
+        200,
+        r#"{"available": 4, "terminate": true}"#,
+    );
+    mock.route(
+        &format!("/{second}/status"),
+        200,
+        r#"{"available": 4, "terminate": false}"#,
+    );
+    let record = autoscaler.run_once().await;
+    assert_eq!(
+        record.outcome,
+        Outcome::Scaled { from: 2, to: 1 },
+        "{record:?}"
+    );
+    let left = settled(&target, 1).await?;
+    assert_eq!(left.replicas[0].name, second);
+
+    emptied(&target, "capacity").await?;
     Ok(())
 }

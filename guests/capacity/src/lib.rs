@@ -8,7 +8,9 @@
 //! replica's worth to spare, and lists the replicas asking for termination first for removal.
 //!
 //! Config: `replicaCapacity`, `minAvailableResources` (required); `apiPath` (default `/`),
-//! `capacityKey` (default `available`), `terminationKey` (default `terminate`).
+//! `capacityKey` (default `available`), `terminationKey` (default `terminate`); `apiUrl`, a
+//! URL template with `{address}` and `{name}` instead of `http://{address}{apiPath}` (e.g. a
+//! mock serving every replica's API on loopback, as SimpleScaleVM's `make mock` does).
 
 wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
@@ -42,9 +44,13 @@ impl metrics::Guest for Capacity {
         let termination_key = config(&ctx, "terminationKey").unwrap_or("terminate");
         let mut samples = Vec::new();
         // Replicas still starting are not asked (they count as fully available below).
+        let template = config(&ctx, "apiUrl");
         for replica in ctx.replicas.iter().filter(|r| r.ready) {
             let Some(address) = &replica.address else { continue };
-            let url = format!("http://{address}{path}");
+            let url = match template {
+                Some(t) => t.replace("{address}", address).replace("{name}", &replica.name),
+                None => format!("http://{address}{path}"),
+            };
             let response = http::get(&url, &[])?;
             if response.status != 200 {
                 return Err(Error::Unavailable(format!("{url} answered {}", response.status)));
