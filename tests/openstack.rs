@@ -260,6 +260,34 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
         !message.contains("wrong"),
         "the password is not in the error: {message}"
     );
+
+    // An application credential (id and secret, no project: it is scoped by itself) works
+    // as a password does.
+    let made = openstack(&[
+        "application",
+        "credential",
+        "create",
+        &format!("wasmscaler-{}", std::process::id()),
+        "-f",
+        "value",
+        "-c",
+        "id",
+        "-c",
+        "secret",
+    ])?;
+    let mut fields = made.lines();
+    let (id, secret) = (
+        fields.next().unwrap_or_default(),
+        fields.next().unwrap_or_default(),
+    );
+    let yaml = format!(
+        "clouds:\n  app:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: http://127.0.0.1:5000/v3\n      application_credential_id: {id}\n      application_credential_secret: {secret}\n    region_name: RegionOne\n"
+    );
+    std::fs::write(dir.path().join("app.yaml"), yaml)?;
+    let app = Credentials::from_clouds_file(&dir.path().join("app.yaml"), "app")?;
+    assert!(!format!("{app:?}").contains(secret), "the secret is hidden");
+    let target = OpenStackTarget::connect_with(spec("app"), app).await?;
+    assert_eq!(target.observe().await?.current, 0);
     Ok(())
 }
 

@@ -62,9 +62,6 @@ user_domain_name = Default
 username = $1
 password = secret
 region_name = RegionOne
-# Every request's token checked with keystone (no cache): a revoked token is refused at once,
-# as the tests of token renewal need.
-token_cache_time = -1
 EOT
 }
 mkdir -p "$run/etc"/{keystone,placement,glance,neutron,nova}
@@ -173,6 +170,9 @@ auth_strategy = keystone
 api_paste_config = $venv/etc/nova/api-paste.ini
 [keystone_authtoken]
 $(auth_section nova)
+# Nova checks every request's token with keystone (no cache): a revoked token is refused at
+# once, as the test of token renewal needs. The other services keep their cache.
+token_cache_time = -1
 [placement]
 $(auth_section placement)
 [neutron]
