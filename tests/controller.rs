@@ -1413,3 +1413,36 @@ fn replica_logs(dir: &std::path::Path) -> String {
     }
     out
 }
+
+/// `metrics:` as a list in the resource (a field the CRD leaves to the controller): the CPU
+/// source scales the Deployment while a second source, whose server is down, fails alone and
+/// is ignored as its `onFailure` says (with `fail` the Deployment would stay at 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_lists_sources_and_one_failing_is_ignored() -> anyhow::Result<()> {
+    let fake = cluster().await?;
+    let state = tempfile::tempdir()?;
+    let (stop, task) = spawn_controller(&fake, config(state.path(), None))?;
+    let cpu = build_rust_guest("guests/cpu-target")?;
+    let json_path = build_rust_guest("guests/sources/json-path")?;
+    let sources = json!({
+        "policy": null,
+        "metrics": [
+            {"name": "cpu", "component": format!("file:{}", cpu.display())},
+            {"name": "queue", "component": format!("file:{}", json_path.display()),
+             "onFailure": "ignore",
+             "config": {"url": "http://127.0.0.1:9/depth", "valueLocation": "depth"},
+             "capabilities": {"http": {"allow": ["http://127.0.0.1:9/depth"]}}},
+        ],
+        "evaluator": format!("file:{}", cpu.display()),
+    });
+    fake.create(WSA.0, WSA.1, resource("web", sources)?)?;
+    wait_for("3 -> 6", Duration::from_secs(30), || {
+        fake.replicas("web") == Some(6)
+    })
+    .await?;
+    let s = status(&fake, "web");
+    assert_eq!(condition(&s, "AbleToScale")["status"], "True", "{s:#}");
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
