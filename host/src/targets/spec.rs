@@ -22,17 +22,23 @@ pub enum TargetSpec {
     Openstack(OpenStackSpec),
 }
 
-/// The one-of map form of [`TargetSpec`] (YAML has no untagged-map enums in serde_yaml).
+// The one-of map form of [`TargetSpec`] (YAML has no untagged-map enums in serde_yaml); its
+// doc comment is what the config reference shows.
+/// What an autoscaler scales: exactly one of these keys.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "TargetSpec")]
 struct TargetSpecRepr {
+    /// Local processes (the embedded default, no cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     local: Option<LocalSpec>,
+    /// Any Kubernetes resource with a `/scale` subresource (feature `kubernetes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kubernetes: Option<KubernetesRef>,
+    /// An AWS Auto Scaling group (feature `aws`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aws_asg: Option<AsgSpec>,
+    /// A pool of OpenStack servers (SimpleScaleVM's replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     openstack: Option<OpenStackSpec>,
 }
