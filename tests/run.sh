@@ -33,9 +33,11 @@ fi
 bash tests/toolchains/install.sh all
 
 # A real OpenStack on loopback for the openstack target's tests (tests/openstack.rs): installed
-# once, started fresh in the background while the tests build, stopped when this script ends.
-bash tests/openstack/install.sh
-bash tests/openstack/start.sh > .cache/openstack/start.log 2>&1 &
+# (once) and started fresh in the background while the tests build, stopped when this script
+# ends. The tests wait for it (tests/openstack/start.sh marks it starting at once).
+mkdir -p .cache/openstack && rm -f .cache/openstack/run/ready && touch .cache/openstack/starting
+{ bash tests/openstack/install.sh && bash tests/openstack/start.sh; } > .cache/openstack/start.log 2>&1 \
+  || rm -f .cache/openstack/starting &
 trap 'bash tests/openstack/stop.sh' EXIT
 
 # A CI run builds from scratch once: incremental compilation's bookkeeping only costs there.
