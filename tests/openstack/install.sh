@@ -36,5 +36,7 @@ rm -rf "$root/venv"
 python3 -m venv "$root/venv"
 "$root/venv/bin/pip" install --quiet --disable-pip-version-check \
   -c "$here/constraints.txt" -r "$here/requirements.txt"
-"$root/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$here/agentless-ml2"
+# Built from a copy: setuptools writes build/ and egg-info/ beside the sources it builds.
+rm -rf "$root/agentless-ml2" && cp -r "$here/agentless-ml2" "$root/agentless-ml2"
+"$root/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$root/agentless-ml2"
 echo "$want" > "$root/venv.version"
