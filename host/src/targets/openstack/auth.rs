@@ -419,7 +419,8 @@ impl Session {
             .get("x-subject-token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body = super::read_capped(response, super::MAX_RESPONSE_BYTES, "keystone").await?;
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
             let text = format!("openstack: keystone refused the credentials ({status}): {message}");

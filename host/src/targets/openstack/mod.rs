@@ -78,6 +78,32 @@ fn default_ip_version() -> u8 {
     4
 }
 
+/// The largest answer read from any OpenStack API (a detailed list of a few thousand servers
+/// is a few MiB); a larger one fails the call instead of growing the host's memory.
+pub const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// Reads an answer's body up to `cap` bytes; over it, the call fails naming the cap.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+    what: &str,
+) -> Result<Vec<u8>, TargetError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| TargetError::Unavailable(format!("openstack: {what}: {e}")))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(TargetError::Unavailable(format!(
+                "openstack: {what}: the answer is over {cap} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The compute microversion: tags on create (2.52) and in server lists.
 const COMPUTE_MICROVERSION: &str = "2.72";
 
@@ -254,8 +280,8 @@ impl OpenStackTarget {
                 stale = Some(token);
                 continue;
             }
-            let text = response.text().await.unwrap_or_default();
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let body = read_capped(response, MAX_RESPONSE_BYTES, what).await?;
+            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if !status.is_success() {
                 return Err(call_error(what, status, &value));
             }
@@ -692,6 +718,32 @@ mod tests {
             )),
             ["a", "b", "d", "c"]
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_fails_the_call_naming_it() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten().take(2) {
+                let mut stream = stream;
+                let body = "x".repeat(4096);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let get = || reqwest::get(format!("http://{addr}/"));
+        let over = read_capped(get().await.expect("get"), 1024, "listing servers").await;
+        assert!(
+            matches!(&over, Err(TargetError::Unavailable(m)) if m.contains("over 1024 bytes")),
+            "{over:?}"
+        );
+        let within = read_capped(get().await.expect("get"), 8192, "listing servers").await;
+        assert_eq!(within.expect("read").len(), 4096);
     }
 
     #[test]
