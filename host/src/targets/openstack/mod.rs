@@ -727,7 +727,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten().take(2) {
-                let mut stream = stream;
+                // The request first: an answer sent before it is one hyper refuses.
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut line = String::new();
+                while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut stream = &stream;
                 let body = "x".repeat(4096);
                 let _ = write!(
                     stream,
