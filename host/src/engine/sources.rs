@@ -264,11 +264,18 @@ impl SourceMemory {
         default_hold: std::time::Duration,
         remember: bool,
     ) -> Result<Combined, SourcesFailure> {
-        let mut memory = self
+        let mut kept = self
             .inner
             .lock()
-            .map(|m| m.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A preview works on a copy: what it sees is never remembered.
+        let mut copy;
+        let memory = if remember {
+            &mut *kept
+        } else {
+            copy = kept.clone();
+            &mut copy
+        };
         let mut samples = Vec::new();
         let mut statuses = Vec::with_capacity(sources.len());
         let mut failed = Vec::new();
@@ -348,9 +355,6 @@ impl SourceMemory {
                     samples.extend(held);
                 }
             }
-        }
-        if remember && let Ok(mut kept) = self.inner.lock() {
-            *kept = memory;
         }
         if failed.len() == sources.len() {
             return Err(SourcesFailure::AllFailed(failed));
