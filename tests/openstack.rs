@@ -246,8 +246,27 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
         matches!(&err, Some(TargetError::Refused(m)) if m.contains("no network \"nowhere\"")),
         "{err:?}"
     );
-    let text = std::fs::read_to_string(cloud()?)?.replace("password: secret", "password: wrong");
+    // By id as well as by name (ids are read directly, names listed server-side).
+    let network = openstack(&["network", "show", "private", "-f", "value", "-c", "id"])?;
+    let mut by_id = spec("x");
+    by_id.flavor = "1".into();
+    by_id.network = network;
+    let target = OpenStackTarget::connect_with(by_id, credentials.clone()).await?;
+    // User data over Nova's limit is refused before anything is created.
     let dir = tempfile::tempdir()?;
+    let big = dir.path().join("cloud-init.yaml");
+    std::fs::write(&big, vec![b'#'; 50_000])?;
+    let mut heavy = spec("x");
+    heavy.user_data_file = Some(big);
+    let heavy = OpenStackTarget::connect_with(heavy, credentials.clone()).await?;
+    let seen = heavy.observe().await?;
+    let refused = heavy.scale(&seen, 1, &[]).await;
+    assert!(
+        matches!(&refused, Err(TargetError::Refused(m)) if m.contains("over Nova's 49151")),
+        "{refused:?}"
+    );
+    assert_eq!(target.observe().await?.current, 0, "nothing was created");
+    let text = std::fs::read_to_string(cloud()?)?.replace("password: secret", "password: wrong");
     std::fs::write(dir.path().join("clouds.yaml"), text)?;
     let wrong = Credentials::from_clouds_file(&dir.path().join("clouds.yaml"), "admin")?;
     let err = OpenStackTarget::connect_with(spec("x"), wrong).await.err();

@@ -104,6 +104,9 @@ pub(crate) async fn read_capped(
     Ok(body)
 }
 
+/// The most user data Nova accepts, before base64 (65,535 bytes after it).
+pub const MAX_USER_DATA_BYTES: u64 = 49_151;
+
 /// The compute microversion: tags on create (2.52) and in server lists.
 const COMPUTE_MICROVERSION: &str = "2.72";
 
@@ -298,20 +301,48 @@ impl OpenStackTarget {
         wanted: &str,
         what: &str,
     ) -> Result<(String, String), TargetError> {
+        // By name on the server side: lists are paged (Glance's first page holds 25 images).
+        let by_name = format!("{path}?name={}", urlencode(wanted));
         let list = self
             .call(
                 service,
                 reqwest::Method::GET,
-                path,
+                &by_name,
                 None,
                 &format!("listing {key}"),
             )
             .await?;
         let items = list[key].as_array().cloned().unwrap_or_default();
-        let found: Vec<&Value> = items
+        let mut found: Vec<&Value> = items
             .iter()
-            .filter(|i| i["id"].as_str() == Some(wanted) || i["name"].as_str() == Some(wanted))
+            .filter(|i| i["name"].as_str() == Some(wanted))
             .collect();
+        // Not a name: an id, read directly.
+        let single;
+        if found.is_empty() {
+            let item = format!("{path}/{}", urlencode(wanted));
+            match self
+                .call(
+                    service,
+                    reqwest::Method::GET,
+                    &item,
+                    None,
+                    &format!("reading {what} {wanted:?}"),
+                )
+                .await
+            {
+                Ok(value) => {
+                    // Nova and Neutron wrap the object (`{"flavor": …}`); Glance does not.
+                    let singular = key.trim_end_matches('s');
+                    single = value.get(singular).cloned().unwrap_or(value);
+                    if single["id"].as_str() == Some(wanted) {
+                        found.push(&single);
+                    }
+                }
+                Err(TargetError::NotFound(_) | TargetError::Refused(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         match found.as_slice() {
             [one] => Ok((
                 one["id"].as_str().unwrap_or_default().to_owned(),
@@ -407,6 +438,16 @@ impl OpenStackTarget {
         }
         if let Some(file) = &self.spec.user_data_file {
             use base64::Engine as _;
+            // Nova takes at most 65,535 bytes of base64: 49,151 bytes before encoding.
+            let size = std::fs::metadata(file).map(|m| m.len()).map_err(|e| {
+                TargetError::Refused(format!("openstack: userDataFile {}: {e}", file.display()))
+            })?;
+            if size > MAX_USER_DATA_BYTES {
+                return Err(TargetError::Refused(format!(
+                    "openstack: userDataFile {} is {size} bytes, over Nova's {MAX_USER_DATA_BYTES}",
+                    file.display()
+                )));
+            }
             let data = std::fs::read(file).map_err(|e| {
                 TargetError::Refused(format!("openstack: userDataFile {}: {e}", file.display()))
             })?;
