@@ -8,9 +8,17 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use wasmscaler::contract::lifecycle_model::{Instance, Transition};
 use wasmscaler::engine::{Autoscaler, AutoscalerSpec, Guests, Outcome};
+use wasmscaler::hooks::{Joined, state_tag};
 use wasmscaler::sandbox::{Capabilities, HttpGrant};
-use wasmscaler::targets::openstack::{Credentials, OpenStackSpec, OpenStackTarget, PoolKey};
+use wasmscaler::targets::lifecycle::{
+    Delivered, DeliveredLifecycleSpec, InstanceStore, LifecycleDelivery,
+};
+use wasmscaler::targets::openstack::api::Api;
+use wasmscaler::targets::openstack::{
+    Credentials, InstanceIdSources, NovaInstances, OpenStackSpec, OpenStackTarget, PoolKey,
+};
 use wasmscaler::targets::{Target, TargetError};
 use wasmscaler_tests::{JsonServer, build_rust_guest, placeholder_target, test_sandbox};
 
@@ -72,12 +80,13 @@ fn spec(value: &str) -> OpenStackSpec {
         metadata: Default::default(),
         ip_version: 4,
         floating_network: Some("public".into()),
+        lifecycle: None,
     }
 }
 
 async fn connect(value: &str) -> anyhow::Result<OpenStackTarget> {
     let credentials = Credentials::from_clouds_file(&cloud()?, "admin")?;
-    Ok(OpenStackTarget::connect_with(spec(value), credentials).await?)
+    Ok(OpenStackTarget::connect_with(spec(value), credentials, None).await?)
 }
 
 /// Observes until every replica is ready with an address, or fails after a minute.
@@ -101,7 +110,9 @@ async fn settled(
 async fn emptied(target: &OpenStackTarget, value: &str) -> anyhow::Result<()> {
     target.scale(&target.observe().await?, 0, &[]).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !target.floating_addresses().await?.is_empty()
+    // Observing, as every run does, resumes what a killed host left (a server terminating).
+    while target.observe().await?.current > 0
+        || !target.floating_addresses().await?.is_empty()
         || !openstack(&[
             "server",
             "list",
@@ -230,7 +241,7 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
     let credentials = Credentials::from_clouds_file(&cloud()?, "admin")?;
     let mut bad = spec("x");
     bad.flavor = "m9.huge".into();
-    let err = OpenStackTarget::connect_with(bad, credentials.clone())
+    let err = OpenStackTarget::connect_with(bad, credentials.clone(), None)
         .await
         .err();
     assert!(
@@ -239,7 +250,7 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
     );
     let mut bad = spec("x");
     bad.network = "nowhere".into();
-    let err = OpenStackTarget::connect_with(bad, credentials.clone())
+    let err = OpenStackTarget::connect_with(bad, credentials.clone(), None)
         .await
         .err();
     assert!(
@@ -251,14 +262,14 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
     let mut by_id = spec("x");
     by_id.flavor = "1".into();
     by_id.network = network;
-    let target = OpenStackTarget::connect_with(by_id, credentials.clone()).await?;
+    let target = OpenStackTarget::connect_with(by_id, credentials.clone(), None).await?;
     // User data over Nova's limit is refused before anything is created.
     let dir = tempfile::tempdir()?;
     let big = dir.path().join("cloud-init.yaml");
     std::fs::write(&big, vec![b'#'; 50_000])?;
     let mut heavy = spec("x");
     heavy.user_data_file = Some(big);
-    let heavy = OpenStackTarget::connect_with(heavy, credentials.clone()).await?;
+    let heavy = OpenStackTarget::connect_with(heavy, credentials.clone(), None).await?;
     let seen = heavy.observe().await?;
     let refused = heavy.scale(&seen, 1, &[]).await;
     assert!(
@@ -269,7 +280,9 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
     let text = std::fs::read_to_string(cloud()?)?.replace("password: secret", "password: wrong");
     std::fs::write(dir.path().join("clouds.yaml"), text)?;
     let wrong = Credentials::from_clouds_file(&dir.path().join("clouds.yaml"), "admin")?;
-    let err = OpenStackTarget::connect_with(spec("x"), wrong).await.err();
+    let err = OpenStackTarget::connect_with(spec("x"), wrong, None)
+        .await
+        .err();
     let message = format!("{err:?}");
     assert!(
         matches!(&err, Some(TargetError::Refused(m)) if m.contains("keystone refused")),
@@ -287,6 +300,10 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
         "credential",
         "create",
         &format!("wasmscaler-{}", std::process::id()),
+        // The role named, not taken from the CLI's token: once, on a loaded machine, that
+        // token listed a role the user does not hold and keystone refused the credential.
+        "--role",
+        "admin",
         "-f",
         "value",
         "-c",
@@ -305,7 +322,7 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
     std::fs::write(dir.path().join("app.yaml"), yaml)?;
     let app = Credentials::from_clouds_file(&dir.path().join("app.yaml"), "app")?;
     assert!(!format!("{app:?}").contains(secret), "the secret is hidden");
-    let target = OpenStackTarget::connect_with(spec("app"), app).await?;
+    let target = OpenStackTarget::connect_with(spec("app"), app, None).await?;
     assert_eq!(target.observe().await?.current, 0);
     Ok(())
 }
@@ -387,5 +404,243 @@ async fn the_capacity_guest_scales_an_openstack_pool() -> anyhow::Result<()> {
     assert_eq!(left.replicas[0].name, second);
 
     emptied(&target, "capacity").await?;
+    Ok(())
+}
+
+/// Passes every event on to the real handler, and records it with the server as it was right
+/// after the handler finished (still there, its handler state persisted in its metadata).
+struct Recorded {
+    handler: wasmscaler::hooks::HostDelivered,
+    seen: std::sync::Mutex<Vec<Delivery>>,
+}
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    transition: Transition,
+    server: String,
+    /// The server's place in the lifecycle when the event began.
+    lifecycle_state: String,
+    /// The server's tags once the handler finished.
+    after: std::collections::BTreeMap<String, String>,
+    defaulted: Option<String>,
+}
+
+impl LifecycleDelivery for Recorded {
+    fn deliver(
+        &self,
+        transition: Transition,
+        instance: Instance,
+        store: Arc<dyn InstanceStore>,
+    ) -> wasmscaler::sandbox::BoxFuture<'_, Delivered> {
+        Box::pin(async move {
+            let (server, lifecycle_state) = (instance.id.clone(), instance.lifecycle_state.clone());
+            let delivered = self
+                .handler
+                .deliver(transition, instance, store.clone())
+                .await;
+            let after = store.instance(&server, "").await.tags;
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.push(Delivery {
+                    transition,
+                    server,
+                    lifecycle_state,
+                    after,
+                    defaulted: delivered.defaulted.clone(),
+                });
+            }
+            delivered
+        })
+    }
+}
+
+impl Recorded {
+    fn seen(&self) -> Vec<Delivery> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// A pool whose `lifecycle:` handler is the `lifecycle-join` guest, with `metadata` as the
+/// hook's metadata.
+async fn hooked(
+    value: &str,
+    handler: &Arc<wasmscaler::sandbox::GuestComponent>,
+    metadata: Option<&str>,
+) -> anyhow::Result<(OpenStackTarget, Arc<Recorded>)> {
+    let lifecycle: DeliveredLifecycleSpec = serde_json::from_value(serde_json::json!({
+        "handler": "lifecycle-join.wasm",
+        "metadata": metadata,
+    }))?;
+    let mut spec = spec(value);
+    spec.lifecycle = Some(Box::new(lifecycle.clone()));
+    let recorded = Arc::new(Recorded {
+        handler: wasmscaler::hooks::HostDelivered::new(value, lifecycle, handler.clone())?,
+        seen: Default::default(),
+    });
+    let credentials = Credentials::from_clouds_file(&cloud()?, "admin")?;
+    let target = OpenStackTarget::connect_with(spec, credentials, Some(recorded.clone())).await?;
+    Ok((target, recorded))
+}
+
+/// Nova's metadata of a server, as `openstack server show` prints it.
+fn nova_metadata(server: &str) -> anyhow::Result<serde_json::Value> {
+    let shown: serde_json::Value = serde_json::from_str(&openstack(&[
+        "server",
+        "show",
+        server,
+        "-f",
+        "json",
+        "-c",
+        "properties",
+    ])?)?;
+    Ok(shown["properties"].clone())
+}
+
+/// OpenStack has no lifecycle hooks: the host delivers `launch` once a server it created is
+/// ACTIVE (not ready until the handler continues) and `terminate` before it deletes one; a
+/// handler that fails gets the default result (ABANDON: the new server is deleted). Then
+/// `join` on one of the servers, as `wasmscaler agent --provider openstack` runs it, its id
+/// read from the metadata service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_delivers_launch_and_terminate_around_its_creates_and_deletes()
+-> anyhow::Result<()> {
+    let _cloud = CLOUD.lock().await;
+    let handler = test_sandbox()?
+        .load_file(&build_rust_guest("guests/lifecycle-join")?)
+        .await?
+        .component;
+    let (target, recorded) = hooked("hooked", &handler, None).await?;
+    let (failing, failed) = hooked("hooked-bad", &handler, Some(r#"{"fail":"trap"}"#)).await?;
+    emptied(&target, "hooked").await?;
+    emptied(&failing, "hooked-bad").await?;
+
+    target.scale(&target.observe().await?, 2, &[]).await?;
+    failing.scale(&failing.observe().await?, 1, &[]).await?;
+    // Created servers count at once, launched or not.
+    assert_eq!(target.observe().await?.current, 2);
+    let two = settled(&target, 2).await?;
+    // (Servers a killed run left were drained and deleted by `emptied`.)
+    let launches: Vec<Delivery> = recorded
+        .seen()
+        .into_iter()
+        .filter(|d| d.transition == Transition::Launch)
+        .collect();
+    assert_eq!(launches.len(), 2, "one launch per server: {launches:?}");
+    let launch_state = state_tag(Transition::Launch);
+    for launch in &launches {
+        assert_eq!(launch.lifecycle_state, "Pending:Wait", "{launch:?}");
+        assert_eq!(
+            launch.after.get(&launch_state).map(String::as_str),
+            Some("registered"),
+            "the handler's state is kept on the server: {launch:?}"
+        );
+    }
+    for replica in &two.replicas {
+        let metadata = nova_metadata(&replica.name)?;
+        assert_eq!(metadata["wasmscaler.dev:lifecycle-state"], "InService");
+        assert_eq!(metadata["wasmscaler.dev:launch-state"], "registered");
+    }
+
+    // The failing handler's server is deleted: ABANDON is the default result.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // Observing, as every run does, is what starts the launch once the server is ACTIVE.
+    while failing.observe().await?.current != 0 || failed.seen().is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the abandoned server is still there: {:?}",
+            failed.seen()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let abandoned = &failed.seen()[0];
+    assert_eq!(abandoned.transition, Transition::Launch);
+    assert!(
+        abandoned
+            .defaulted
+            .as_deref()
+            .is_some_and(|why| why.contains("trap")),
+        "{abandoned:?}"
+    );
+
+    // join, on the first server, its id from the metadata service.
+    let first = two.replicas[0].name.clone();
+    let first_id = openstack(&["server", "show", &first, "-f", "value", "-c", "id"])?;
+    let metadata_service = JsonServer::start()?;
+    metadata_service.route(
+        "/openstack/latest/meta_data.json",
+        200,
+        format!(r#"{{"uuid": "{first_id}", "name": "{first}"}}"#),
+    );
+    let no_drive = tempfile::tempdir()?;
+    let id = wasmscaler::targets::openstack::own_instance_id(InstanceIdSources {
+        config_drive: no_drive.path(),
+        metadata_url: &format!("http://{}", metadata_service.addr),
+    })
+    .await?;
+    assert_eq!(id, first_id);
+    let credentials = Credentials::from_clouds_file(&cloud()?, "admin")?;
+    let stepper = wasmscaler::hooks::Stepper {
+        handler: handler.clone(),
+        env: Default::default(),
+        store: Arc::new(NovaInstances::new(
+            Arc::new(Api::new(credentials)?),
+            None,
+            4,
+        )),
+        max_steps: 20,
+    };
+    assert_eq!(
+        wasmscaler::hooks::join(&stepper, &id, None).await?,
+        Joined::Enrolled
+    );
+    let metadata = nova_metadata(&first)?;
+    assert_eq!(metadata["wasmscaler.dev:enrolled"], "true");
+    assert_eq!(metadata["wasmscaler.dev:join-state"], "ready");
+    assert!(metadata["wasmscaler.dev:private-address"].is_string());
+    assert!(matches!(
+        wasmscaler::hooks::join(&stepper, &id, None).await?,
+        Joined::AlreadyEnrolled { state: Some(state) } if state == "ready"
+    ));
+
+    // Scale-in: the named server is drained by the handler, then deleted.
+    let seen = target.observe().await?;
+    target.scale(&seen, 1, std::slice::from_ref(&first)).await?;
+    let now = target.observe().await?;
+    assert_eq!(now.current, 1, "a terminating server no longer counts");
+    assert!(now.replicas.iter().all(|r| r.name != first));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !openstack(&[
+        "server",
+        "list",
+        "--tags",
+        "pool=hooked",
+        "-f",
+        "value",
+        "-c",
+        "Name",
+    ])?
+    .lines()
+    .all(|n| n != first)
+    {
+        anyhow::ensure!(Instant::now() < deadline, "{first} was not deleted");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let terminate = recorded
+        .seen()
+        .into_iter()
+        .find(|d| d.transition == Transition::Terminate && d.server == first_id)
+        .ok_or_else(|| anyhow::anyhow!("no terminate event: {:?}", recorded.seen()))?;
+    assert_eq!(terminate.lifecycle_state, "Terminating:Wait");
+    assert_eq!(
+        terminate
+            .after
+            .get(&state_tag(Transition::Terminate))
+            .map(String::as_str),
+        Some("drained"),
+        "drained while the server still existed: {terminate:?}"
+    );
+    assert!(terminate.defaulted.is_none());
+
+    emptied(&target, "hooked").await?;
+    emptied(&failing, "hooked-bad").await?;
     Ok(())
 }

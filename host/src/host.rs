@@ -13,12 +13,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConfigFile;
 use crate::engine::store::FileBackend;
 use crate::engine::{Autoscaler, AutoscalerSpec, Fleet, Guests, MetricsSpec, RunObserver};
+use crate::hooks::HostDelivered;
 #[cfg(feature = "aws")]
 use crate::hooks::LifecycleProcessor;
 use crate::policies::{PolicyRef, PolicySources, SourceRules};
 use crate::sandbox::{FileState, GuestComponent, Sandbox, StateStore};
 use crate::targets::kubernetes::cache::WatchCaches;
-use crate::targets::{ConnectEnv, Target};
+use crate::targets::lifecycle::LifecycleDelivery;
+use crate::targets::openstack::OpenStackSpec;
+use crate::targets::{ConnectEnv, Target, TargetSpec};
 
 /// Everything a config file describes, built and ready to run.
 pub struct Host {
@@ -226,7 +229,7 @@ async fn build_fleet(
             let guests = load_spec_guests(spec, sources)
                 .await
                 .with_context(|| format!("autoscalers[{i}] ({})", spec.name))?;
-            let target = connect_target(spec, &config.state_dir, &mut kube).await?;
+            let target = connect_target(spec, sources, &config.state_dir, &mut kube).await?;
             anyhow::Ok((guests, target))
         };
         let (guests, target) = match prepared.await {
@@ -270,18 +273,37 @@ async fn build_fleet(
 }
 
 /// Starts or connects to the target of `spec` (local replicas record their process groups in
-/// `state_dir`); the Kubernetes client and its watch caches are made once, on first use.
+/// `state_dir`); the Kubernetes client and its watch caches are made once, on first use. A
+/// target's own lifecycle handler is loaded here.
 async fn connect_target(
     spec: &AutoscalerSpec,
+    sources: &PolicySources,
     state_dir: &Path,
     kube: &mut Option<WatchCaches>,
 ) -> anyhow::Result<Arc<dyn Target>> {
+    let lifecycle: Option<Arc<dyn LifecycleDelivery>> = match &spec.target {
+        TargetSpec::Openstack(OpenStackSpec {
+            lifecycle: Some(lifecycle),
+            ..
+        }) => {
+            let at = || format!("{}: target.openstack.lifecycle", spec.name);
+            let handler = sources
+                .load(&lifecycle.handler)
+                .await
+                .with_context(|| format!("{}: loading {}", at(), lifecycle.handler))?;
+            Some(Arc::new(
+                HostDelivered::new(&spec.name, (**lifecycle).clone(), handler).with_context(at)?,
+            ))
+        }
+        _ => None,
+    };
     spec.target
         .connect(ConnectEnv {
             autoscaler: &spec.name,
             min_replicas: spec.scaling.min_replicas,
             state_dir,
             kube,
+            lifecycle,
         })
         .await
         .with_context(|| spec.name.clone())

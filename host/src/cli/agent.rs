@@ -1,33 +1,50 @@
 //! `wasmscaler agent`: runs on a new instance at boot (like Joule's snap), fires the
-//! lifecycle handler's JOIN once, and records the enrolment as instance tags.
+//! lifecycle handler's JOIN once, and records the enrolment on the instance (EC2 tags, or Nova
+//! metadata on OpenStack).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
-use crate::contract::lifecycle_model::{ActionResult, LifecycleEvent, Transition};
-use crate::hooks::{Stepped, Stepper, state_tag};
+use crate::hooks::{Joined, Stepper, join};
 use crate::sandbox::{CallEnv, Capabilities, Limits};
-use crate::targets::aws::AwsEndpoint;
-use crate::targets::aws::{AwsLifecycleApi, LifecycleApi};
+use crate::targets::lifecycle::InstanceStore;
 
-/// The tag marking an instance whose JOIN completed.
-pub(crate) const ENROLLED_TAG: &str = "wasmscaler.dev/enrolled";
-/// The tag recording the instance's private address, for the host's view of its replicas.
-pub(crate) const ADDRESS_TAG: &str = "wasmscaler.dev/private-address";
+/// The cloud the instance runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Provider {
+    /// EC2: the instance id from IMDSv2, enrolment as EC2 tags.
+    Aws,
+    /// OpenStack: the instance id from the config drive or the metadata service, enrolment
+    /// as Nova metadata; credentials from `--cloud` or the `OS_*` variables.
+    Openstack,
+}
 
 #[derive(Debug, Args)]
 pub(super) struct AgentArgs {
     /// The lifecycle handler component (world lifecycle-handler).
     #[arg(long, value_name = "WASM")]
     lifecycle: PathBuf,
-    /// This instance's id; without it, asked from the instance metadata service.
+    /// The cloud the instance runs on.
+    #[arg(long, value_enum, default_value_t = Provider::Aws)]
+    provider: Provider,
+    /// This instance's id; without it, read from the config drive (OpenStack) or asked from
+    /// the instance metadata service.
     #[arg(long)]
     instance_id: Option<String>,
-    /// The instance metadata service (IMDSv2).
+    /// The instance metadata service (IMDSv2 on AWS, `/openstack/latest/meta_data.json` on
+    /// OpenStack).
     #[arg(long, default_value = "http://169.254.169.254")]
     metadata_url: String,
+    /// OpenStack: where the config drive is mounted (read before the metadata service).
+    #[arg(long, default_value = "/mnt/config")]
+    config_drive: PathBuf,
+    /// OpenStack: the `clouds.yaml` entry to authenticate with (default: the `OS_*`
+    /// variables).
+    #[arg(long)]
+    cloud: Option<String>,
     /// AWS region (default: the standard chain's).
     #[arg(long, env = "AWS_REGION")]
     region: Option<String>,
@@ -127,6 +144,42 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
             crate::contract::interface_name("lifecycle")
         );
     }
+    let (instance_id, private_address, store) = match args.provider {
+        Provider::Aws => aws_instance(&args).await?,
+        Provider::Openstack => openstack_instance(&args).await?,
+    };
+    let stepper = Stepper {
+        handler: handler.clone(),
+        env: CallEnv {
+            limits: Limits::default(),
+            capabilities: args.capabilities()?,
+            ..CallEnv::default()
+        },
+        store,
+        max_steps: args.max_steps,
+    };
+    let report = |status: &str, state: Option<&String>| {
+        serde_json::json!({"instance": instance_id, "status": status, "state": state}).to_string()
+    };
+    match join(&stepper, &instance_id, private_address).await? {
+        Joined::AlreadyEnrolled { state } => {
+            println!("{}", report("already-enrolled", state.as_ref()));
+        }
+        Joined::Enrolled => println!("{}", report("enrolled", None)),
+    }
+    if args.keep_serving {
+        let stop = tokio_util::sync::CancellationToken::new();
+        super::run::stop_on_signal(stop.clone(), None).await;
+    }
+    Ok(())
+}
+
+/// The instance's id and address, and where its tags go.
+type Found = (String, Option<String>, Arc<dyn InstanceStore>);
+
+#[cfg(feature = "aws")]
+async fn aws_instance(args: &AgentArgs) -> anyhow::Result<Found> {
+    use crate::targets::aws::{AwsEndpoint, AwsLifecycleApi};
     let (instance_id, private_address) = match &args.instance_id {
         Some(id) => (id.clone(), None),
         None => {
@@ -139,66 +192,39 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         endpoint_url: args.endpoint_url.clone(),
     };
     let config = endpoint.sdk_config().await;
-    let aws: std::sync::Arc<dyn LifecycleApi> =
-        std::sync::Arc::new(AwsLifecycleApi::new(&config).map_err(anyhow::Error::msg)?);
-    let stepper = Stepper {
-        handler: handler.clone(),
-        env: CallEnv {
-            limits: Limits::default(),
-            capabilities: args.capabilities()?,
-            ..CallEnv::default()
-        },
-        aws: aws.clone(),
-        max_steps: args.max_steps,
+    let store = Arc::new(AwsLifecycleApi::new(&config).map_err(anyhow::Error::msg)?);
+    Ok((instance_id, private_address, store))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_instance(_: &AgentArgs) -> anyhow::Result<Found> {
+    bail!("--provider aws: this wasmscaler was built without the `aws` feature")
+}
+
+async fn openstack_instance(args: &AgentArgs) -> anyhow::Result<Found> {
+    use crate::targets::openstack::{
+        Credentials, InstanceIdSources, NovaInstances, api::Api, own_instance_id,
     };
-    let mut instance = stepper.instance(&instance_id, "").await;
-    if instance.private_address.is_none() {
-        instance.private_address = private_address.clone();
-    }
-    let report = |status: &str, state: Option<&String>| {
-        serde_json::json!({"instance": instance_id, "status": status, "state": state}).to_string()
+    let instance_id = match &args.instance_id {
+        Some(id) => id.clone(),
+        None => own_instance_id(InstanceIdSources {
+            config_drive: &args.config_drive,
+            metadata_url: &args.metadata_url,
+        })
+        .await
+        .context("this instance's id (or give --instance-id)")?,
     };
-    if instance.tags.get(ENROLLED_TAG).map(String::as_str) == Some("true") {
-        println!(
-            "{}",
-            report(
-                "already-enrolled",
-                instance.tags.get(&state_tag(Transition::Join))
-            )
-        );
-    } else {
-        let event = LifecycleEvent {
-            transition: Transition::Join,
-            state: instance.tags.get(&state_tag(Transition::Join)).cloned(),
-            instance: instance.clone(),
-            hook: None,
-            step: 0,
-        };
-        match stepper.run(event, || async {}).await {
-            Stepped::Finished(ActionResult::Continue) => {
-                let mut tags = vec![(ENROLLED_TAG, "true")];
-                if let Some(address) = &instance.private_address {
-                    tags.push((ADDRESS_TAG, address.as_str()));
-                }
-                aws.tag_instance(&instance_id, &tags)
-                    .await
-                    .map_err(anyhow::Error::msg)
-                    .context("recording the enrolment")?;
-                tracing::info!(instance = %instance_id, "joined");
-                println!("{}", report("enrolled", None));
-            }
-            Stepped::Finished(ActionResult::Abandon) => {
-                bail!("{instance_id}: the handler abandoned the join")
-            }
-            // Not enrolled: the next boot (or run) tries again from the persisted state.
-            Stepped::Failed(why) => bail!("{instance_id}: join failed: {why}"),
-        }
-    }
-    if args.keep_serving {
-        let stop = tokio_util::sync::CancellationToken::new();
-        super::run::stop_on_signal(stop.clone(), None).await;
-    }
-    Ok(())
+    let credentials = match &args.cloud {
+        Some(cloud) => Credentials::from_clouds_yaml(cloud)?,
+        None => Credentials::from_environment()?,
+    };
+    // The address comes from Nova's view of the server.
+    let store = Arc::new(NovaInstances::new(
+        Arc::new(Api::new(credentials)?),
+        None,
+        4,
+    ));
+    Ok((instance_id, None, store))
 }
 
 #[cfg(test)]
@@ -218,6 +244,42 @@ mod tests {
             panic!("agent flags did not parse");
         };
         args.capabilities().expect("capabilities")
+    }
+
+    #[test]
+    fn the_agent_takes_an_openstack_instance() {
+        let argv = [
+            "wasmscaler",
+            "agent",
+            "--lifecycle",
+            "join.wasm",
+            "--provider",
+            "openstack",
+            "--cloud",
+            "mycloud",
+            "--config-drive",
+            "/media/config-2",
+        ];
+        let Ok(Cli {
+            command: Command::Agent(args),
+            ..
+        }) = Cli::try_parse_from(argv)
+        else {
+            panic!("agent flags did not parse");
+        };
+        assert_eq!(args.provider, super::Provider::Openstack);
+        assert_eq!(args.cloud.as_deref(), Some("mycloud"));
+        assert_eq!(args.config_drive, std::path::Path::new("/media/config-2"));
+        assert!(args.instance_id.is_none());
+        let wrong = Cli::try_parse_from([
+            "wasmscaler",
+            "agent",
+            "--lifecycle",
+            "j.wasm",
+            "--provider",
+            "gcp",
+        ]);
+        assert!(wrong.is_err_and(|e| e.to_string().contains("aws, openstack")));
     }
 
     #[test]

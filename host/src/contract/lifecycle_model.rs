@@ -73,7 +73,7 @@ pub struct LifecycleEvent {
 }
 
 /// How a lifecycle action completes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActionResult {
     /// Let the transition proceed.

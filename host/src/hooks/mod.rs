@@ -10,24 +10,31 @@
 //! - [`message`]: the hook's notifications, whatever envelope they came in;
 //! - [`stepper`]: one event through the handler's state machine (also what `wasmscaler agent`
 //!   runs);
-//! - [`processor`]: the queue consumer, with the completed-token store of `completed`.
+//! - [`processor`]: the queue consumer, with the completed-token store of `completed`;
+//! - [`delivered`]: events the host delivers itself around its own creates and deletes, for
+//!   targets without lifecycle hooks (OpenStack);
+//! - [`join`]: JOIN on a new instance, what `wasmscaler agent` runs.
 
 //!
-//! The spec and the message parsing are in every build; the processor and the stepper, which
-//! call AWS, need the `aws` feature.
+//! The processor, which consumes an SQS queue, needs the `aws` feature; the rest is in every
+//! build.
 
 #[cfg(feature = "aws")]
 mod completed;
+pub mod delivered;
+mod error;
+pub mod join;
 pub mod message;
 #[cfg(feature = "aws")]
 pub mod processor;
 pub mod spec;
-#[cfg(feature = "aws")]
 pub mod stepper;
 
+pub use delivered::HostDelivered;
+pub use error::HookError;
+pub use join::{JoinError, Joined, join};
 pub use message::{Message, MessageError, Notification, parse_message};
 #[cfg(feature = "aws")]
-pub use processor::{Handled, HookError, LifecycleProcessor};
+pub use processor::{Handled, LifecycleProcessor};
 pub use spec::{LifecycleSpec, state_tag};
-#[cfg(feature = "aws")]
 pub use stepper::{Stepped, Stepper};

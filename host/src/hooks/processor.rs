@@ -8,43 +8,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::completed::Completed;
+use super::error::HookError;
 use super::message::{Message, MessageError, Notification, parse_message};
 use super::spec::{LifecycleSpec, state_tag};
 use super::stepper::{Stepped, Stepper};
 use crate::contract::lifecycle_model::{ActionResult, Hook, LifecycleEvent};
-use crate::sandbox::{CallEnv, GuestComponent, SandboxError};
+use crate::sandbox::{CallEnv, GuestComponent};
 use crate::targets::aws::{
     ActionRef, AwsError, AwsLifecycleApi, Completion, LifecycleApi, QueueMessage,
 };
-
-/// Why a hook queue's consumer cannot be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum HookError {
-    /// The handler needs a capability its entry does not grant.
-    #[error("{handler}: {source}")]
-    NotGranted {
-        /// The handler's name.
-        handler: String,
-        /// Which capability.
-        source: SandboxError,
-    },
-    /// The component does not export the lifecycle interface.
-    #[error("{handler}: the handler does not export {interface} (world lifecycle-handler)")]
-    NotAHandler {
-        /// The handler's name.
-        handler: String,
-        /// The interface it lacks.
-        interface: String,
-    },
-    /// The AWS clients cannot be made (no region).
-    #[error("{handler}: {source}")]
-    Aws {
-        /// The handler's name.
-        handler: String,
-        /// What is missing.
-        source: AwsError,
-    },
-}
 
 /// What happened to one message, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +96,7 @@ impl LifecycleProcessor {
             stepper: Stepper {
                 handler,
                 env,
-                aws: aws.clone(),
+                store: aws.clone(),
                 max_steps: spec.max_steps,
             },
             aws,

@@ -1,21 +1,22 @@
-//! One lifecycle event through the handler's state machine, its state persisted as an
-//! instance tag after every step.
+//! One lifecycle event through the handler's state machine, its state persisted on the
+//! instance (an EC2 tag, Nova metadata) after every step.
 
 use std::sync::Arc;
 
 use super::spec::state_tag;
 use crate::contract::lifecycle_model::{ActionResult, Instance, LifecycleEvent, StepOutcome};
 use crate::sandbox::{CallEnv, GuestComponent};
-use crate::targets::aws::LifecycleApi;
+use crate::targets::lifecycle::InstanceStore;
 
-/// Steps one handler for lifecycle events; shared by the queue consumer and the agent.
+/// Steps one handler for lifecycle events; shared by the queue consumer, the host's own
+/// deliveries and the agent.
 pub struct Stepper {
     /// The handler.
     pub handler: Arc<GuestComponent>,
     /// Per-step limits and grants.
     pub env: CallEnv,
-    /// AWS: the instance and its tags.
-    pub aws: Arc<dyn LifecycleApi>,
+    /// The instance and where its state is persisted.
+    pub store: Arc<dyn InstanceStore>,
     /// Steps before giving up.
     pub max_steps: u32,
 }
@@ -46,7 +47,7 @@ impl Stepper {
             };
             if let Some(state) = &outcome.next_state {
                 if let Err(error) = self
-                    .aws
+                    .store
                     .tag_instance(&event.instance.id, &[(&tag, state)])
                     .await
                 {
@@ -66,8 +67,8 @@ impl Stepper {
         Stepped::Failed(format!("no result after {} steps", self.max_steps))
     }
 
-    /// The instance as the event describes it: the group's view plus EC2's.
+    /// The instance as the event describes it.
     pub async fn instance(&self, id: &str, group: &str) -> Instance {
-        self.aws.instance(id, group).await
+        self.store.instance(id, group).await
     }
 }

@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod budget;
 pub mod kubernetes;
+pub mod lifecycle;
 pub mod local;
 pub mod openstack;
 mod spec;

@@ -107,6 +107,9 @@ pub struct ConnectEnv<'a> {
     pub state_dir: &'a std::path::Path,
     /// The Kubernetes client and caches, shared by every Kubernetes target of the process.
     pub kube: &'a mut Option<super::kubernetes::cache::WatchCaches>,
+    /// The handler of the target's own lifecycle events (`target.openstack.lifecycle`),
+    /// loaded by the host assembly.
+    pub lifecycle: Option<std::sync::Arc<dyn super::lifecycle::LifecycleDelivery>>,
 }
 
 impl TargetSpec {
@@ -140,12 +143,14 @@ impl TargetSpec {
             ),
             #[cfg(not(feature = "aws"))]
             TargetSpec::AwsAsg(_) => return Err(left_out("awsAsg", "aws")),
-            TargetSpec::Openstack(openstack) => super::openstack::connect(openstack)
-                .await
-                .map_err(context(format!(
-                    "connecting to the pool {}={}",
-                    openstack.pool.key, openstack.pool.value
-                )))?,
+            TargetSpec::Openstack(openstack) => {
+                super::openstack::connect(openstack, env.lifecycle.clone())
+                    .await
+                    .map_err(context(format!(
+                        "connecting to the pool {}={}",
+                        openstack.pool.key, openstack.pool.value
+                    )))?
+            }
             #[cfg(not(feature = "kubernetes"))]
             TargetSpec::Kubernetes(_) => {
                 let _ = env.kube;

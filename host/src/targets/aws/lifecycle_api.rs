@@ -11,6 +11,7 @@ use super::AwsError;
 use super::ec2::Ec2;
 use crate::contract::lifecycle_model::{ActionResult, Instance};
 use crate::sandbox::BoxFuture;
+use crate::targets::lifecycle::{InstanceStore, StoreError};
 
 /// One message of a hook's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +45,7 @@ pub enum Completion {
 }
 
 /// The calls, each failing with AWS's answer or why none came.
-pub trait LifecycleApi: Send + Sync {
+pub trait LifecycleApi: InstanceStore {
     /// Up to ten messages of `queue`, long-polling up to `wait`, each hidden for `visibility`.
     fn receive<'a>(
         &'a self,
@@ -85,17 +86,6 @@ pub trait LifecycleApi: Send + Sync {
         action: ActionRef<'a>,
         result: ActionResult,
     ) -> BoxFuture<'a, Result<Completion, AwsError>>;
-
-    /// The instance as a lifecycle event describes it: the group's view plus EC2's (what
-    /// cannot be read is left empty).
-    fn instance<'a>(&'a self, id: &'a str, group: &'a str) -> BoxFuture<'a, Instance>;
-
-    /// Tags the instance (its handler state).
-    fn tag_instance<'a>(
-        &'a self,
-        id: &'a str,
-        tags: &'a [(&'a str, &'a str)],
-    ) -> BoxFuture<'a, Result<(), AwsError>>;
 }
 
 /// [`LifecycleApi`] through the AWS SDK.
@@ -260,7 +250,10 @@ impl LifecycleApi for AwsLifecycleApi {
             }
         })
     }
+}
 
+/// The instance is the group's view plus EC2's; its handler state is kept in EC2 tags.
+impl InstanceStore for AwsLifecycleApi {
     fn instance<'a>(&'a self, id: &'a str, group: &'a str) -> BoxFuture<'a, Instance> {
         Box::pin(async move {
             let mut instance = Instance {
@@ -303,7 +296,12 @@ impl LifecycleApi for AwsLifecycleApi {
         &'a self,
         id: &'a str,
         tags: &'a [(&'a str, &'a str)],
-    ) -> BoxFuture<'a, Result<(), AwsError>> {
-        Box::pin(self.ec2.create_tags(id, tags))
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.ec2
+                .create_tags(id, tags)
+                .await
+                .map_err(|e| StoreError(e.to_string()))
+        })
     }
 }

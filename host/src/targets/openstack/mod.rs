@@ -9,24 +9,37 @@
 //! creates its replacement. Floating IPs carry a description naming the pool; every
 //! observation associates one with each ACTIVE server that lacks one and releases those of the
 //! pool left without a server (a crash between a delete and its release).
+//!
+//! OpenStack has no lifecycle hooks, so with `lifecycle:` the host delivers the events itself
+//! ([`lifecycle`]): `launch` once a server it created is ACTIVE (it counts but is not ready
+//! until the handler continues; ABANDON deletes it), `terminate` before it deletes one. Where
+//! each server stands is kept in its metadata, so a restarted host resumes every event.
 
+pub mod api;
 pub mod auth;
+pub mod instances;
+mod lifecycle;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::lifecycle::{DeliveredLifecycleSpec, LifecycleDelivery};
 use super::{Observation, Target, TargetError, TargetIdentity};
 use crate::contract::model::Replica;
 use crate::sandbox::BoxFuture;
+pub use api::MAX_RESPONSE_BYTES;
+pub(crate) use api::read_capped;
+use api::{Api, urlencode};
 pub use auth::{Credentials, Session};
+pub use instances::{InstanceIdSources, LIFECYCLE_STATE_KEY, NovaInstances, own_instance_id};
+use lifecycle::{Lifecycle, Phase};
 
 /// `target.openstack` in the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OpenStackSpec {
     /// The `clouds.yaml` entry to use; absent: the `OS_*` environment variables.
@@ -59,6 +72,10 @@ pub struct OpenStackSpec {
     /// Manage a floating IP from this external network for every server (by name or id).
     #[serde(default)]
     pub floating_network: Option<String>,
+    /// A lifecycle handler the host runs around its own creates (`launch`) and deletes
+    /// (`terminate`), as AWS's lifecycle hooks would.
+    #[serde(default)]
+    pub lifecycle: Option<Box<DeliveredLifecycleSpec>>,
 }
 
 /// A metadata key and value.
@@ -78,37 +95,8 @@ fn default_ip_version() -> u8 {
     4
 }
 
-/// The largest answer read from any OpenStack API (a detailed list of a few thousand servers
-/// is a few MiB); a larger one fails the call instead of growing the host's memory.
-pub const MAX_RESPONSE_BYTES: usize = 32 << 20;
-
-/// Reads an answer's body up to `cap` bytes; over it, the call fails naming the cap.
-pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-    what: &str,
-) -> Result<Vec<u8>, TargetError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| TargetError::Unavailable(format!("openstack: {what}: {e}")))?
-    {
-        if body.len() + chunk.len() > cap {
-            return Err(TargetError::Unavailable(format!(
-                "openstack: {what}: the answer is over {cap} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// The most user data Nova accepts, before base64 (65,535 bytes after it).
 pub const MAX_USER_DATA_BYTES: u64 = 49_151;
-
-/// The compute microversion: tags on create (2.52) and in server lists.
-const COMPUTE_MICROVERSION: &str = "2.72";
 
 /// One server of the pool as listed.
 #[derive(Debug, Clone)]
@@ -120,13 +108,25 @@ struct Server {
     metadata: BTreeMap<String, String>,
     fixed: Option<String>,
     floating: Option<String>,
+    /// Where it stands in the host's lifecycle (always in service without `lifecycle:`).
+    phase: Phase,
+}
+
+impl Server {
+    /// Up, with its launch event (if any) handled.
+    fn ready(&self) -> bool {
+        self.status == "ACTIVE" && self.phase == Phase::InService
+    }
 }
 
 /// A connected OpenStack pool.
 pub struct OpenStackTarget {
     spec: OpenStackSpec,
-    session: Session,
-    http: reqwest::Client,
+    api: Arc<Api>,
+    /// The servers as lifecycle events see them.
+    instances: Arc<NovaInstances>,
+    /// The host's own lifecycle events, with `lifecycle:`.
+    lifecycle: Option<Lifecycle>,
     /// Resolved once at connect: flavor, image, network and floating network ids.
     flavor_id: String,
     image_id: String,
@@ -135,43 +135,26 @@ pub struct OpenStackTarget {
     floating_network_id: Option<String>,
 }
 
-/// The error of a failed call, with OpenStack's own message.
-fn call_error(what: &str, status: reqwest::StatusCode, body: &Value) -> TargetError {
-    let message = ["message", "detail"]
-        .iter()
-        .find_map(|k| {
-            body.as_object()?
-                .values()
-                .find_map(|v| v.get(*k))
-                .and_then(Value::as_str)
-        })
-        .or_else(|| body["NeutronError"]["message"].as_str())
-        .unwrap_or("")
-        .to_owned();
-    let text = format!("openstack: {what}: {status} {message}");
-    match status.as_u16() {
-        404 => TargetError::NotFound(text),
-        // Not the engine's conflict (a change since the observation): e.g. no address left.
-        400 | 401 | 403 | 413 => TargetError::Refused(text),
-        _ => TargetError::Unavailable(text),
-    }
-}
-
 impl OpenStackTarget {
     /// Authenticates, resolves the flavor, image and networks by name or id, and checks that
     /// the pool can be listed.
-    pub async fn connect(spec: OpenStackSpec) -> Result<Self, TargetError> {
+    /// `lifecycle` runs the events of `spec.lifecycle` (the host assembly loads its handler).
+    pub async fn connect(
+        spec: OpenStackSpec,
+        lifecycle: Option<Arc<dyn LifecycleDelivery>>,
+    ) -> Result<Self, TargetError> {
         let credentials = match &spec.cloud {
             Some(cloud) => Credentials::from_clouds_yaml(cloud)?,
             None => Credentials::from_environment()?,
         };
-        Self::connect_with(spec, credentials).await
+        Self::connect_with(spec, credentials, lifecycle).await
     }
 
     /// [`OpenStackTarget::connect`] with the credentials given.
     pub async fn connect_with(
         spec: OpenStackSpec,
         credentials: Credentials,
+        lifecycle: Option<Arc<dyn LifecycleDelivery>>,
     ) -> Result<Self, TargetError> {
         if !matches!(spec.ip_version, 4 | 6) {
             return Err(TargetError::Refused(format!(
@@ -179,16 +162,25 @@ impl OpenStackTarget {
                 spec.ip_version
             )));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| TargetError::Unavailable(format!("openstack: HTTP client: {e}")))?;
-        let session = Session::new(credentials, http.clone());
+        let lifecycle = match (&spec.lifecycle, lifecycle) {
+            (None, _) => None,
+            (Some(_), Some(delivery)) => Some(Lifecycle::new(delivery)),
+            (Some(_), None) => {
+                return Err(TargetError::Refused(
+                    "openstack: lifecycle: its handler was not loaded".into(),
+                ));
+            }
+        };
+        let api = Arc::new(Api::new(credentials)?);
         let mut target = OpenStackTarget {
+            instances: Arc::new(NovaInstances::new(
+                api.clone(),
+                Some(spec.network.clone()),
+                spec.ip_version,
+            )),
             spec,
-            session,
-            http,
+            api,
+            lifecycle,
             flavor_id: String::new(),
             image_id: String::new(),
             network_id: String::new(),
@@ -232,6 +224,11 @@ impl OpenStackTarget {
                     .0,
             );
         }
+        target.instances = Arc::new(NovaInstances::new(
+            target.api.clone(),
+            Some(target.network_name.clone()),
+            target.spec.ip_version,
+        ));
         target.servers().await?;
         Ok(target)
     }
@@ -248,7 +245,7 @@ impl OpenStackTarget {
 
     /// Its Keystone session.
     pub fn session(&self) -> &Session {
-        &self.session
+        &self.api.session
     }
 
     /// One call to `service`, renewing the token once if it was refused with 401.
@@ -260,36 +257,7 @@ impl OpenStackTarget {
         body: Option<&Value>,
         what: &str,
     ) -> Result<Value, TargetError> {
-        let mut stale: Option<String> = None;
-        loop {
-            let (token, endpoint) = self.session.token_for(service, stale.as_deref()).await?;
-            let mut request = self
-                .http
-                .request(method.clone(), format!("{endpoint}{path}"))
-                .header("X-Auth-Token", &token)
-                .header(
-                    "OpenStack-API-Version",
-                    format!("compute {COMPUTE_MICROVERSION}"),
-                );
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| TargetError::Unavailable(format!("openstack: {what}: {e}")))?;
-            let status = response.status();
-            if status.as_u16() == 401 && stale.is_none() {
-                stale = Some(token);
-                continue;
-            }
-            let body = read_capped(response, MAX_RESPONSE_BYTES, what).await?;
-            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            if !status.is_success() {
-                return Err(call_error(what, status, &value));
-            }
-            return Ok(value);
-        }
+        self.api.call(service, method, path, body, what).await
     }
 
     /// The id (and name) of a flavor, image or network given by name or id.
@@ -399,6 +367,11 @@ impl OpenStackTarget {
                     .and_then(|a| a["addr"].as_str())
                     .map(str::to_owned)
             };
+            let phase = if self.lifecycle.is_some() {
+                Phase::of(metadata.get(LIFECYCLE_STATE_KEY).map(String::as_str))
+            } else {
+                Phase::InService
+            };
             servers.push(Server {
                 id: s["id"].as_str().unwrap_or_default().to_owned(),
                 name: s["name"].as_str().unwrap_or_default().to_owned(),
@@ -410,6 +383,7 @@ impl OpenStackTarget {
                 metadata,
                 fixed: of_type("fixed"),
                 floating: of_type("floating"),
+                phase,
             });
         }
         servers.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.name.cmp(&b.name)));
@@ -425,6 +399,13 @@ impl OpenStackTarget {
             .replace("{id}", &id);
         let mut metadata = self.spec.metadata.clone();
         metadata.insert(self.spec.pool.key.clone(), self.spec.pool.value.clone());
+        if self.lifecycle.is_some() {
+            // Not ready until its launch event is handled, even across a restart.
+            metadata.insert(
+                LIFECYCLE_STATE_KEY.to_owned(),
+                Phase::Pending.as_str().to_owned(),
+            );
+        }
         let mut server = json!({
             "name": name,
             "flavorRef": self.flavor_id,
@@ -466,19 +447,7 @@ impl OpenStackTarget {
     }
 
     async fn delete_server(&self, server: &Server) -> Result<(), TargetError> {
-        match self
-            .call(
-                "compute",
-                reqwest::Method::DELETE,
-                &format!("/servers/{}", server.id),
-                None,
-                &format!("deleting server {}", server.name),
-            )
-            .await
-        {
-            Ok(_) | Err(TargetError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
+        self.instances.delete(&server.id, &server.name).await?;
         tracing::info!(pool = %self.tag(), server = %server.name, status = %server.status, "server deleted");
         Ok(())
     }
@@ -594,7 +563,7 @@ impl OpenStackTarget {
         };
         Replica {
             name: server.name.clone(),
-            ready: server.status == "ACTIVE",
+            ready: server.ready(),
             start_time_ms: server.created_ms,
             labels: server.metadata.clone(),
             address,
@@ -602,13 +571,8 @@ impl OpenStackTarget {
     }
 }
 
-/// Percent-encodes a query value.
-fn urlencode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
 /// Which servers go on a scale-in to `keep`: those named in `remove_first` (in that order),
-/// then the ones not ready (BUILD), then the newest. Servers in ERROR are not counted here:
+/// then the ones not ready (BUILD, launch not handled yet), then the newest. Servers in ERROR are not counted here:
 /// they are always deleted.
 fn removal_order<'a>(servers: &'a [&'a Server], remove_first: &[String]) -> Vec<&'a Server> {
     let mut order: Vec<&Server> = Vec::new();
@@ -626,8 +590,8 @@ fn removal_order<'a>(servers: &'a [&'a Server], remove_first: &[String]) -> Vec<
         .collect();
     // Not ready first, then newest first.
     rest.sort_by(|a, b| {
-        (a.status == "ACTIVE")
-            .cmp(&(b.status == "ACTIVE"))
+        a.ready()
+            .cmp(&b.ready())
             .then(b.created_ms.cmp(&a.created_ms))
     });
     order.extend(rest);
@@ -635,6 +599,15 @@ fn removal_order<'a>(servers: &'a [&'a Server], remove_first: &[String]) -> Vec<
 }
 
 impl Target for OpenStackTarget {
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Events left running resume from the servers' metadata at the next start.
+            if let Some(lifecycle) = &self.lifecycle {
+                lifecycle.stop();
+            }
+        })
+    }
+
     fn identity(&self) -> TargetIdentity {
         TargetIdentity {
             kind: "openstack".into(),
@@ -645,6 +618,7 @@ impl Target for OpenStackTarget {
 
     fn observe(&self) -> BoxFuture<'_, Result<Observation, TargetError>> {
         Box::pin(async move {
+            let mut listed_at = std::time::Instant::now();
             let servers = self.servers().await?;
             let associated = self
                 .reconcile_floating_ips(&servers)
@@ -655,11 +629,15 @@ impl Target for OpenStackTarget {
                 });
             // An address just associated shows in Nova a moment later: list once more.
             let servers = if associated {
+                listed_at = std::time::Instant::now();
                 self.servers().await?
             } else {
                 servers
             };
-            let counted: Vec<&Server> = servers.iter().filter(|s| s.status != "ERROR").collect();
+            if let Some(lifecycle) = &self.lifecycle {
+                lifecycle.resume(self, &servers, listed_at).await;
+            }
+            let counted: Vec<&Server> = servers.iter().filter(|s| counts(s)).collect();
             Ok(Observation {
                 current: u32::try_from(counted.len()).unwrap_or(u32::MAX),
                 replicas: counted.iter().map(|s| self.replica(s)).collect(),
@@ -677,12 +655,13 @@ impl Target for OpenStackTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             // Read again: what counts is the pool now, not when the run began.
+            let listed_at = std::time::Instant::now();
             let servers = self.servers().await?;
             for broken in servers.iter().filter(|s| s.status == "ERROR") {
                 tracing::warn!(pool = %self.tag(), server = %broken.name, "server in ERROR: replacing it");
                 self.delete_server(broken).await?;
             }
-            let counted: Vec<&Server> = servers.iter().filter(|s| s.status != "ERROR").collect();
+            let counted: Vec<&Server> = servers.iter().filter(|s| counts(s)).collect();
             let current = u32::try_from(counted.len()).unwrap_or(u32::MAX);
             let mut reached = current;
             let partial = |reached: u32, error: TargetError| {
@@ -706,9 +685,11 @@ impl Target for OpenStackTarget {
                 let order = removal_order(&counted, remove_first);
                 let surplus = usize::try_from(current - replicas).unwrap_or(usize::MAX);
                 for server in order.into_iter().take(surplus) {
-                    self.delete_server(server)
-                        .await
-                        .map_err(|e| partial(reached, e))?;
+                    match &self.lifecycle {
+                        Some(lifecycle) => lifecycle.terminate(self, server, listed_at).await,
+                        None => self.delete_server(server).await,
+                    }
+                    .map_err(|e| partial(reached, e))?;
                     reached -= 1;
                 }
                 if let Err(e) = self.reconcile_floating_ips(&self.servers().await?).await {
@@ -720,9 +701,20 @@ impl Target for OpenStackTarget {
     }
 }
 
+/// Whether a server counts toward the pool's size: not in ERROR (it is replaced) and not
+/// terminating (its delete is under way).
+fn counts(server: &Server) -> bool {
+    server.status != "ERROR" && server.phase != Phase::Terminating
+}
+
 /// The factory's entry for `target.openstack`.
-pub(crate) async fn connect(spec: &OpenStackSpec) -> Result<Arc<dyn Target>, TargetError> {
-    Ok(Arc::new(OpenStackTarget::connect(spec.clone()).await?))
+pub(crate) async fn connect(
+    spec: &OpenStackSpec,
+    lifecycle: Option<Arc<dyn LifecycleDelivery>>,
+) -> Result<Arc<dyn Target>, TargetError> {
+    Ok(Arc::new(
+        OpenStackTarget::connect(spec.clone(), lifecycle).await?,
+    ))
 }
 
 #[cfg(test)]
@@ -738,6 +730,7 @@ mod tests {
             metadata: BTreeMap::new(),
             fixed: None,
             floating: None,
+            phase: Phase::InService,
         }
     }
 
@@ -759,55 +752,5 @@ mod tests {
             )),
             ["a", "b", "d", "c"]
         );
-    }
-
-    #[tokio::test]
-    async fn an_answer_over_the_cap_fails_the_call_naming_it() {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten().take(2) {
-                // The request first: an answer sent before it is one hyper refuses.
-                let mut reader = std::io::BufReader::new(&stream);
-                let mut line = String::new();
-                while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let mut stream = &stream;
-                let body = "x".repeat(4096);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        let get = || reqwest::get(format!("http://{addr}/"));
-        let over = read_capped(get().await.expect("get"), 1024, "listing servers").await;
-        assert!(
-            matches!(&over, Err(TargetError::Unavailable(m)) if m.contains("over 1024 bytes")),
-            "{over:?}"
-        );
-        let within = read_capped(get().await.expect("get"), 8192, "listing servers").await;
-        assert_eq!(within.expect("read").len(), 4096);
-    }
-
-    #[test]
-    fn openstack_errors_keep_their_message_and_map_to_target_errors() {
-        let quota = json!({"forbidden": {"code": 403, "message": "Quota exceeded for instances: Requested 1, but already used 3 of 3 instances"}});
-        let err = call_error("creating server x", reqwest::StatusCode::FORBIDDEN, &quota);
-        assert!(
-            matches!(&err, TargetError::Refused(m) if m.contains("Quota exceeded")),
-            "{err}"
-        );
-        let neutron = json!({"NeutronError": {"message": "No more IP addresses available"}});
-        let err = call_error("allocating", reqwest::StatusCode::CONFLICT, &neutron);
-        assert!(
-            matches!(&err, TargetError::Unavailable(m) if m.contains("No more IP")),
-            "{err}"
-        );
-        let err = call_error("listing", reqwest::StatusCode::BAD_GATEWAY, &Value::Null);
-        assert!(matches!(err, TargetError::Unavailable(_)));
     }
 }
