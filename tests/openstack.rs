@@ -644,3 +644,56 @@ async fn the_host_delivers_launch_and_terminate_around_its_creates_and_deletes()
     emptied(&failing, "hooked-bad").await?;
     Ok(())
 }
+
+/// The example config parses, and a `lifecycle:` handler that is not one is refused by name
+/// when the host starts, before any server is touched (no cloud needed).
+#[tokio::test]
+async fn the_example_config_parses_and_a_wrong_handler_is_refused() -> anyhow::Result<()> {
+    let path = wasmscaler_tests::repo_root().join("guests/demo/openstack.yaml");
+    let mut config = wasmscaler::config::ConfigFile::load(&path)?;
+    let wasmscaler::targets::TargetSpec::Openstack(openstack) = &mut config.autoscalers[0].target
+    else {
+        anyhow::bail!(
+            "not an openstack target: {:?}",
+            config.autoscalers[0].target
+        );
+    };
+    assert_eq!(openstack.pool.value, "workers");
+    let lifecycle = openstack
+        .lifecycle
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("no lifecycle"))?;
+    assert_eq!(lifecycle.heartbeat_timeout.0, Duration::from_secs(600));
+
+    // The policy given as the handler: it exports no lifecycle interface.
+    let capacity = build_rust_guest("guests/capacity")?;
+    lifecycle.handler = capacity.as_path().into();
+    config.autoscalers[0].scaling.policy = Some(capacity.as_path().into());
+    let state = tempfile::tempdir()?;
+    config.state_dir = state.path().to_owned();
+    config.sandbox.compile = wasmscaler_tests::compile_config();
+    config.sandbox.cache_dir = Some(wasmscaler_tests::test_cache_dir());
+    let refused = |config: wasmscaler::config::ConfigFile| async move {
+        wasmscaler::host::Host::from_config(&config, None)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    };
+    let error = refused(config.clone()).await;
+    assert!(
+        error.contains("workers: target.openstack.lifecycle: capability `http` is not granted"),
+        "{error}"
+    );
+    if let wasmscaler::targets::TargetSpec::Openstack(openstack) = &mut config.autoscalers[0].target
+        && let Some(lifecycle) = openstack.lifecycle.as_mut()
+    {
+        lifecycle.capabilities.http = Some(HttpGrant::allow(["http://*/status"]));
+    }
+    let error = refused(config).await;
+    assert!(
+        error.contains("workers: target.openstack.lifecycle: the handler does not export wasmscaler:policy/lifecycle"),
+        "{error}"
+    );
+    Ok(())
+}

@@ -286,13 +286,14 @@ async fn connect_target(
             lifecycle: Some(lifecycle),
             ..
         }) => {
-            let at = || format!("{}: target.openstack.lifecycle", spec.name);
+            let at = "target.openstack.lifecycle";
             let handler = sources
                 .load(&lifecycle.handler)
                 .await
-                .with_context(|| format!("{}: loading {}", at(), lifecycle.handler))?;
+                .with_context(|| format!("{}: {at}: loading {}", spec.name, lifecycle.handler))?;
             Some(Arc::new(
-                HostDelivered::new(&spec.name, (**lifecycle).clone(), handler).with_context(at)?,
+                HostDelivered::new(at, (**lifecycle).clone(), handler)
+                    .with_context(|| spec.name.clone())?,
             ))
         }
         _ => None,
