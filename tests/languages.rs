@@ -306,6 +306,7 @@ fn pinned_toolchain() -> anyhow::Result<String> {
 #[test]
 fn every_template_builds_out_of_tree_and_decides() -> anyhow::Result<()> {
     let root = wasmscaler_tests::repo_root();
+    wasmscaler_tests::toolchains_ready()?;
     let tools = root.join(".cache/toolchains");
     let bin = wasmscaler_tests::wasmscaler_bin()?;
     let toolchain = pinned_toolchain()?;

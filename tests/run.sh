@@ -28,17 +28,32 @@ if [ ${#packages[@]} -gt 0 ]; then
   apt_install || { $sudo apt-get update -qq >/dev/null && apt_install; }
 fi
 
-# The pinned toolchains of the JavaScript, Python and C example guests, and moto's server for
-# the AWS tests (into .cache/, once): tests/languages.rs and tests/aws.rs use them.
-bash tests/toolchains/install.sh all
-
-# A real OpenStack on loopback for the openstack target's tests (tests/openstack.rs): installed
-# (once) and started fresh in the background while the tests build, stopped when this script
-# ends. The tests wait for it (tests/openstack/start.sh marks it starting at once).
-mkdir -p .cache/openstack && rm -f .cache/openstack/run/ready && touch .cache/openstack/starting
-{ bash tests/openstack/install.sh && bash tests/openstack/start.sh; } > .cache/openstack/start.log 2>&1 \
-  || rm -f .cache/openstack/starting &
-trap 'bash tests/openstack/stop.sh' EXIT
+# In the background while the tests build, one after the other (both may call apt):
+# - the pinned toolchains of the JavaScript, Python and C example guests, moto's server for the
+#   AWS tests and the Helm library for the chart's (into .cache/, once). The tests that use them
+#   wait while .cache/toolchains/installing exists (wasmscaler_tests::toolchains_ready); its
+#   log is .cache/toolchains.log;
+# - a real OpenStack on loopback for the openstack target's tests (tests/openstack.rs):
+#   installed (once), then started fresh once the tests are built (a minute of its services'
+#   Python start-up on both cores would slow the build down more than it saves), stopped when
+#   this script ends. The tests wait for it (.cache/openstack/starting, removed by start.sh
+#   once it is up, or here if it fails); its log is .cache/openstack/start.log.
+mkdir -p .cache/toolchains .cache/openstack
+touch .cache/toolchains/installing .cache/openstack/starting
+rm -f .cache/openstack/run/ready .cache/openstack/built
+{
+  bash tests/toolchains/install.sh all > .cache/toolchains.log 2>&1 \
+    || echo "tests/run.sh: installing the toolchains failed; see .cache/toolchains.log" >&2
+  rm -f .cache/toolchains/installing
+  if bash tests/openstack/install.sh > .cache/openstack/start.log 2>&1; then
+    while [ ! -f .cache/openstack/built ]; do sleep 1; done
+    bash tests/openstack/start.sh >> .cache/openstack/start.log 2>&1 || rm -f .cache/openstack/starting
+  else
+    rm -f .cache/openstack/starting
+  fi
+} &
+installing=$!
+trap 'kill $installing 2>/dev/null; rm -f .cache/toolchains/installing .cache/openstack/starting; bash tests/openstack/stop.sh' EXIT
 
 # A CI run builds from scratch once: incremental compilation's bookkeeping only costs there.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
@@ -49,5 +64,7 @@ if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 cargo test --quiet --manifest-path guests/sdk/Cargo.toml --no-default-features
 
 # One profile for everything (tests, the CLI binary, benches in test mode): wasmtime and
-# cranelift compile once.
+# cranelift compile once. Built first, so the OpenStack starts beside the first tests.
+cargo test --workspace --all-targets --no-run
+touch .cache/openstack/built
 cargo test --workspace --all-targets --no-fail-fast

@@ -31,6 +31,7 @@ impl Drop for Moto {
 impl Moto {
     /// Starts `moto_server` (installed by tests/toolchains/install.sh moto) on a free port.
     pub fn start() -> anyhow::Result<Self> {
+        super::toolchains_ready()?;
         let binary = super::repo_root().join(".cache/moto/bin/moto_server");
         anyhow::ensure!(
             binary.exists(),

@@ -46,6 +46,7 @@ impl Rendered {
 /// (JSON) over the chart's own.
 pub fn render(values: serde_json::Value) -> anyhow::Result<Rendered> {
     let root = super::repo_root();
+    super::toolchains_ready()?;
     let python = root.join(".cache/helm/bin/python");
     anyhow::ensure!(
         python.exists(),

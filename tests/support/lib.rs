@@ -48,6 +48,7 @@ pub fn build_language_guest(language: &str) -> anyhow::Result<PathBuf> {
         } else {
             out.clone()
         };
+        toolchains_ready()?;
         let output = Command::new("bash")
             .arg(dir.join("build.sh"))
             .args(core.then_some("--core"))
@@ -139,6 +140,25 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Waits while `tests/run.sh` installs the pinned toolchains (JavaScript, Python and C
+/// guests, moto, the Helm library) in the background, beside the build: it marks
+/// `.cache/toolchains/installing` until it is done. Without the mark (the toolchains were
+/// installed by hand, or not at all) it returns at once; a missing tool then fails where it is
+/// used, naming the install command.
+pub fn toolchains_ready() -> anyhow::Result<()> {
+    let marker = repo_root().join(".cache/toolchains/installing");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while marker.exists() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the toolchains were still installing after 10 minutes: {}",
+            repo_root().join(".cache/toolchains.log").display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Ok(())
 }
 
 /// Where guest builds go: one shared target directory, so wit-bindgen compiles once.
