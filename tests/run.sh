@@ -53,7 +53,7 @@ rm -f .cache/openstack/run/ready .cache/openstack/built
   fi
 } &
 installing=$!
-trap 'kill $installing 2>/dev/null; rm -f .cache/toolchains/installing .cache/openstack/starting; bash tests/openstack/stop.sh' EXIT
+trap 'kill $installing 2>/dev/null || true; rm -f .cache/toolchains/installing .cache/openstack/starting; bash tests/openstack/stop.sh' EXIT
 
 # A CI run builds from scratch once: incremental compilation's bookkeeping only costs there.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
