@@ -55,8 +55,13 @@ rm -f .cache/openstack/run/ready .cache/openstack/built
 installing=$!
 trap 'kill $installing 2>/dev/null || true; rm -f .cache/toolchains/installing .cache/openstack/starting; bash tests/openstack/stop.sh' EXIT
 
-# A CI run builds from scratch once: incremental compilation's bookkeeping only costs there.
-if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+# A CI run builds from scratch once: incremental compilation's bookkeeping only costs there,
+# and our own crates need only line tables in it (a failure's backtrace keeps its file and
+# line): rebuilding the workspace's test binaries measured 67.5-69.4 s against 75.0-75.2 s
+# with full debug info. (The dependencies carry none in any build: Cargo.toml.)
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=line-tables-only
+fi
 
 # The Rust guest SDK's helpers (config, the HPA formula, history, JSON paths), natively and
 # without the bindings (whose generator would be a native build of its own): the SDK is a crate
