@@ -87,7 +87,33 @@ pub fn prometheus(target: &str) -> anyhow::Result<Daemon> {
         ))
         .arg(format!("--web.listen-address={addr}"))
         .arg("--log.level=error");
-    start(command, addr, dir)
+    let daemon = start(command, addr, dir)?;
+    // It listens before its storage is open and answers queries 503 until then (seen under
+    // load as a failed first query): wait for its readiness endpoint.
+    let started = Instant::now();
+    while !answers_ok(&daemon.addr, "/-/ready") {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "prometheus on {} was not ready within 20 s",
+            daemon.addr
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(daemon)
+}
+
+/// Whether `GET path` on `addr` answers 200.
+fn answers_ok(addr: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
 
 /// redis-server with no persistence.
