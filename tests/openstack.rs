@@ -481,6 +481,42 @@ async fn hooked(
     Ok((target, recorded))
 }
 
+/// A lifecycle handler that never finishes: a host killed in the middle of an event.
+#[derive(Default)]
+struct Stuck(std::sync::Mutex<Vec<(Transition, String)>>);
+
+impl LifecycleDelivery for Stuck {
+    fn deliver(
+        &self,
+        transition: Transition,
+        instance: Instance,
+        _: Arc<dyn InstanceStore>,
+    ) -> wasmscaler::sandbox::BoxFuture<'_, Delivered> {
+        if let Ok(mut started) = self.0.lock() {
+            started.push((transition, instance.id));
+        }
+        Box::pin(std::future::pending())
+    }
+}
+
+impl Stuck {
+    fn started(&self) -> Vec<(Transition, String)> {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// The pool `value` as a host whose lifecycle events never finish sees it.
+async fn stuck_host(value: &str) -> anyhow::Result<(OpenStackTarget, Arc<Stuck>)> {
+    let mut spec = spec(value);
+    spec.lifecycle = Some(Box::new(serde_json::from_value(
+        serde_json::json!({ "handler": "never-loaded.wasm" }),
+    )?));
+    let stuck = Arc::new(Stuck::default());
+    let credentials = Credentials::from_clouds_file(&cloud()?, "admin")?;
+    let target = OpenStackTarget::connect_with(spec, credentials, Some(stuck.clone())).await?;
+    Ok((target, stuck))
+}
+
 /// Nova's metadata of a server, as `openstack server show` prints it.
 fn nova_metadata(server: &str) -> anyhow::Result<serde_json::Value> {
     let shown: serde_json::Value = serde_json::from_str(&openstack(&[
@@ -601,9 +637,23 @@ async fn the_host_delivers_launch_and_terminate_around_its_creates_and_deletes()
         Joined::AlreadyEnrolled { state: Some(state) } if state == "ready"
     ));
 
-    // Scale-in: the named server is drained by the handler, then deleted.
-    let seen = target.observe().await?;
-    target.scale(&seen, 1, std::slice::from_ref(&first)).await?;
+    // Scale-in by a host killed mid-event: its handler never finishes, and the host goes.
+    // The next host (`target`) finds the server marked terminating, does not count it, and
+    // drains and deletes it.
+    let (killed, stuck) = stuck_host("hooked").await?;
+    let seen = killed.observe().await?;
+    killed.scale(&seen, 1, std::slice::from_ref(&first)).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stuck.started().is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "the terminate never began");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stuck.started(), [(Transition::Terminate, first_id.clone())]);
+    drop(killed);
+    assert_eq!(
+        nova_metadata(&first)?["wasmscaler.dev:lifecycle-state"],
+        "Terminating:Wait"
+    );
     let now = target.observe().await?;
     assert_eq!(now.current, 1, "a terminating server no longer counts");
     assert!(now.replicas.iter().all(|r| r.name != first));
