@@ -22,8 +22,10 @@ use wasmscaler::targets::openstack::{
 use wasmscaler::targets::{Target, TargetError};
 use wasmscaler_tests::{JsonServer, build_rust_guest, placeholder_target, test_sandbox};
 
-/// One test at a time on the cloud: the quota test changes the project's quota.
-static CLOUD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The tests share one cloud and run side by side (each on a pool of its own), except the
+/// quota check, which changes the project's quota: it holds the write side alone, once every
+/// other test's servers are gone.
+static CLOUD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The test cloud's `clouds.yaml`, once start.sh has made it ready (waiting while it starts:
 /// tests/run.sh starts it beside the build).
@@ -135,7 +137,7 @@ async fn emptied(target: &OpenStackTarget, value: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_scales_out_and_in_with_floating_ips_and_touches_nothing_else() -> anyhow::Result<()>
 {
-    let _cloud = CLOUD.lock().await;
+    let _cloud = CLOUD.read().await;
     // What a failed earlier run may have left.
     let target = connect("web").await?;
     emptied(&target, "web").await?;
@@ -212,7 +214,10 @@ async fn a_pool_scales_out_and_in_with_floating_ips_and_touches_nothing_else() -
     assert_eq!(target.observe().await?.current, 1);
     assert_eq!(target.session().tokens_issued(), issued + 1, "renewed once");
     // Over quota: refused with Nova's message, and the pool is as it was.
-    // The quota set to what the project uses now (the impostor and one server).
+    // The quota set to what the project uses now (the impostor and one server), with no other
+    // test's server alive.
+    drop(_cloud);
+    let quota = CLOUD.write().await;
     let used = openstack(&["server", "list", "-f", "value", "-c", "ID"])?
         .lines()
         .count();
@@ -220,6 +225,8 @@ async fn a_pool_scales_out_and_in_with_floating_ips_and_touches_nothing_else() -
     let seen = target.observe().await?;
     let refused = target.scale(&seen, 2, &[]).await;
     openstack(&["quota", "set", "--instances", "20", "admin"])?;
+    drop(quota);
+    let _cloud = CLOUD.read().await;
     assert!(
         matches!(&refused, Err(TargetError::Refused(m)) if m.contains("Quota exceeded")),
         "{refused:?}"
@@ -332,7 +339,7 @@ async fn unknown_names_and_bad_credentials_are_refused_by_name() -> anyhow::Resu
 /// its allow-list (`apiUrl`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_capacity_guest_scales_an_openstack_pool() -> anyhow::Result<()> {
-    let _cloud = CLOUD.lock().await;
+    let _cloud = CLOUD.read().await;
     let guest = test_sandbox()?
         .load_file(&build_rust_guest("guests/capacity")?)
         .await?
@@ -539,7 +546,7 @@ fn nova_metadata(server: &str) -> anyhow::Result<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_delivers_launch_and_terminate_around_its_creates_and_deletes()
 -> anyhow::Result<()> {
-    let _cloud = CLOUD.lock().await;
+    let _cloud = CLOUD.read().await;
     let handler = test_sandbox()?
         .load_file(&build_rust_guest("guests/lifecycle-join")?)
         .await?
