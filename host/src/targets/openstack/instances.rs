@@ -206,6 +206,10 @@ impl InstanceStore for NovaInstances {
     }
 }
 
+/// The largest `meta_data.json` read, from the config drive or the metadata service (Nova's is
+/// a few KiB: the instance's metadata, keys and files' index).
+pub const MAX_METADATA_BYTES: usize = 1 << 20;
+
 /// Where an OpenStack instance's own id is read.
 #[derive(Debug, Clone)]
 pub struct InstanceIdSources<'a> {
@@ -221,9 +225,18 @@ pub struct InstanceIdSources<'a> {
 pub async fn own_instance_id(sources: InstanceIdSources<'_>) -> Result<String, TargetError> {
     let on_drive = sources.config_drive.join("openstack/latest/meta_data.json");
     let (document, from) = if on_drive.is_file() {
-        let bytes = std::fs::read(&on_drive).map_err(|e| {
+        let unreadable = |e: &dyn std::fmt::Display| {
             TargetError::Unavailable(format!("config drive {}: {e}", on_drive.display()))
-        })?;
+        };
+        let size = std::fs::metadata(&on_drive)
+            .map_err(|e| unreadable(&e))?
+            .len();
+        if size > MAX_METADATA_BYTES as u64 {
+            return Err(unreadable(&format!(
+                "{size} bytes, over {MAX_METADATA_BYTES}"
+            )));
+        }
+        let bytes = std::fs::read(&on_drive).map_err(|e| unreadable(&e))?;
         (bytes, on_drive.display().to_string())
     } else {
         let url = format!(
@@ -246,7 +259,8 @@ pub async fn own_instance_id(sources: InstanceIdSources<'_>) -> Result<String, T
                     sources.config_drive.display()
                 ))
             })?;
-        let bytes = super::api::read_capped(answer, 1 << 20, "the metadata service").await?;
+        let bytes =
+            super::api::read_capped(answer, MAX_METADATA_BYTES, "the metadata service").await?;
         (bytes, url)
     };
     let parsed: Value = serde_json::from_slice(&document)
@@ -293,6 +307,19 @@ mod tests {
             "{no_uuid:?}"
         );
         std::fs::write(dir.join("meta_data.json"), r#"{"uuid":"4b1c-9"}"#).expect("write");
-        assert_eq!(own_instance_id(sources).await.expect("id"), "4b1c-9");
+        assert_eq!(
+            own_instance_id(sources.clone()).await.expect("id"),
+            "4b1c-9"
+        );
+        let huge = format!(
+            r#"{{"uuid":"x","pad":"{}"}}"#,
+            " ".repeat(MAX_METADATA_BYTES)
+        );
+        std::fs::write(dir.join("meta_data.json"), huge).expect("write");
+        let over = own_instance_id(sources).await;
+        assert!(
+            matches!(&over, Err(TargetError::Unavailable(m)) if m.contains(&format!("over {MAX_METADATA_BYTES}"))),
+            "{over:?}"
+        );
     }
 }

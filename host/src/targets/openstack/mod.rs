@@ -248,18 +248,6 @@ impl OpenStackTarget {
         &self.api.session
     }
 
-    /// One call to `service`, renewing the token once if it was refused with 401.
-    async fn call(
-        &self,
-        service: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-        what: &str,
-    ) -> Result<Value, TargetError> {
-        self.api.call(service, method, path, body, what).await
-    }
-
     /// The id (and name) of a flavor, image or network given by name or id.
     async fn resolve(
         &self,
@@ -272,6 +260,7 @@ impl OpenStackTarget {
         // By name on the server side: lists are paged (Glance's first page holds 25 images).
         let by_name = format!("{path}?name={}", urlencode(wanted));
         let list = self
+            .api
             .call(
                 service,
                 reqwest::Method::GET,
@@ -290,6 +279,7 @@ impl OpenStackTarget {
         if found.is_empty() {
             let item = format!("{path}/{}", urlencode(wanted));
             match self
+                .api
                 .call(
                     service,
                     reqwest::Method::GET,
@@ -330,6 +320,7 @@ impl OpenStackTarget {
     async fn servers(&self) -> Result<Vec<Server>, TargetError> {
         let path = format!("/servers/detail?tags={}", urlencode(&self.tag()));
         let list = self
+            .api
             .call(
                 "compute",
                 reqwest::Method::GET,
@@ -434,14 +425,15 @@ impl OpenStackTarget {
             })?;
             server["user_data"] = json!(base64::engine::general_purpose::STANDARD.encode(data));
         }
-        self.call(
-            "compute",
-            reqwest::Method::POST,
-            "/servers",
-            Some(&json!({ "server": server })),
-            &format!("creating server {name}"),
-        )
-        .await?;
+        self.api
+            .call(
+                "compute",
+                reqwest::Method::POST,
+                "/servers",
+                Some(&json!({ "server": server })),
+                &format!("creating server {name}"),
+            )
+            .await?;
         tracing::info!(pool = %self.tag(), server = %name, "server created");
         Ok(())
     }
@@ -469,6 +461,7 @@ impl OpenStackTarget {
             urlencode(&self.floating_description())
         );
         let list = self
+            .api
             .call(
                 "network",
                 reqwest::Method::GET,
@@ -490,6 +483,7 @@ impl OpenStackTarget {
         let mut associated = false;
         let ips = self.floating_ips().await?;
         let ports = self
+            .api
             .call(
                 "network",
                 reqwest::Method::GET,
@@ -513,14 +507,15 @@ impl OpenStackTarget {
                 .as_str()
                 .is_some_and(|p| live_ports.iter().any(|l| l == p));
             if !attached && let Some(id) = ip["id"].as_str() {
-                self.call(
-                    "network",
-                    reqwest::Method::DELETE,
-                    &format!("/v2.0/floatingips/{id}"),
-                    None,
-                    "releasing a floating IP",
-                )
-                .await?;
+                self.api
+                    .call(
+                        "network",
+                        reqwest::Method::DELETE,
+                        &format!("/v2.0/floatingips/{id}"),
+                        None,
+                        "releasing a floating IP",
+                    )
+                    .await?;
                 tracing::info!(pool = %self.tag(), address = ip["floating_ip_address"].as_str().unwrap_or(""), "floating IP released");
             }
         }
@@ -535,6 +530,7 @@ impl OpenStackTarget {
                 continue;
             }
             let created = self
+                .api
                 .call(
                     "network",
                     reqwest::Method::POST,
