@@ -173,11 +173,8 @@ impl OpenStackTarget {
         };
         let api = Arc::new(Api::new(credentials)?);
         let mut target = OpenStackTarget {
-            instances: Arc::new(NovaInstances::new(
-                api.clone(),
-                Some(spec.network.clone()),
-                spec.ip_version,
-            )),
+            // Replaced below, once the network's name (Nova keys addresses by it) is resolved.
+            instances: Arc::new(NovaInstances::new(api.clone(), None, spec.ip_version)),
             spec,
             api,
             lifecycle,
