@@ -763,6 +763,12 @@ async fn status_tells_each_scale_stabilization_and_a_missing_target() -> anyhow:
         .collect();
     assert!(notes.iter().any(|n| n.contains("from 3 to 6")), "{notes:?}");
     assert!(notes.iter().any(|n| n.contains("from 6 to 2")), "{notes:?}");
+    wait_for(
+        "the status after the scale",
+        Duration::from_secs(10),
+        || status(&fake, "web")["desiredReplicas"] == 2,
+    )
+    .await?;
     let s = status(&fake, "web");
     assert_eq!(condition(&s, "AbleToScale")["status"], "True", "{s:#}");
     assert_eq!(
@@ -1439,6 +1445,13 @@ async fn a_resource_lists_sources_and_one_failing_is_ignored() -> anyhow::Result
     wait_for("3 -> 6", Duration::from_secs(30), || {
         fake.replicas("web") == Some(6)
     })
+    .await?;
+    // The status follows the scale in a write of its own: wait for it, then read it.
+    wait_for(
+        "the status after the scale",
+        Duration::from_secs(10),
+        || status(&fake, "web")["desiredReplicas"] == 6,
+    )
     .await?;
     let s = status(&fake, "web");
     assert_eq!(condition(&s, "AbleToScale")["status"], "True", "{s:#}");
