@@ -336,8 +336,27 @@ async fn runs_are_recorded_in_a_bounded_ring() -> anyhow::Result<()> {
     for _ in 0..40 {
         a.run_once().await;
     }
+    // Runs that end alike fold into one record with a count (the first run scales 1 -> 2,
+    // every later one finds 2 and holds).
+    let records = a.records();
+    assert_eq!(
+        records.iter().map(|r| r.runs()).sum::<u64>(),
+        40,
+        "{records:#?}"
+    );
+    assert!(records.len() <= 2, "{records:#?}");
+    // Decisions that differ each run keep a record each, the last 16 of them.
+    for i in 0..40 {
+        h.decide(if i % 2 == 0 {
+            r#"{"replicas": 2}"#
+        } else {
+            r#"{"replicas": 3}"#
+        });
+        a.run_once().await;
+    }
     let records = a.records();
     assert_eq!(records.len(), 16);
+    assert!(records.iter().all(|r| r.repeats == 0));
     assert!(records.iter().all(|r| r.fuel > 0 && r.decision.is_some()));
     Ok(())
 }
@@ -387,15 +406,8 @@ async fn a_stuck_autoscaler_does_not_delay_another() -> anyhow::Result<()> {
     };
     // The stuck one is still in its first run (its HTTP call waits for 2 s); the fast one
     // kept its 100 ms rhythm meanwhile.
-    assert!(
-        fast.records().len() >= 8,
-        "fast ran {} times",
-        fast.records().len()
-    );
-    assert!(
-        stuck.records().len() <= 1,
-        "stuck ran {} times",
-        stuck.records().len()
-    );
+    let runs = |a: &Autoscaler| a.records().iter().map(|r| r.runs()).sum::<u64>();
+    assert!(runs(fast) >= 8, "fast ran {} times", runs(fast));
+    assert!(runs(stuck) <= 1, "stuck ran {} times", runs(stuck));
     Ok(())
 }

@@ -41,14 +41,20 @@ fn cpu_seconds() -> f64 {
     secs(usage.user_time()) + secs(usage.system_time())
 }
 
+/// Peak RSS (`VmHWM`), which includes compiling the guest at start-up.
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// RSS now (`VmRSS`): the fleet's steady state at the end of the window.
+fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_owned))
         .and_then(|l| {
             l.split_whitespace()
                 .nth(1)
@@ -112,14 +118,16 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
         let (cpu0, runs0, t0) = (cpu_seconds(), runs(), Instant::now());
         tokio::time::sleep(window).await;
         let (cpu1, runs1, wall) = (cpu_seconds(), runs(), t0.elapsed());
+        let rss = rss_mib();
         stop.cancel();
         let _ = running.await;
-        let failed: usize = engine
+        let failed: u64 = engine
             .autoscalers()
             .iter()
             .flat_map(|a| a.records())
             .filter(|r| r.error.is_some())
-            .count();
+            .map(|r| r.runs())
+            .sum::<u64>();
         println!(
             "{}",
             serde_json::json!({
@@ -127,6 +135,7 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
                 "runs": runs1 - runs0,
                 "failedRuns": failed,
                 "cpuPercentOfOneCore": (cpu1 - cpu0) / wall.as_secs_f64() * 100.0,
+                "rssMib": rss,
                 "peakRssMib": peak_rss_mib(),
             })
         );
@@ -184,7 +193,9 @@ fn main() -> std::process::ExitCode {
             ],
         )]
     };
-    println!("\n| autoscalers | runs in window | failed runs | CPU (% of one core) | peak RSS |");
+    println!(
+        "\n| autoscalers | runs in window | failed runs | CPU (% of one core) | RSS at the end (peak) |"
+    );
     println!("|---|---|---|---|---|");
     for (n, extra) in plan {
         let out = Command::new(&exe)
@@ -206,11 +217,12 @@ fn main() -> std::process::ExitCode {
             assert_eq!(r["failedRuns"], 0, "no run failed");
         }
         println!(
-            "| {} | {} | {} | {:.2} % | {:.0} MiB |",
+            "| {} | {} | {} | {:.2} % | {:.0} MiB ({:.0}) |",
             n,
             r["runs"],
             r["failedRuns"],
             r["cpuPercentOfOneCore"].as_f64().unwrap_or(f64::NAN),
+            r["rssMib"].as_f64().unwrap_or(f64::NAN),
             r["peakRssMib"].as_f64().unwrap_or(f64::NAN)
         );
     }

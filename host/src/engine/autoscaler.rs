@@ -37,8 +37,24 @@ pub fn system_clock() -> Clock {
     })
 }
 
-/// Run records kept per autoscaler for the API; small, because a host may run 10,000.
+/// Run records kept per autoscaler for the API; small, because a host may run 100,000.
 const RECORDS_KEPT: usize = 16;
+
+/// Keeps `record` as the newest of the last [`RECORDS_KEPT`]; a run that ended exactly as
+/// the newest did is folded into it instead, so a steady autoscaler keeps one record with a
+/// count, and the ones kept reach further back.
+fn keep(records: &mut VecDeque<RunRecord>, record: RunRecord) {
+    if let Some(last) = records.back_mut()
+        && record.repeats_the_result_of(last)
+    {
+        record.fold_into(last);
+        return;
+    }
+    if records.len() == RECORDS_KEPT {
+        records.pop_front();
+    }
+    records.push_back(record);
+}
 
 type GatherResult = Result<CallOutcome<Vec<Sample>>, SandboxError>;
 
@@ -336,7 +352,8 @@ impl Autoscaler {
             last_observation: Mutex::new(None),
             backend,
             state: tokio::sync::Mutex::new(state),
-            records: Mutex::new(VecDeque::with_capacity(RECORDS_KEPT)),
+            // Grown as runs come: most fleets hold steady, and their runs fold into one record.
+            records: Mutex::new(VecDeque::new()),
             clock,
             observers: Vec::new(),
             source_envs,
@@ -394,10 +411,7 @@ impl Autoscaler {
             observer.observe(&self.spec, &record);
         }
         if let Ok(mut records) = self.records.lock() {
-            if records.len() == RECORDS_KEPT {
-                records.pop_front();
-            }
-            records.push_back(record.clone());
+            keep(&mut records, record.clone());
         }
         record
     }
@@ -486,6 +500,8 @@ impl Autoscaler {
             logs_dropped: 0,
             log_bytes_dropped: 0,
             sources: Vec::new(),
+            repeats: 0,
+            first_at_ms: None,
         }
     }
 
@@ -911,6 +927,84 @@ mod tests {
     use super::*;
 
     const STEP: Duration = RUN_GRID;
+
+    fn held(at_ms: i64, current: u32, fuel: u64) -> RunRecord {
+        RunRecord {
+            autoscaler: "web".into(),
+            at_ms,
+            current_replicas: Some(current),
+            replica_count: current as usize,
+            sample_count: 1,
+            decision: Some(Decision {
+                target_replicas: current,
+                reason: Some("steady".into()),
+                remove_first: None,
+            }),
+            clamped: Some(current),
+            within_tolerance: true,
+            stabilized: Some(current),
+            limited: None,
+            fallback: false,
+            outcome: Outcome::Unchanged,
+            error: None,
+            error_kind: None,
+            fuel,
+            guest_micros: 40,
+            duration_micros: 90,
+            logs_dropped: 0,
+            log_bytes_dropped: 0,
+            sources: Vec::new(),
+            repeats: 0,
+            first_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn runs_that_end_alike_fold_into_one_record_with_a_count() {
+        let mut records = VecDeque::new();
+        keep(&mut records, held(1_000, 3, 100));
+        keep(&mut records, held(16_000, 3, 120));
+        keep(&mut records, held(31_000, 3, 110));
+        assert_eq!(records.len(), 1);
+        let folded = &records[0];
+        assert_eq!(folded.repeats, 2);
+        assert_eq!(folded.runs(), 3);
+        assert_eq!(folded.first_at_ms, Some(1_000));
+        // The time and cost are the latest run's.
+        assert_eq!((folded.at_ms, folded.fuel), (31_000, 110));
+        let json = serde_json::to_value(folded).unwrap_or_default();
+        assert_eq!(json["repeats"], 2, "{json}");
+        assert_eq!(json["firstAtMs"], 1_000, "{json}");
+        // A lone run carries neither field.
+        let lone = serde_json::to_value(held(1, 3, 1)).unwrap_or_default();
+        assert!(
+            lone.get("repeats").is_none() && lone.get("firstAtMs").is_none(),
+            "{lone}"
+        );
+    }
+
+    #[test]
+    fn a_run_that_ends_differently_starts_a_record_and_only_the_last_sixteen_stay() {
+        let mut records = VecDeque::new();
+        keep(&mut records, held(0, 3, 1));
+        let mut failed = held(1, 3, 1);
+        failed.error = Some("gather: fuel exhausted".into());
+        keep(&mut records, failed.clone());
+        keep(&mut records, held(2, 3, 1));
+        assert_eq!(
+            records.len(),
+            3,
+            "a failure between two holds folds with neither"
+        );
+        assert!(records.iter().all(|r| r.repeats == 0));
+        // Alternating results never fold: the oldest fall off past RECORDS_KEPT.
+        for i in 0..40 {
+            keep(&mut records, held(10 + i, 3 + (i % 2) as u32, 1));
+        }
+        assert_eq!(records.len(), RECORDS_KEPT);
+        assert_eq!(records.back().map(|r| r.at_ms), Some(49));
+        assert_eq!(records.front().map(|r| r.at_ms), Some(34));
+    }
 
     #[test]
     fn runs_whose_turns_fall_within_one_step_share_a_wake_up() {

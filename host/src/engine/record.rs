@@ -83,4 +83,79 @@ pub struct RunRecord {
     /// With `metrics:` as a list: what became of each source.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<crate::contract::model::SourceStatus>,
+    /// How many runs right before this one ended exactly as it did and were folded into it
+    /// (as Kubernetes folds repeated Events into a count); `at_ms`, `fuel` and the durations
+    /// are the last run's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
+    /// With `repeats`: when the first of the folded runs started, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_at_ms: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl RunRecord {
+    /// Whether `self` ended exactly as `last` did: everything but its time and cost is equal.
+    /// Every field is named, so a new one must be placed on one side or the other.
+    pub fn repeats_the_result_of(&self, last: &RunRecord) -> bool {
+        let RunRecord {
+            autoscaler,
+            at_ms: _,
+            current_replicas,
+            replica_count,
+            sample_count,
+            decision,
+            clamped,
+            within_tolerance,
+            stabilized,
+            limited,
+            fallback,
+            outcome,
+            error,
+            error_kind,
+            fuel: _,
+            guest_micros: _,
+            duration_micros: _,
+            logs_dropped,
+            log_bytes_dropped,
+            sources,
+            repeats: _,
+            first_at_ms: _,
+        } = self;
+        *autoscaler == last.autoscaler
+            && *current_replicas == last.current_replicas
+            && *replica_count == last.replica_count
+            && *sample_count == last.sample_count
+            && *decision == last.decision
+            && *clamped == last.clamped
+            && *within_tolerance == last.within_tolerance
+            && *stabilized == last.stabilized
+            && *limited == last.limited
+            && *fallback == last.fallback
+            && *outcome == last.outcome
+            && *error == last.error
+            && *error_kind == last.error_kind
+            && *logs_dropped == last.logs_dropped
+            && *log_bytes_dropped == last.log_bytes_dropped
+            && *sources == last.sources
+    }
+
+    /// Folds `self`, a run that repeats `last`'s result, into `last`: one more repeat, and
+    /// the time and cost of the latest run.
+    pub fn fold_into(self, last: &mut RunRecord) {
+        last.first_at_ms.get_or_insert(last.at_ms);
+        last.repeats = last.repeats.saturating_add(1);
+        last.at_ms = self.at_ms;
+        last.fuel = self.fuel;
+        last.guest_micros = self.guest_micros;
+        last.duration_micros = self.duration_micros;
+    }
+
+    /// The runs this record stands for: itself and the ones folded into it.
+    pub fn runs(&self) -> u64 {
+        1 + u64::from(self.repeats)
+    }
 }
