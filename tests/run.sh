@@ -69,7 +69,11 @@ fi
 cargo test --quiet --manifest-path guests/sdk/Cargo.toml --no-default-features
 
 # One profile for everything (tests, the CLI binary, benches in test mode): wasmtime and
-# cranelift compile once. Built first, so the OpenStack starts beside the first tests.
-cargo test --workspace --all-targets --no-run
+# cranelift compile once. Built first, so the OpenStack starts beside the first tests; the
+# build lists every test binary, and tests/lanes.py runs each once as `cargo test
+# --no-fail-fast` would, two lanes side by side and then the timing-sensitive ones alone
+# (cargo itself would run them one after the other).
+cargo test --workspace --all-targets --no-run --message-format=json-render-diagnostics \
+  > .cache/test-binaries.json
 touch .cache/openstack/built
-cargo test --workspace --all-targets --no-fail-fast
+python3 tests/lanes.py .cache/test-binaries.json

@@ -102,8 +102,11 @@ fn sample(name: &str, value: f64) -> Sample {
 }
 
 impl evaluation::Guest for Hostile {
-    fn evaluate(_ctx: Context, _samples: Vec<Sample>) -> Result<Decision, Error> {
-        Ok(Decision { target_replicas: 3, reason: Some("hostile guest at rest".into()), remove_first: None })
+    fn evaluate(ctx: Context, _samples: Vec<Sample>) -> Result<Decision, Error> {
+        // The run's time in the reason makes every run's record differ, so none folds into
+        // the one before: the containment tests read each run's start from the records.
+        let reason = format!("hostile guest at rest (run at {} ms)", ctx.now_ms);
+        Ok(Decision { target_replicas: 3, reason: Some(reason), remove_first: None })
     }
 }
 
