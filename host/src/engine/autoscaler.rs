@@ -42,8 +42,8 @@ const RECORDS_KEPT: usize = 16;
 
 /// Keeps `record` as the newest of the last [`RECORDS_KEPT`]; a run that ended exactly as
 /// the newest did is folded into it instead, so a steady autoscaler keeps one record with a
-/// count, and the ones kept reach further back.
-fn keep(records: &mut VecDeque<RunRecord>, record: RunRecord) {
+/// count, and the ones kept reach further back. Only a record kept whole is copied.
+fn keep(records: &mut VecDeque<RunRecord>, record: &RunRecord) {
     if let Some(last) = records.back_mut()
         && record.repeats_the_result_of(last)
     {
@@ -53,7 +53,7 @@ fn keep(records: &mut VecDeque<RunRecord>, record: RunRecord) {
     if records.len() == RECORDS_KEPT {
         records.pop_front();
     }
-    records.push_back(record);
+    records.push_back(record.clone());
 }
 
 type GatherResult = Result<CallOutcome<Vec<Sample>>, SandboxError>;
@@ -411,7 +411,7 @@ impl Autoscaler {
             observer.observe(&self.spec, &record);
         }
         if let Ok(mut records) = self.records.lock() {
-            keep(&mut records, record.clone());
+            keep(&mut records, &record);
         }
         record
     }
@@ -962,9 +962,9 @@ mod tests {
     #[test]
     fn runs_that_end_alike_fold_into_one_record_with_a_count() {
         let mut records = VecDeque::new();
-        keep(&mut records, held(1_000, 3, 100));
-        keep(&mut records, held(16_000, 3, 120));
-        keep(&mut records, held(31_000, 3, 110));
+        keep(&mut records, &held(1_000, 3, 100));
+        keep(&mut records, &held(16_000, 3, 120));
+        keep(&mut records, &held(31_000, 3, 110));
         assert_eq!(records.len(), 1);
         let folded = &records[0];
         assert_eq!(folded.repeats, 2);
@@ -986,11 +986,11 @@ mod tests {
     #[test]
     fn a_run_that_ends_differently_starts_a_record_and_only_the_last_sixteen_stay() {
         let mut records = VecDeque::new();
-        keep(&mut records, held(0, 3, 1));
+        keep(&mut records, &held(0, 3, 1));
         let mut failed = held(1, 3, 1);
         failed.error = Some("gather: fuel exhausted".into());
-        keep(&mut records, failed.clone());
-        keep(&mut records, held(2, 3, 1));
+        keep(&mut records, &failed);
+        keep(&mut records, &held(2, 3, 1));
         assert_eq!(
             records.len(),
             3,
@@ -999,7 +999,7 @@ mod tests {
         assert!(records.iter().all(|r| r.repeats == 0));
         // Alternating results never fold: the oldest fall off past RECORDS_KEPT.
         for i in 0..40 {
-            keep(&mut records, held(10 + i, 3 + (i % 2) as u32, 1));
+            keep(&mut records, &held(10 + i, 3 + (i % 2) as u32, 1));
         }
         assert_eq!(records.len(), RECORDS_KEPT);
         assert_eq!(records.back().map(|r| r.at_ms), Some(49));

@@ -145,7 +145,7 @@ impl RunRecord {
 
     /// Folds `self`, a run that repeats `last`'s result, into `last`: one more repeat, and
     /// the time and cost of the latest run.
-    pub fn fold_into(self, last: &mut RunRecord) {
+    pub fn fold_into(&self, last: &mut RunRecord) {
         last.first_at_ms.get_or_insert(last.at_ms);
         last.repeats = last.repeats.saturating_add(1);
         last.at_ms = self.at_ms;
