@@ -337,10 +337,27 @@ async fn replicas_do_not_outlive_a_killed_host() -> anyhow::Result<()> {
             .spawn()
             .map_err(anyhow::Error::from)
     };
+    // Where a host records its replicas' process groups, which the next host reclaims. A host
+    // writes it once its replicas are spawned; on a loaded machine that can come after the
+    // processes show, so a kill is only a crash *after* the record when the test waits for it.
+    let groups_file = dir
+        .path()
+        .join(".wasmscaler-state")
+        .join(format!("{name}.local-groups.json"));
+    let recorded = || -> Vec<i32> {
+        std::fs::read(&groups_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    };
     let mut first = host()?;
     eventually(
-        "4 replica processes (2 shells' execs and their children)",
-        async || replicas_of(&name).len() == 4,
+        "4 replica processes (2 shells' execs and their children), their groups recorded",
+        async || {
+            let now = replicas_of(&name);
+            let groups = recorded();
+            now.len() == 4 && groups.len() == 2 && groups.iter().all(|g| now.contains(g))
+        },
     )
     .await;
     let before = replicas_of(&name);
@@ -354,26 +371,22 @@ async fn replicas_do_not_outlive_a_killed_host() -> anyhow::Result<()> {
     .await;
     let mut second = host()?;
     eventually(
-        "the orphans reclaimed and 2 new replicas started",
+        "the orphans reclaimed and 2 new replicas started, their groups recorded",
         async || {
             let now = replicas_of(&name);
-            now.len() == 4 && now.iter().all(|pid| !before.contains(pid))
+            let groups = recorded();
+            now.len() == 4
+                && now.iter().all(|pid| !before.contains(pid))
+                && groups.len() == 2
+                && groups.iter().all(|g| now.contains(g))
         },
     )
     .await;
     second.kill()?;
     second.wait()?;
     // Clean up after this test: whatever is left is killed through the same reclaim.
-    let _ = LocalProcesses::start_recorded(
-        &name,
-        shell("true", 47_300),
-        0,
-        Some(
-            dir.path()
-                .join(".wasmscaler-state")
-                .join(format!("{name}.local-groups.json")),
-        ),
-    );
+    let _ =
+        LocalProcesses::start_recorded(&name, shell("true", 47_300), 0, Some(groups_file.clone()));
     eventually("nothing left", async || replicas_of(&name).is_empty()).await;
     Ok(())
 }
