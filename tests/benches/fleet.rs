@@ -128,10 +128,12 @@ fn child(n: usize, interval: Duration, warmup: Duration, window: Duration) {
             .filter(|r| r.error.is_some())
             .map(|r| r.runs())
             .sum::<u64>();
+        let records: usize = engine.autoscalers().iter().map(|a| a.records().len()).sum();
         println!(
             "{}",
             serde_json::json!({
                 "autoscalers": n,
+                "records": records,
                 "runs": runs1 - runs0,
                 "failedRuns": failed,
                 "cpuPercentOfOneCore": (cpu1 - cpu0) / wall.as_secs_f64() * 100.0,
