@@ -570,10 +570,11 @@ async fn supervise(
 }
 
 /// How long a started resource's status waits for its first run to carry the start: the
-/// first run comes within half an interval (see `Autoscaler::run`), and a slow guest or
-/// target should not keep `Ready` from a reader for long.
+/// first run comes within half an interval and the run grid's step, a sixteenth of it (see
+/// `Autoscaler::run`), and a slow guest or target should not keep `Ready` from a reader for
+/// long.
 fn first_run_wait(interval: Duration) -> Duration {
-    (interval / 2 + Duration::from_secs(1)).min(Duration::from_secs(10))
+    (interval / 2 + interval / 16 + Duration::from_secs(1)).min(Duration::from_secs(10))
 }
 
 /// A task ended when its handle is dropped.
@@ -588,6 +589,19 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_waits_past_the_latest_first_run_and_never_long() {
+        // The default interval: a first run comes within 7.5 s and a 937.5 ms grid step.
+        let interval = Duration::from_secs(15);
+        let latest = interval / 2 + interval / 16;
+        assert!(first_run_wait(interval) >= latest + Duration::from_millis(500));
+        // Long intervals: a reader sees Ready within 10 s whatever the interval.
+        assert_eq!(
+            first_run_wait(Duration::from_secs(600)),
+            Duration::from_secs(10)
+        );
+    }
 
     fn resource(uid: &str, generation: Option<i64>, max: u32) -> WasmAutoscaler {
         let mut resource: WasmAutoscaler = serde_json::from_value(serde_json::json!({

@@ -864,8 +864,8 @@ impl Autoscaler {
         let now = tokio::time::Instant::now();
         let interval = self.spec.scaling.interval.0;
         // A turn in the second half of the interval gets an extra run in the first half, so
-        // every new autoscaler (and every one after a restart) runs within half an interval,
-        // still spread, and then keeps its turn.
+        // every new autoscaler (and every one after a restart) runs within half an interval
+        // (and the grid's step, a sixteenth of it), still spread, and then keeps its turn.
         let mut early = None;
         let first = match self.spec.scaling.start_time {
             Some(align) => {
