@@ -570,11 +570,11 @@ async fn supervise(
 }
 
 /// How long a started resource's status waits for its first run to carry the start: the
-/// first run comes within half an interval and the run grid's step, a sixteenth of it (see
-/// `Autoscaler::run`), and a slow guest or target should not keep `Ready` from a reader for
-/// long.
+/// first run comes within half an interval and the run grid's step (see `Autoscaler::run`),
+/// and a slow guest or target should not keep `Ready` from a reader for long.
 fn first_run_wait(interval: Duration) -> Duration {
-    (interval / 2 + interval / 16 + Duration::from_secs(1)).min(Duration::from_secs(10))
+    (interval / 2 + crate::engine::run_grid_step(interval) + Duration::from_secs(1))
+        .min(Duration::from_secs(10))
 }
 
 /// A task ended when its handle is dropped.

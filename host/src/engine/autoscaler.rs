@@ -98,6 +98,12 @@ fn spread(name: &str, interval: Duration) -> Duration {
 /// itself syncs every autoscaler together once per period.
 const RUN_GRID: Duration = Duration::from_secs(1);
 
+/// The run grid's step for `interval`: a sixteenth of it, at most [`RUN_GRID`]. A run starts
+/// at most this much after its turn.
+pub(crate) fn run_grid_step(interval: Duration) -> Duration {
+    RUN_GRID.min(interval / 16)
+}
+
 /// `at` rounded up to the run grid: a sixteenth of `interval`, at most [`RUN_GRID`], counted
 /// from a process-wide origin. Ticks `interval` apart stay on it when `interval` is a multiple
 /// of the step: every interval up to 16 s (in nanoseconds divisible by 16), and every longer one
@@ -105,7 +111,7 @@ const RUN_GRID: Duration = Duration::from_secs(1);
 fn on_grid(at: tokio::time::Instant, interval: Duration) -> tokio::time::Instant {
     static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
     let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
-    let step = u128::min(RUN_GRID.as_nanos(), interval.as_nanos() / 16);
+    let step = run_grid_step(interval).as_nanos();
     let Some(since) = at.checked_duration_since(origin) else {
         return at;
     };

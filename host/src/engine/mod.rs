@@ -22,6 +22,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "kubernetes")]
+pub(crate) use autoscaler::run_grid_step;
 pub use autoscaler::{Autoscaler, AutoscalerBuilder, Clock, RunFailure, RunObserver, system_clock};
 pub use error::{AutoscalerError, SpecError, StateError};
 pub use policy::{Guests, Policies, Policy, PolicyResult};
